@@ -1,0 +1,1 @@
+//! Scrubbing stages, run in this fixed order: ACL → SYN-cookie → rate limit → signatures.
