@@ -70,11 +70,14 @@ fn parse_line(line: &str, table: MountTable) -> Option<(PathBuf, &str, String)> 
             let sep = fields.iter().position(|f| *f == "-")?;
             let fstype = fields.get(sep.checked_add(1)?)?;
             let super_opts = fields.get(sep.checked_add(3)?).copied().unwrap_or("");
-            let options = if super_opts.is_empty() {
-                (*per_mount_opts).to_owned()
-            } else {
-                format!("{per_mount_opts},{super_opts}")
-            };
+            // Both lists usually start with `rw`; show each option once, first spelling wins.
+            let mut options: Vec<&str> = Vec::new();
+            for o in per_mount_opts.split(',').chain(super_opts.split(',')) {
+                if !o.is_empty() && !options.contains(&o) {
+                    options.push(o);
+                }
+            }
+            let options = options.join(",");
             Some((unescape(mount_point), fstype, options))
         }
         MountTable::Mounts => {
@@ -151,7 +154,7 @@ garbage line
                 ("/mnt/old", Some(PageSize::SIZE_2M)),
             ]
         );
-        assert_eq!(mounts[0].options, "rw,relatime,rw,pagesize=2M");
+        assert_eq!(mounts[0].options, "rw,relatime,pagesize=2M");
     }
 
     #[test]
