@@ -75,7 +75,7 @@ fn main() {
         .allowlist_function("rte_pktmbuf_pool_create")
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count)")
         .allowlist_function("rte_ring_(create|free)")
-        .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_link|rte_eth_xstat|rte_eth_xstat_name|rte_ether_addr|rte_eth_rxconf|rte_eth_txconf")
+        .allowlist_type("rte_mbuf|rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_link|rte_eth_xstat|rte_eth_xstat_name|rte_ether_addr|rte_eth_rxconf|rte_eth_txconf")
         .allowlist_var("RTE_ETH_.*|RTE_MAX_ETHPORTS|RTE_MAX_LCORE|RTE_PKTMBUF_HEADROOM|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_RING_F_.*|SOCKET_ID_ANY|LCORE_ID_ANY|RTE_ETH_NAME_MAX_LEN|RTE_ETH_XSTATS_NAME_SIZE")
         .opaque_type("rte_l2tpv2_combined_msg_hdr|rte_gtp_psc_generic_hdr|rte_arp_hdr|rte_arp_ipv4")
         .derive_default(true)

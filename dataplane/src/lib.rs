@@ -5,6 +5,7 @@
 
 pub mod eal;
 pub mod error;
+pub mod mbuf;
 pub mod mempool;
 pub mod port;
 pub mod signals;

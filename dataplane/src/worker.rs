@@ -229,20 +229,11 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             let (mut nf, mut nr, mut nd) = (0usize, 0usize, 0usize);
             for &m in &rx[..n] {
                 // SAFETY: m was just returned by rx_burst and is owned by this worker.
-                let (data, len, room, pkt_len) = unsafe {
-                    let data = dpdk_sys::shim_rte_pktmbuf_mtod(m) as *mut u8;
-                    let len = usize::from(dpdk_sys::shim_rte_pktmbuf_data_len(m));
-                    // Only a single-segment buffer can be grown in place for a reply.
-                    let room = if dpdk_sys::shim_rte_pktmbuf_nb_segs(m) == 1 {
-                        usize::from(dpdk_sys::shim_rte_pktmbuf_tailroom(m))
-                    } else {
-                        0
-                    };
-                    (data, len, room, dpdk_sys::shim_rte_pktmbuf_pkt_len(m))
-                };
-                // SAFETY: the first segment's data area is valid for data_len + tailroom bytes
-                // and nothing else aliases it while we hold the mbuf.
-                let buf = unsafe { std::slice::from_raw_parts_mut(data, len + room) };
+                let f = unsafe { crate::mbuf::view(m) };
+                // SAFETY: the first segment's data area is valid for len + room bytes and
+                // nothing else aliases it while we hold the mbuf.
+                let buf = unsafe { std::slice::from_raw_parts_mut(f.data, f.len + f.room) };
+                let (len, pkt_len) = (f.len, f.pkt_len);
                 c.rx_packets += 1;
                 c.rx_bytes += u64::from(pkt_len);
                 let v = plan.pipeline.process(buf, len, &meta);
@@ -254,7 +245,7 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
                     }
                     Verdict::Reply { len: new_len } => {
                         // SAFETY: m is ours; set_len checks the new length against the buffer.
-                        if unsafe { dpdk_sys::shim_rte_pktmbuf_set_len(m, new_len) } == 0 {
+                        if unsafe { crate::mbuf::set_len(m, new_len) } {
                             c.replied += 1;
                             rep[nr] = m;
                             nr += 1;

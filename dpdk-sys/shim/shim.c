@@ -34,3 +34,9 @@ unsigned shim_rte_ring_sc_dequeue_burst(struct rte_ring *r, void **obj_table, un
 { return rte_ring_sc_dequeue_burst(r, obj_table, n, available); }
 unsigned shim_rte_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
 uint64_t shim_rss_hf_ip_tcp_udp(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }
+size_t shim_mbuf_offset_data_off(void) { return offsetof(struct rte_mbuf, data_off); }
+size_t shim_mbuf_offset_data_len(void) { return offsetof(struct rte_mbuf, data_len); }
+size_t shim_mbuf_offset_pkt_len(void) { return offsetof(struct rte_mbuf, pkt_len); }
+size_t shim_mbuf_offset_buf_len(void) { return offsetof(struct rte_mbuf, buf_len); }
+size_t shim_mbuf_offset_nb_segs(void) { return offsetof(struct rte_mbuf, nb_segs); }
+size_t shim_mbuf_size(void) { return sizeof(struct rte_mbuf); }

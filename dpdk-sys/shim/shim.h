@@ -3,6 +3,7 @@
 #ifndef SCRUBD_SHIM_H
 #define SCRUBD_SHIM_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <rte_config.h>
 #include <rte_eal.h>
@@ -41,5 +42,13 @@ unsigned shim_rte_ring_sc_dequeue_burst(struct rte_ring *r, void **obj_table, un
 unsigned shim_rte_ring_count(const struct rte_ring *r);
 /* RSS hash functions for IP/TCP/UDP: a macro built from RTE_BIT64, which bindgen cannot evaluate. */
 uint64_t shim_rss_hf_ip_tcp_udp(void);
+/* Offsets and size of struct rte_mbuf as the C compiler lays it out, so a test can prove the
+ * Rust view (which reads these fields directly on the fast path) matches. */
+size_t shim_mbuf_offset_data_off(void);
+size_t shim_mbuf_offset_data_len(void);
+size_t shim_mbuf_offset_pkt_len(void);
+size_t shim_mbuf_offset_buf_len(void);
+size_t shim_mbuf_offset_nb_segs(void);
+size_t shim_mbuf_size(void);
 
 #endif

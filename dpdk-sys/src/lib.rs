@@ -10,3 +10,23 @@
 #![allow(clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// The data path reads these mbuf fields directly from Rust; the C compiler's layout must
+    /// agree with bindgen's or every packet view would be wrong.
+    #[test]
+    fn mbuf_layout_matches_c() {
+        unsafe {
+            assert_eq!(offset_of!(rte_mbuf, data_off), shim_mbuf_offset_data_off());
+            assert_eq!(offset_of!(rte_mbuf, data_len), shim_mbuf_offset_data_len());
+            assert_eq!(offset_of!(rte_mbuf, pkt_len), shim_mbuf_offset_pkt_len());
+            assert_eq!(offset_of!(rte_mbuf, buf_len), shim_mbuf_offset_buf_len());
+            assert_eq!(offset_of!(rte_mbuf, nb_segs), shim_mbuf_offset_nb_segs());
+            assert_eq!(size_of::<rte_mbuf>(), shim_mbuf_size());
+        }
+    }
+}
