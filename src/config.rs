@@ -54,7 +54,8 @@ pub enum MemoryMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EalConfig {
-    /// EAL lcore list, e.g. "0,1" or "0-3". The main lcore runs the control side.
+    /// EAL lcore list, e.g. "0,1" or "0-3". The main lcore runs the control side. Entries may
+    /// map an lcore onto a CPU, "2@1", to run more lcores than CPUs (tests on small machines).
     pub lcores: String,
     pub main_lcore: Option<u32>,
     pub memory: MemoryMode,
@@ -332,8 +333,13 @@ impl Config {
 
     /// The EAL argument vector this config stands for.
     pub fn eal_args(&self) -> Vec<String> {
+        let flag = if self.eal.lcores.contains('@') {
+            "--lcores"
+        } else {
+            "-l"
+        };
         let mut a = vec![
-            "-l".to_string(),
+            flag.to_string(),
             self.eal.lcores.clone(),
             format!("--main-lcore={}", self.main_lcore()),
         ];
@@ -388,6 +394,16 @@ pub fn parse_lcore_list(s: &str) -> Result<Vec<u32>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
+        // "lcore@cpu": the lcore id is what the rest of the config refers to.
+        let part = match part.split_once('@') {
+            Some((l, cpu)) => {
+                cpu.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("\"{cpu}\" is not a CPU number in \"{s}\""))?;
+                l
+            }
+            None => part,
+        };
         let num = |t: &str| {
             t.trim()
                 .parse::<u32>()
@@ -411,4 +427,194 @@ pub fn parse_lcore_list(s: &str) -> Result<Vec<u32>, String> {
         return Err("empty lcore list".into());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[eal]
+lcores = "0,1"
+memory = "no-huge"
+memory_mb = 256
+file_prefix = "t"
+
+[dataplane]
+workers = [1]
+burst = 32
+rx_desc = 512
+tx_desc = 512
+mempool_mbufs = 8191
+mempool_cache = 128
+
+[[port]]
+name = "outside"
+vdev = "net_null0"
+
+[[port]]
+name = "inside"
+pci = "0000:01:00.1"
+
+[[pair]]
+outside = "outside"
+inside = "inside"
+"#;
+
+    fn err_of(text: &str) -> String {
+        Config::parse(text, "x.toml")
+            .expect_err("config must be rejected")
+            .to_string()
+    }
+
+    fn with(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "test edits a line that exists: {from}");
+        GOOD.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn good_config_parses_and_yields_eal_args() {
+        let c = Config::parse(GOOD, "x.toml").unwrap();
+        let a = c.eal_args();
+        assert_eq!(&a[..3], &["-l", "0,1", "--main-lcore=0"]);
+        assert!(a.contains(&"--no-huge".to_string()));
+        assert!(a.contains(&"--vdev=net_null0".to_string()));
+        assert!(a.contains(&"-a0000:01:00.1".to_string()));
+        assert!(
+            !a.contains(&"--no-pci".to_string()),
+            "a PCI port needs the PCI bus"
+        );
+        assert_eq!(c.ports[0].device_name(), "net_null0");
+    }
+
+    /// Every kind of bad config gets its own message naming file, key and problem.
+    #[test]
+    fn each_bad_config_names_file_key_and_problem() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with("burst = 32", "burst = 32\nbrust = 1"),
+                "unknown field `brust`",
+            ),
+            (
+                with("burst = 32", "burst = 0"),
+                "x.toml: key `dataplane.burst`: must be 1..=256, got 0",
+            ),
+            (
+                with("burst = 32", "burst = \"big\""),
+                "invalid type: string \"big\"",
+            ),
+            (
+                with("rx_desc = 512", "rx_desc = 500"),
+                "key `dataplane.rx_desc`: must be a power of two >= 32, got 500",
+            ),
+            (
+                with("workers = [1]", "workers = [0]"),
+                "key `dataplane.workers`: lcore 0 is the main lcore",
+            ),
+            (
+                with("workers = [1]", "workers = [5]"),
+                "key `dataplane.workers`: lcore 5 is not in eal.lcores",
+            ),
+            (
+                with("workers = [1]", "workers = []"),
+                "key `dataplane.workers`: at least one worker lcore is needed",
+            ),
+            (
+                with("workers = [1]", "workers = [1, 1]"),
+                "lcore 1 is listed twice",
+            ),
+            (
+                with("lcores = \"0,1\"", "lcores = \"0,x\""),
+                "key `eal.lcores`: \"x\" is not an lcore number",
+            ),
+            (
+                with("memory_mb = 256\n", ""),
+                "key `eal.memory_mb`: required with memory = \"no-huge\"",
+            ),
+            (
+                with("memory = \"no-huge\"", "memory = \"lots\""),
+                "unknown variant `lots`",
+            ),
+            (
+                with("file_prefix = \"t\"", "file_prefix = \"a/b\""),
+                "key `eal.file_prefix`",
+            ),
+            (
+                with("mempool_mbufs = 8191", "mempool_mbufs = 100"),
+                "key `dataplane.mempool_mbufs`: 100 is too small",
+            ),
+            (
+                with("name = \"inside\"", "name = \"outside\""),
+                "key `port[1].name`: port name \"outside\" is used twice",
+            ),
+            (
+                with("pci = \"0000:01:00.1\"", "pci = \"01-00\""),
+                "key `port[1].pci`: \"01-00\" is not a PCI address",
+            ),
+            (
+                with("pci = \"0000:01:00.1\"", "mtu = 1500"),
+                "key `port[1].vdev`: each port needs vdev",
+            ),
+            (
+                with(
+                    "vdev = \"net_null0\"",
+                    "vdev = \"net_null0\"\npci = \"0000:01:00.0\"",
+                ),
+                "give either vdev or pci",
+            ),
+            (
+                with("inside = \"inside\"", "inside = \"nope\""),
+                "key `pair[0].inside`: no [[port]] named \"nope\"",
+            ),
+            (
+                with("inside = \"inside\"", "inside = \"outside\""),
+                "key `pair[0].inside`: port \"outside\" is already wired",
+            ),
+            (
+                GOOD.split("[[pair]]").next().unwrap().to_string(),
+                "key `pair`: no [[pair]] defined",
+            ),
+            ("[eal]\nlcores=\"0\"".to_string(), "missing field"),
+        ];
+        for (text, want) in cases {
+            let e = err_of(&text);
+            assert!(e.starts_with("x.toml"), "error must name the file: {e}");
+            assert!(e.contains(want), "expected {want:?} in: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_error_gives_line() {
+        let e = err_of(&with("burst = 32", "burst = 32\nbrust = 1"));
+        assert!(
+            e.contains("line 11, column 1"),
+            "toml errors carry the line: {e}"
+        );
+    }
+
+    #[test]
+    fn lcore_lists() {
+        assert_eq!(parse_lcore_list("0-3").unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_lcore_list("0,2-3").unwrap(), vec![0, 2, 3]);
+        assert_eq!(parse_lcore_list("0@0,1@1,2@1").unwrap(), vec![0, 1, 2]);
+        assert!(parse_lcore_list("3-1").is_err());
+        assert!(parse_lcore_list("1@x").is_err());
+        assert!(parse_lcore_list("").is_err());
+        let c = Config::parse(&with("lcores = \"0,1\"", "lcores = \"0@0,1@1,2@1\""), "x").unwrap();
+        assert_eq!(c.eal_args()[0], "--lcores");
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "demo, vfio and memif configs ship");
+    }
 }

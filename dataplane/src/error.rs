@@ -13,7 +13,8 @@ pub enum DpdkError {
     #[error("cannot create mempool '{name}' ({n} mbufs): {msg}")]
     Mempool { name: String, n: u32, msg: String },
     #[error(
-        "no DPDK port named '{0}' (is the device bound to vfio-pci, or the vdev string right?)"
+        "no DPDK port named '{0}': the device did not probe (see the EAL lines above; check the vdev \
+         arguments, or that the NIC is bound to vfio-pci)"
     )]
     NoSuchPort(String),
     #[error("port {port} ({name}): {what} failed: {msg}")]

@@ -1,1 +1,4 @@
-//! Placeholder; built out by its issue.
+//! Traffic generation and measurement helpers for scrubd's tests, demo and benchmarks.
+
+pub mod gen;
+pub mod pcap;

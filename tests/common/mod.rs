@@ -1,0 +1,185 @@
+//! Helpers for process-level tests: each scenario runs scrubd as its own process, because EAL
+//! initialises once per process.
+
+#![allow(dead_code)]
+
+use perf::pcap::Frame;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Scenarios run one at a time: every scrubd busy-polls a core and this machine has two.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Scenario {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl Scenario {
+    pub fn new(name: &str) -> Scenario {
+        let dir = std::env::temp_dir().join(format!("scrubd-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scenario dir");
+        Scenario {
+            dir,
+            name: name.into(),
+        }
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.join(f)
+    }
+
+    pub fn write_pcap(&self, f: &str, frames: &[Frame]) -> PathBuf {
+        let p = self.path(f);
+        perf::pcap::write(&p, frames).expect("write pcap");
+        p
+    }
+
+    /// A config with the given `[eal]` lcores, workers and `[[port]]` vdev strings
+    /// (outside first), wired as one pair, no hugepages.
+    pub fn config(
+        &self,
+        lcores: &str,
+        workers: &[u32],
+        outside: &str,
+        inside: &str,
+        run: &str,
+        mbufs: u32,
+    ) -> PathBuf {
+        let text = format!(
+            r#"
+[eal]
+lcores = "{lcores}"
+memory = "no-huge"
+memory_mb = 1024
+file_prefix = "scrubd-test-{name}-{pid}"
+
+[dataplane]
+workers = {workers:?}
+burst = 32
+rx_desc = 512
+tx_desc = 512
+mempool_mbufs = {mbufs}
+mempool_cache = 64
+
+[[port]]
+name = "outside"
+vdev = "{outside}"
+
+[[port]]
+name = "inside"
+vdev = "{inside}"
+
+[[pair]]
+outside = "outside"
+inside = "inside"
+
+[run]
+{run}
+summary_json = "{summary}"
+"#,
+            name = self.name,
+            pid = std::process::id(),
+            summary = self.path("summary.json").display()
+        );
+        let p = self.path("scrubd.toml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    pub fn summary(&self) -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(self.path("summary.json")).expect("scrubd wrote its summary");
+        serde_json::from_str(&text).expect("summary is JSON")
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn scrubd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scrubd"))
+}
+
+/// Run to completion, killing the process (and failing) after `limit`.
+pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scrubd");
+    wait_with_limit(child, limit)
+}
+
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "scrubd did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn read_frames(p: &Path) -> Vec<Vec<u8>> {
+    perf::pcap::read(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .1
+        .into_iter()
+        .map(|f| f.data)
+        .collect()
+}
+
+/// Check rx = forwarded + replied + Σ drops for every port of a summary, and return the ports.
+pub fn assert_conserved(sum: &serde_json::Value) -> Vec<serde_json::Value> {
+    let ports = sum["ports"].as_array().expect("ports").clone();
+    for p in &ports {
+        let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} in {p}"));
+        let drops: u64 = p["drops"]
+            .as_object()
+            .expect("drops")
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(drops, n("dropped"), "drop breakdown sums to dropped: {p}");
+        assert_eq!(
+            n("rx"),
+            n("forwarded") + n("replied") + n("dropped"),
+            "conservation on {p}"
+        );
+        assert_eq!(n("rx"), n("eth_ipackets"), "our rx equals the PMD's: {p}");
+        assert_eq!(p["conserved"], true);
+    }
+    assert_eq!(sum["conserved"], true);
+    ports
+}

@@ -1,0 +1,261 @@
+//! The real DPDK data path, end to end: EAL, net_pcap/net_null virtual ports, lcore workers,
+//! the pipeline, and the summary. One scrubd process per scenario.
+
+mod common;
+
+use common::*;
+use perf::gen::{mix, Side};
+use std::time::Duration;
+
+/// Packets cross the pair in both directions bit-exact and in order, and every port's
+/// counters conserve packets.
+#[test]
+fn bidirectional_bit_exact_and_conserved() {
+    let _g = lock();
+    let s = Scenario::new("bidir");
+    let out_rx = s.write_pcap("outside.pcap", &mix(Side::Outside, 3000, 11));
+    let in_rx = s.write_pcap("inside.pcap", &mix(Side::Inside, 2000, 12));
+    let (out_tx, in_tx) = (s.path("outside-tx.pcap"), s.path("inside-tx.pcap"));
+    let cfg = s.config(
+        "0,1",
+        &[1],
+        &format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            out_rx.display(),
+            out_tx.display()
+        ),
+        &format!(
+            "net_pcap1,rx_pcap={},tx_pcap={}",
+            in_rx.display(),
+            in_tx.display()
+        ),
+        "exit_when_idle_ms = 300",
+        8191,
+    );
+    let mut cmd = scrubd();
+    cmd.arg("--config").arg(&cfg);
+    let out = run_with_limit(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("conservation (rx = forwarded + replied + dropped, every port): ok"),
+        "{stdout}"
+    );
+
+    // Outside → inside and inside → outside, byte for byte, same order (one queue).
+    assert_eq!(
+        read_frames(&in_tx),
+        read_frames(&out_rx),
+        "outside frames reach the inside port unchanged"
+    );
+    assert_eq!(
+        read_frames(&out_tx),
+        read_frames(&in_rx),
+        "inside frames reach the outside port unchanged"
+    );
+
+    let sum = s.summary();
+    let ports = assert_conserved(&sum);
+    assert_eq!(ports[0]["rx"], 3000);
+    assert_eq!(ports[0]["forwarded"], 3000);
+    assert_eq!(ports[1]["rx"], 2000);
+    assert_eq!(ports[1]["forwarded"], 2000);
+    // What one port forwarded is what the other port's PMD transmitted.
+    assert_eq!(ports[1]["eth_opackets"], 3000);
+    assert_eq!(ports[0]["eth_opackets"], 2000);
+    assert_eq!(sum["stop_reason"], "idle");
+}
+
+/// Two workers, each owning one queue of each port (net_pcap gives one queue per rx_pcap):
+/// nothing is lost or duplicated, and each queue's order is kept.
+#[test]
+fn two_workers_each_own_a_queue() {
+    let _g = lock();
+    let s = Scenario::new("twoq");
+    let a = s.write_pcap("a.pcap", &mix(Side::Outside, 1500, 21));
+    let b = s.write_pcap("b.pcap", &mix(Side::Outside, 1700, 22));
+    let c = s.write_pcap("c.pcap", &mix(Side::Inside, 900, 23));
+    let d = s.write_pcap("d.pcap", &mix(Side::Inside, 1100, 24));
+    let tx = |n: &str| s.path(n);
+    let cfg = s.config(
+        // Three lcores on two CPUs: main on 0, both workers share CPU 1.
+        "0@0,1@1,2@1",
+        &[1, 2],
+        &format!(
+            "net_pcap0,rx_pcap={},rx_pcap={},tx_pcap={},tx_pcap={}",
+            a.display(),
+            b.display(),
+            tx("o0.pcap").display(),
+            tx("o1.pcap").display()
+        ),
+        &format!(
+            "net_pcap1,rx_pcap={},rx_pcap={},tx_pcap={},tx_pcap={}",
+            c.display(),
+            d.display(),
+            tx("i0.pcap").display(),
+            tx("i1.pcap").display()
+        ),
+        "exit_when_idle_ms = 500",
+        16383,
+    );
+    let mut cmd = scrubd();
+    cmd.arg("--config").arg(&cfg);
+    let out = run_with_limit(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", show(&out));
+    // Worker q reads queue q of the outside port and sends on queue q of the inside port.
+    assert_eq!(read_frames(&tx("i0.pcap")), read_frames(&a));
+    assert_eq!(read_frames(&tx("i1.pcap")), read_frames(&b));
+    assert_eq!(read_frames(&tx("o0.pcap")), read_frames(&c));
+    assert_eq!(read_frames(&tx("o1.pcap")), read_frames(&d));
+    let sum = s.summary();
+    let ports = assert_conserved(&sum);
+    assert_eq!(ports[0]["rx"], 3200);
+    assert_eq!(ports[1]["rx"], 2000);
+    let workers = sum["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    assert_eq!(workers[0]["rx"], 1500 + 900);
+    assert_eq!(workers[1]["rx"], 1700 + 1100);
+}
+
+/// SIGTERM mid-traffic: workers stop, the summary is printed with conservation intact, exit 0.
+#[test]
+fn sigterm_stops_gracefully_with_summary() {
+    let _g = lock();
+    let s = Scenario::new("sigterm");
+    let rx = s.write_pcap("loop.pcap", &mix(Side::Outside, 200, 31));
+    let cfg = s.config(
+        "0,1",
+        &[1],
+        &format!("net_pcap0,rx_pcap={},infinite_rx=1", rx.display()),
+        "net_null0,no-rx=1",
+        "",
+        8191,
+    );
+    let mut cmd = scrubd();
+    cmd.arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    // Wait until the worker is up (the banner), then a little traffic.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rc = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let out = wait_with_limit(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped by signal"), "{stdout}");
+    let sum = s.summary();
+    let ports = assert_conserved(&sum);
+    let rx = ports[0]["rx"].as_u64().unwrap();
+    assert!(rx > 200, "the capture was replayed in a loop: rx {rx}");
+    assert_eq!(
+        ports[1]["eth_opackets"].as_u64().unwrap(),
+        ports[0]["forwarded"].as_u64().unwrap()
+    );
+}
+
+/// Real traffic nobody here wrote (shared captures) crosses untouched.
+#[test]
+fn real_captures_cross_untouched() {
+    let Some(dir) = perf::pcap::shared_pcaps() else {
+        eprintln!("skipped: shared/pcaps not found (set SCRUBD_PCAPS); CI always has it");
+        return;
+    };
+    let _g = lock();
+    let s = Scenario::new("real");
+    let outside = dir.join("suricata-verify/bug-4376/syn_retransmit_with_ts.pcap");
+    let inside = dir.join("tcpdump/dns_tcp.pcap");
+    let (out_tx, in_tx) = (s.path("o.pcap"), s.path("i.pcap"));
+    let cfg = s.config(
+        "0,1",
+        &[1],
+        &format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            outside.display(),
+            out_tx.display()
+        ),
+        &format!(
+            "net_pcap1,rx_pcap={},tx_pcap={}",
+            inside.display(),
+            in_tx.display()
+        ),
+        "exit_when_idle_ms = 300",
+        8191,
+    );
+    let mut cmd = scrubd();
+    cmd.arg("--config").arg(&cfg);
+    let out = run_with_limit(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", show(&out));
+    let (want_in, want_out) = (read_frames(&outside), read_frames(&inside));
+    assert_eq!(want_in.len(), 254);
+    assert_eq!(read_frames(&in_tx), want_in);
+    assert_eq!(read_frames(&out_tx), want_out);
+    assert_conserved(&s.summary());
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_and_key() {
+    let s = Scenario::new("badcfg");
+    let cfg = s.config("0,1", &[1], "net_null0", "net_null1", "", 8191);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("burst = 32", "burst = 999");
+    std::fs::write(&cfg, text).unwrap();
+    let mut cmd = scrubd();
+    cmd.arg("--config").arg(&cfg);
+    let out = run_with_limit(cmd, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: key `dataplane.burst`: must be 1..=256, got 999",
+            cfg.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_capture_is_a_clear_startup_error() {
+    let _g = lock();
+    let s = Scenario::new("nocap");
+    let cfg = s.config(
+        "0,1",
+        &[1],
+        "net_pcap0,rx_pcap=/nonexistent/x.pcap",
+        "net_null0",
+        "",
+        8191,
+    );
+    let mut cmd = scrubd();
+    cmd.arg("--config").arg(&cfg);
+    let out = run_with_limit(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Couldn't open /nonexistent/x.pcap"),
+        "DPDK's own reason is visible: {err}"
+    );
+    assert!(err.contains("scrubd: error: port \"outside\": no DPDK port named 'net_pcap0': the device did not probe"), "{err}");
+}
+
+#[test]
+fn help_teaches() {
+    let out = scrubd().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let h = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "--config",
+        "--check",
+        "configs/demo.toml",
+        "SIGTERM",
+        "rx = forwarded + replied + dropped",
+    ] {
+        assert!(h.contains(want), "--help mentions {want}: {h}");
+    }
+}
