@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what scrubd needs from Debian's archive, only if missing. Idempotent; run as root.
+set -euo pipefail
+pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}; run as root (sudo $0)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo not found: install a Rust toolchain (rustup, stable >= 1.82) first" >&2
+  exit 1
+fi
+echo "install-deps: DPDK $(pkg-config --modversion libdpdk), $(cargo --version)"
