@@ -41,6 +41,8 @@ pub struct Summary {
     pub active_s: f64,
     pub rx_total: u64,
     pub mpps: f64,
+    /// TSC ticks per second on this machine, to turn rates into cycles per packet.
+    pub tsc_hz: u64,
     pub ports: Vec<PortSummary>,
     pub workers: Vec<WorkerSummary>,
     pub conserved: bool,
@@ -120,6 +122,7 @@ impl Summary {
             active_s,
             rx_total,
             mpps,
+            tsc_hz,
             ports: port_summaries,
             workers,
             conserved,
