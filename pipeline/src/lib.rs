@@ -6,6 +6,8 @@
 
 pub mod headers;
 pub mod stage;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 pub mod verdict;
 pub mod wire;
 
