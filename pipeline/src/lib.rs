@@ -8,6 +8,8 @@ pub mod counters;
 pub mod headers;
 pub mod pipeline;
 pub mod stage;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 pub mod verdict;
 pub mod wire;
 

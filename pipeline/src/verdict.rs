@@ -64,11 +64,14 @@ pub enum Malformed {
     UdpBadLength,
     IcmpTruncated,
     Icmpv6Truncated,
+    /// An IPv6 extension header that is present but not acceptable: hop-by-hop not first, AH
+    /// shorter than its fixed part, or a type 0 routing header still routing (RFC 5095).
+    Ipv6BadExtHeader,
 }
 
 impl Malformed {
     /// Every sub-reason, in discriminant order, for counter tables and reports.
-    pub const ALL: [Malformed; 23] = [
+    pub const ALL: [Malformed; 24] = [
         Malformed::EthernetTruncated,
         Malformed::VlanTruncated,
         Malformed::TooManyVlans,
@@ -92,6 +95,7 @@ impl Malformed {
         Malformed::UdpBadLength,
         Malformed::IcmpTruncated,
         Malformed::Icmpv6Truncated,
+        Malformed::Ipv6BadExtHeader,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -125,6 +129,7 @@ impl Malformed {
             Malformed::UdpBadLength => "udp_bad_length",
             Malformed::IcmpTruncated => "icmp_truncated",
             Malformed::Icmpv6Truncated => "icmpv6_truncated",
+            Malformed::Ipv6BadExtHeader => "ipv6_bad_ext_header",
         }
     }
 }

@@ -54,6 +54,26 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     update16(hc, old as u16, new as u16)
 }
 
+/// IP protocol numbers of the transports whose checksum covers a pseudo-header.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Full TCP/UDP checksum of `segment` (header and payload) over the IPv4 pseudo-header.
+/// With the segment's checksum field zeroed this is the value to store; with the stored
+/// value in place it is 0 exactly when the segment verifies. An IPv4 segment cannot exceed
+/// 65535 bytes, so the length is taken modulo 2^16 like the header field would hold it.
+pub fn l4_v4(src: [u8; 4], dst: [u8; 4], proto: u8, segment: &[u8]) -> u16 {
+    let len = (segment.len() & 0xffff) as u16;
+    finish(sum(pseudo_v4(src, dst, proto, len), segment))
+}
+
+/// [`l4_v4`] over the IPv6 pseudo-header (TCP, UDP and ICMPv6 all use it).
+pub fn l4_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, segment: &[u8]) -> u16 {
+    let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
+    finish(sum(pseudo_v6(src, dst, next_header, len), segment))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +94,23 @@ mod tests {
             0x0a, 0x63, 0xac, 0x10, 0x0a, 0x0c,
         ];
         assert_eq!(checksum(&hdr), 0);
+    }
+
+    #[test]
+    fn udp_over_v4_verifies_to_zero() {
+        // A DNS query 192.168.1.2:53000 -> 192.168.1.1:53 with its checksum computed by hand.
+        let (src, dst) = ([192, 168, 1, 2], [192, 168, 1, 1]);
+        let mut udp = vec![
+            0xcf, 0x08, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 0xab, 0xcd, 0x01, 0x00,
+        ];
+        let c = l4_v4(src, dst, PROTO_UDP, &udp);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(l4_v4(src, dst, PROTO_UDP, &udp), 0);
+        // Pseudo-header 0xc0a8+0x0102+0xc0a8+0x0101+0x0011+0x000c plus the segment words,
+        // folded, is 0xff88, so the stored checksum is its complement.
+        assert_eq!(c, !0xff88);
+        udp[9] ^= 1;
+        assert_ne!(l4_v4(src, dst, PROTO_UDP, &udp), 0);
     }
 
     proptest! {
