@@ -1,1 +1,18 @@
-//! placeholder
+//! Safe wrappers over DPDK for scrubd: EAL, mempools, ports and poll-mode workers.
+//!
+//! All `unsafe` of the project lives here and in `dpdk-sys`. Objects borrow the [`Eal`] token so
+//! the EAL outlives them, and ports borrow their mempool so buffers outlive the queues.
+
+pub mod eal;
+pub mod error;
+pub mod mbuf;
+pub mod mempool;
+pub mod port;
+pub mod signals;
+pub mod worker;
+
+pub use eal::{rdtsc, Eal};
+pub use error::DpdkError;
+pub use mempool::Mempool;
+pub use port::{port_id_by_name, LinkStatus, Port, PortSetup, PortStats, RssState};
+pub use worker::{run_workers, Control, Link, WorkerPlan, WorkerReport, MAX_BURST};

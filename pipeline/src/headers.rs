@@ -65,9 +65,18 @@ pub struct IpHeaders {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Tcp(TcpInfo),
-    Udp { sport: u16, dport: u16 },
-    Icmp { ty: u8, code: u8 },
-    Icmpv6 { ty: u8, code: u8 },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Icmp {
+        ty: u8,
+        code: u8,
+    },
+    Icmpv6 {
+        ty: u8,
+        code: u8,
+    },
     /// Non-first fragment: the transport header is in another fragment.
     None,
     /// A protocol the parser does not look into.

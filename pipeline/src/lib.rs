@@ -4,12 +4,16 @@
 //! [`Meta`] (RX port, TSC); the pipeline returns a [`Verdict`] and counts it. Keeping DPDK out lets
 //! every stage be unit tested, fuzzed and benchmarked without an EAL.
 
+pub mod counters;
 pub mod headers;
+pub mod pipeline;
 pub mod stage;
 pub mod verdict;
 pub mod wire;
 
+pub use counters::VerdictCounters;
 pub use headers::{Frag, Headers, IpHeaders, IpVersion, Net, TcpInfo, TcpOptions, Transport};
+pub use pipeline::{Pipeline, PipelineConfig};
 pub use verdict::{DropReason, Malformed, Verdict};
 
 /// Per-packet metadata supplied by the data path.

@@ -1,0 +1,60 @@
+//! Typed errors for everything that talks to DPDK.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DpdkError {
+    #[error("EAL initialisation failed: {0} (arguments: {1})")]
+    EalInit(String, String),
+    #[error("EAL is already initialised in this process; DPDK allows one EAL per process")]
+    EalAlready,
+    #[error("EAL argument contains a NUL byte: {0:?}")]
+    BadArg(String),
+    #[error("cannot create mempool '{name}' ({n} mbufs): {msg}")]
+    Mempool { name: String, n: u32, msg: String },
+    #[error(
+        "no DPDK port named '{0}' (is the device bound to vfio-pci, or the vdev string right?)"
+    )]
+    NoSuchPort(String),
+    #[error("port {port} ({name}): {what} failed: {msg}")]
+    Port {
+        port: u16,
+        name: String,
+        what: &'static str,
+        msg: String,
+    },
+    #[error("port {port} ({name}) supports at most {max} {kind} queues, {want} requested")]
+    TooManyQueues {
+        port: u16,
+        name: String,
+        kind: &'static str,
+        max: u16,
+        want: u16,
+    },
+    #[error("lcore {0} is not enabled in the EAL lcore list")]
+    LcoreNotEnabled(u32),
+    #[error("cannot launch worker on lcore {lcore}: {msg}")]
+    Launch { lcore: u32, msg: String },
+    #[error("worker on lcore {0} panicked: {1}")]
+    WorkerPanicked(u32, String),
+}
+
+/// Text for a DPDK errno (negative or positive).
+pub fn strerror(errno: i32) -> String {
+    let e = errno.abs();
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local NUL-terminated string.
+    let p = unsafe { dpdk_sys::rte_strerror(e) };
+    if p.is_null() {
+        return format!("errno {e}");
+    }
+    // SAFETY: non-null, NUL-terminated, valid until the next call on this thread; copied at once.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The calling thread's `rte_errno`, as text.
+pub fn rte_errno_text() -> String {
+    // SAFETY: reads the thread-local rte_errno through the shim; no preconditions.
+    strerror(unsafe { dpdk_sys::shim_rte_errno() })
+}

@@ -1,0 +1,290 @@
+//! Poll-mode workers: one per lcore, each owning one RX and one TX queue on every port.
+
+use crate::eal::{rdtsc, Eal};
+use crate::error::DpdkError;
+use dpdk_sys::rte_mbuf;
+use pipeline::counters::{REPLY_FAILED_SLOT, TX_FULL_SLOT};
+use pipeline::{Meta, Pipeline, Verdict, VerdictCounters};
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Largest burst a worker will request; the configured burst must not exceed it.
+pub const MAX_BURST: usize = 256;
+
+/// One direction a worker serves: packets received on `rx` (queue = the worker's queue) are
+/// forwarded to `tx` and answered back out of `rx`.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub rx_port: u16,
+    pub tx_port: u16,
+    /// Index of the RX port in the daemon's port list (used for counters and `Meta::port`).
+    pub rx_index: u16,
+}
+
+/// What one worker does: its lcore, its queue id on every port, the links it polls.
+pub struct WorkerPlan {
+    pub lcore: u32,
+    pub queue: u16,
+    pub burst: usize,
+    pub links: Vec<Link>,
+    /// Number of ports in the daemon's list, for sizing the per-port counters.
+    pub ports: usize,
+    pub pipeline: Pipeline,
+}
+
+/// Values a worker publishes for the main lcore while it runs: plain atomics written once per
+/// non-empty burst, so watching them costs the worker nothing but a relaxed store.
+#[derive(Default, Debug)]
+pub struct WorkerLive {
+    pub rx_packets: AtomicU64,
+    pub last_rx_tsc: AtomicU64,
+}
+
+/// What a worker hands back when it stops.
+#[derive(Clone, Debug)]
+pub struct WorkerReport {
+    pub lcore: u32,
+    pub queue: u16,
+    /// Counters per RX port (indexed like the daemon's port list).
+    pub per_port: Vec<VerdictCounters>,
+    /// TSC ticks spent in bursts that received at least one packet.
+    pub busy_tsc: u64,
+    /// Total TSC ticks the loop ran.
+    pub total_tsc: u64,
+    /// TSC of the first and the last non-empty burst (0 when nothing arrived): the active window
+    /// over which a rate is meaningful for a finite replay.
+    pub first_rx_tsc: u64,
+    pub last_rx_tsc: u64,
+}
+
+/// Shared stop flag plus per-worker live values.
+pub struct Control {
+    pub stop: AtomicBool,
+    pub live: Vec<WorkerLive>,
+}
+
+impl Control {
+    pub fn new(workers: usize) -> Arc<Control> {
+        Arc::new(Control {
+            stop: AtomicBool::new(false),
+            live: (0..workers).map(|_| WorkerLive::default()).collect(),
+        })
+    }
+}
+
+/// Where a worker leaves its report (or its panic message) for the main lcore.
+type ResultSlot = Arc<Mutex<Option<Result<WorkerReport, String>>>>;
+
+struct Job {
+    run: Box<dyn FnOnce() -> WorkerReport + Send>,
+    result: ResultSlot,
+}
+
+extern "C" fn trampoline(arg: *mut c_void) -> i32 {
+    // SAFETY: arg is the Box<Job> leaked by `run_workers` for exactly this launch; it is taken
+    // back here once.
+    let job = unsafe { Box::from_raw(arg as *mut Job) };
+    let Job { run, result } = *job;
+    // A panic must not unwind across the extern "C" boundary (that aborts the process); it is
+    // caught and reported as the worker's result instead.
+    let r = catch_unwind(AssertUnwindSafe(run)).map_err(|e| {
+        e.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    });
+    if let Ok(mut slot) = result.lock() {
+        *slot = Some(r);
+    }
+    0
+}
+
+/// Launch every plan on its lcore, call `monitor` on the main lcore until it returns false,
+/// then raise the stop flag and wait for all workers. Ports must stay started for the whole
+/// call, which the borrow of `eal` and the caller's ownership of the ports guarantee.
+pub fn run_workers(
+    eal: &Eal,
+    plans: Vec<WorkerPlan>,
+    control: &Arc<Control>,
+    mut monitor: impl FnMut(&Control) -> bool,
+) -> Result<Vec<WorkerReport>, DpdkError> {
+    let mut launched: Vec<(u32, ResultSlot)> = Vec::new();
+    let mut launch_err = None;
+    for (idx, plan) in plans.into_iter().enumerate() {
+        let lcore = plan.lcore;
+        if lcore == eal.main_lcore() || !eal.lcore_enabled(lcore) {
+            launch_err = Some(DpdkError::LcoreNotEnabled(lcore));
+            break;
+        }
+        let ctl = Arc::clone(control);
+        let result = Arc::new(Mutex::new(None));
+        let job = Box::new(Job {
+            run: Box::new(move || worker_loop(plan, &ctl, idx)),
+            result: Arc::clone(&result),
+        });
+        let arg = Box::into_raw(job) as *mut c_void;
+        // SAFETY: trampoline matches lcore_function_t; arg is a leaked Box<Job> that the
+        // trampoline reclaims; lcore is an enabled worker lcore.
+        let rc = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline), arg, lcore) };
+        if rc != 0 {
+            // SAFETY: the launch failed, so the trampoline never ran and arg is still ours.
+            drop(unsafe { Box::from_raw(arg as *mut Job) });
+            launch_err = Some(DpdkError::Launch {
+                lcore,
+                msg: crate::error::strerror(rc),
+            });
+            break;
+        }
+        launched.push((lcore, result));
+    }
+    if launch_err.is_none() {
+        while monitor(control) {}
+    }
+    control.stop.store(true, Ordering::SeqCst);
+    let mut reports = Vec::new();
+    let mut first_err = launch_err;
+    for (lcore, result) in launched {
+        // SAFETY: lcore was launched above; waiting on it has no other precondition.
+        unsafe { dpdk_sys::rte_eal_wait_lcore(lcore) };
+        let r = result.lock().ok().and_then(|mut s| s.take());
+        match r {
+            Some(Ok(rep)) => reports.push(rep),
+            Some(Err(msg)) => {
+                first_err.get_or_insert(DpdkError::WorkerPanicked(lcore, msg));
+            }
+            None => {
+                first_err.get_or_insert(DpdkError::WorkerPanicked(lcore, "no result".into()));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}
+
+/// Send `pkts` on (port, queue); free and count what the TX ring did not take.
+#[inline]
+fn tx_or_free(
+    port: u16,
+    queue: u16,
+    pkts: &mut [*mut rte_mbuf],
+    sent_ok: &mut u64,
+    c: &mut VerdictCounters,
+) {
+    if pkts.is_empty() {
+        return;
+    }
+    // SAFETY: port/queue were validated at setup and this worker is the only user of this TX
+    // queue; pkts holds valid mbufs owned by us, whose ownership passes to the PMD when sent.
+    let sent = unsafe {
+        dpdk_sys::shim_rte_eth_tx_burst(port, queue, pkts.as_mut_ptr(), pkts.len() as u16)
+    } as usize;
+    if sent < pkts.len() {
+        let rest = &mut pkts[sent..];
+        // SAFETY: the unsent tail is still ours; free_bulk handles refcounts and segments.
+        unsafe { dpdk_sys::shim_rte_pktmbuf_free_bulk(rest.as_mut_ptr(), rest.len() as u32) };
+        let unsent = rest.len() as u64;
+        *sent_ok -= unsent;
+        c.drops[TX_FULL_SLOT] += unsent;
+    }
+}
+
+fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerReport {
+    // A normal thread gets no mempool cache; EAL lcores do. Workers always run on EAL lcores.
+    let q = plan.queue;
+    let burst = plan.burst.clamp(1, MAX_BURST);
+    let mut counters = vec![VerdictCounters::default(); plan.ports];
+    let mut rx: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+    let mut fwd: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+    let mut rep: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+    let mut drop: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+    let live = &control.live[idx];
+    let mut rx_total: u64 = 0;
+    let mut busy: u64 = 0;
+    let (mut first_rx, mut last_rx) = (0u64, 0u64);
+    let start = rdtsc();
+    while !control.stop.load(Ordering::Relaxed) {
+        for link in &plan.links {
+            // SAFETY: port/queue validated at setup; this worker owns RX queue q of the port;
+            // rx has room for `burst` pointers.
+            let n = unsafe {
+                dpdk_sys::shim_rte_eth_rx_burst(link.rx_port, q, rx.as_mut_ptr(), burst as u16)
+            } as usize;
+            if n == 0 {
+                continue;
+            }
+            let t0 = rdtsc();
+            if first_rx == 0 {
+                first_rx = t0;
+            }
+            last_rx = t0;
+            let meta = Meta {
+                port: link.rx_index,
+                tsc: t0,
+            };
+            let c = &mut counters[usize::from(link.rx_index)];
+            let (mut nf, mut nr, mut nd) = (0usize, 0usize, 0usize);
+            for &m in &rx[..n] {
+                // SAFETY: m was just returned by rx_burst and is owned by this worker.
+                let f = unsafe { crate::mbuf::view(m) };
+                // SAFETY: the first segment's data area is valid for len + room bytes and
+                // nothing else aliases it while we hold the mbuf.
+                let buf = unsafe { std::slice::from_raw_parts_mut(f.data, f.len + f.room) };
+                let (len, pkt_len) = (f.len, f.pkt_len);
+                c.rx_packets += 1;
+                c.rx_bytes += u64::from(pkt_len);
+                let v = plan.pipeline.process(buf, len, &meta);
+                match v {
+                    Verdict::Forward => {
+                        c.forwarded += 1;
+                        fwd[nf] = m;
+                        nf += 1;
+                    }
+                    Verdict::Reply { len: new_len } => {
+                        // SAFETY: m is ours; set_len checks the new length against the buffer.
+                        if unsafe { crate::mbuf::set_len(m, new_len) } {
+                            c.replied += 1;
+                            rep[nr] = m;
+                            nr += 1;
+                        } else {
+                            c.drops[REPLY_FAILED_SLOT] += 1;
+                            drop[nd] = m;
+                            nd += 1;
+                        }
+                    }
+                    Verdict::Drop(r) => {
+                        c.drops[r.slot()] += 1;
+                        drop[nd] = m;
+                        nd += 1;
+                    }
+                }
+            }
+            let mut fwd_ok = c.forwarded;
+            tx_or_free(link.tx_port, q, &mut fwd[..nf], &mut fwd_ok, c);
+            c.forwarded = fwd_ok;
+            let mut rep_ok = c.replied;
+            tx_or_free(link.rx_port, q, &mut rep[..nr], &mut rep_ok, c);
+            c.replied = rep_ok;
+            if nd > 0 {
+                // SAFETY: these mbufs are ours and referenced nowhere else.
+                unsafe { dpdk_sys::shim_rte_pktmbuf_free_bulk(drop.as_mut_ptr(), nd as u32) };
+            }
+            rx_total += n as u64;
+            live.rx_packets.store(rx_total, Ordering::Relaxed);
+            live.last_rx_tsc.store(t0, Ordering::Relaxed);
+            busy += rdtsc().wrapping_sub(t0);
+        }
+    }
+    WorkerReport {
+        lcore: plan.lcore,
+        queue: q,
+        per_port: counters,
+        busy_tsc: busy,
+        total_tsc: rdtsc().wrapping_sub(start),
+        first_rx_tsc: first_rx,
+        last_rx_tsc: last_rx,
+    }
+}

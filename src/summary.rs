@@ -1,0 +1,190 @@
+//! The end-of-run report: per-port traffic, drops by reason, rate, and the conservation check.
+
+use crate::config::Config;
+use dataplane::{Port, WorkerReport};
+use pipeline::VerdictCounters;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+#[derive(Debug, Serialize)]
+pub struct PortSummary {
+    pub name: String,
+    pub device: String,
+    pub rx: u64,
+    pub rx_bytes: u64,
+    pub forwarded: u64,
+    pub replied: u64,
+    pub dropped: u64,
+    pub drops: BTreeMap<String, u64>,
+    /// What the PMD itself counted, to cross-check ours.
+    pub eth_ipackets: u64,
+    pub eth_opackets: u64,
+    pub eth_imissed: u64,
+    pub eth_rx_nombuf: u64,
+    pub conserved: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkerSummary {
+    pub lcore: u32,
+    pub queue: u16,
+    pub rx: u64,
+    pub busy_ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub stop_reason: String,
+    pub elapsed_s: f64,
+    pub active_s: f64,
+    pub rx_total: u64,
+    pub mpps: f64,
+    pub ports: Vec<PortSummary>,
+    pub workers: Vec<WorkerSummary>,
+    pub conserved: bool,
+}
+
+impl Summary {
+    pub fn build(
+        cfg: &Config,
+        ports: &[Port],
+        reports: &[WorkerReport],
+        tsc_hz: u64,
+        elapsed: Duration,
+        stop_reason: &str,
+    ) -> Summary {
+        let mut per_port = vec![VerdictCounters::default(); ports.len()];
+        for r in reports {
+            for (acc, c) in per_port.iter_mut().zip(&r.per_port) {
+                acc.add(c);
+            }
+        }
+        let port_summaries: Vec<PortSummary> = per_port
+            .iter()
+            .zip(ports)
+            .zip(&cfg.ports)
+            .map(|((c, port), pc)| {
+                let eth = port.stats();
+                PortSummary {
+                    name: pc.name.clone(),
+                    device: pc.device_name().to_string(),
+                    rx: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    forwarded: c.forwarded,
+                    replied: c.replied,
+                    dropped: c.dropped(),
+                    drops: c.drop_breakdown().into_iter().collect(),
+                    eth_ipackets: eth.ipackets,
+                    eth_opackets: eth.opackets,
+                    eth_imissed: eth.imissed,
+                    eth_rx_nombuf: eth.rx_nombuf,
+                    conserved: c.conserved(),
+                }
+            })
+            .collect();
+        let rx_total: u64 = per_port.iter().map(|c| c.rx_packets).sum();
+        let first = reports
+            .iter()
+            .map(|r| r.first_rx_tsc)
+            .filter(|&t| t > 0)
+            .min();
+        let last = reports.iter().map(|r| r.last_rx_tsc).max();
+        let active_s = match (first, last) {
+            (Some(f), Some(l)) if l > f && tsc_hz > 0 => (l - f) as f64 / tsc_hz as f64,
+            _ => 0.0,
+        };
+        let mpps = if active_s > 0.0 {
+            rx_total as f64 / active_s / 1e6
+        } else {
+            0.0
+        };
+        let workers = reports
+            .iter()
+            .map(|r| WorkerSummary {
+                lcore: r.lcore,
+                queue: r.queue,
+                rx: r.per_port.iter().map(|c| c.rx_packets).sum(),
+                busy_ratio: if r.total_tsc > 0 {
+                    r.busy_tsc as f64 / r.total_tsc as f64
+                } else {
+                    0.0
+                },
+            })
+            .collect();
+        let conserved = port_summaries.iter().all(|p| p.conserved);
+        Summary {
+            stop_reason: stop_reason.into(),
+            elapsed_s: elapsed.as_secs_f64(),
+            active_s,
+            rx_total,
+            mpps,
+            ports: port_summaries,
+            workers,
+            conserved,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n=== scrubd summary (stopped by {}, ran {:.2} s) ===",
+            self.stop_reason, self.elapsed_s
+        );
+        let _ = writeln!(
+            s,
+            "{:<12} {:<12} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12}",
+            "port", "device", "rx", "forwarded", "replied", "dropped", "eth-in", "eth-out"
+        );
+        for p in &self.ports {
+            let _ = writeln!(
+                s,
+                "{:<12} {:<12} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12}",
+                p.name,
+                p.device,
+                p.rx,
+                p.forwarded,
+                p.replied,
+                p.dropped,
+                p.eth_ipackets,
+                p.eth_opackets
+            );
+        }
+        let mut any = false;
+        for p in &self.ports {
+            for (reason, n) in &p.drops {
+                if !any {
+                    let _ = writeln!(s, "drops by reason:");
+                    any = true;
+                }
+                let _ = writeln!(s, "  {:<12} {:<36} {:>12}", p.name, reason, n);
+            }
+        }
+        if !any {
+            let _ = writeln!(s, "drops by reason: none");
+        }
+        for w in &self.workers {
+            let _ = writeln!(
+                s,
+                "worker lcore {} queue {}: rx {} busy {:.1}%",
+                w.lcore,
+                w.queue,
+                w.rx,
+                w.busy_ratio * 100.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "total rx {} packets in {:.3} s active: {:.3} Mpps",
+            self.rx_total, self.active_s, self.mpps
+        );
+        let _ = writeln!(
+            s,
+            "conservation (rx = forwarded + replied + dropped, every port): {}",
+            if self.conserved { "ok" } else { "VIOLATED" }
+        );
+        s
+    }
+}
