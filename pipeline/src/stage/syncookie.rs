@@ -1,0 +1,503 @@
+//! Stateless SYN authentication in front of protected destination prefixes.
+//!
+//! A spoofed SYN flood is cheap for the attacker because the server commits state to each SYN.
+//! This stage answers SYNs to protected prefixes itself, with a SYN-ACK carrying a cookie (the
+//! `cookie` submodule documents its bit layout), commits nothing, and only lets a source
+//! through once it has shown, by echoing the cookie, that it really receives packets sent to its
+//! address. Such sources go on a per-core allowlist; their packets continue to the later stages
+//! and on to the server.
+//!
+//! Two ways to echo the cookie:
+//!
+//! * **auth mode** (default), transparent to applications. The SYN-ACK's acknowledgment number
+//!   is the cookie, deliberately not the client's ISN+1. A client in SYN-SENT that gets an
+//!   unacceptable ACK answers with a RST whose sequence number is that acknowledgment number
+//!   (RFC 9293 §3.10.7.3) and keeps its connection attempt alive. We check the RST's sequence
+//!   number as a cookie, allowlist the source and drop the RST ([`DropReason::AuthHandshake`]);
+//!   the client's next SYN retransmission (Linux re-arms the SYN timer at its minimum on such an
+//!   ACK) finds the source allowlisted and reaches the server. The application sees one extra
+//!   round trip, no error. Our SYN-ACK's sequence number is the cookie as well: it is free to
+//!   be anything here, and making it the cookie means a stack that wrongly accepts the bogus
+//!   ACK and completes the handshake still authenticates through the classic path below.
+//!   If the cookie happens to be an acceptable ACK for this SYN (ISN+1, or up to ISN+1+len for
+//!   a SYN carrying data; about one SYN in 2^32), the client would complete the handshake
+//!   instead of resetting, so that one SYN is answered classic-style ([`Counters::auth_fallback_classic`]).
+//! * **classic mode**: like Linux syncookies, the SYN-ACK's sequence number is the cookie and its
+//!   acknowledgment ISN+1, and the client's final ACK (ack - 1 = cookie) proves it.
+//!
+//! In both modes a validated final ACK allowlists the source and is answered with a RST built in
+//! place: the server never saw this handshake and holds no connection, so telling the client at
+//! once makes it fail fast and reconnect (a new SYN, which now passes) instead of timing out
+//! against a server that would itself reset every segment. RSTs are checked as cookies in both
+//! modes too, so changing mode never strands a handshake in flight.
+//!
+//! What this does not cover: the allowlist is per core, so a client whose next connection hashes
+//! (RSS) to another core authenticates again there; and SYNs are answered from any unicast
+//! source, so, as with any SYN cookie scheme, spoofed SYNs get one SYN-ACK each (never larger
+//! than the SYN, so no amplification).
+
+mod allowlist;
+mod cookie;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+pub use cookie::{mss_index, MSS_TABLE};
+
+use self::allowlist::{Allowlist, Inserted};
+use self::cookie::{CookieJar, Flow};
+use self::reply::Segment;
+use super::prefix::Prefix;
+use super::StageResult;
+use crate::{DropReason, Frag, Headers, IpHeaders, Malformed, Meta, TcpInfo, Transport, Verdict};
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// How a source proves it saw our SYN-ACK; see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Auth,
+    Classic,
+}
+
+/// What to do with non-TCP packets to a protected prefix from a source not (yet) allowlisted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonTcpAction {
+    #[default]
+    Pass,
+    /// Dropped as [`DropReason::Unauthenticated`]. Note for `icmp`: this also drops ICMP errors
+    /// (path MTU discovery) and unicast neighbour discovery to the protected addresses.
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NonTcpPolicy {
+    pub udp: NonTcpAction,
+    /// ICMP and ICMPv6.
+    pub icmp: NonTcpAction,
+    /// Every other IP protocol.
+    pub other: NonTcpAction,
+}
+
+/// The `[syncookie]` section of the daemon config.
+///
+/// ```toml
+/// protected = ["10.10.10.0/24", "2001:db8::/32"]
+/// mode = "auth"              # or "classic"
+/// mss = 1460                 # MSS option in our SYN-ACKs
+/// ttl = 64                   # TTL / hop limit of our replies
+/// window = 0                 # TCP window of our replies
+/// counter_period_s = 64      # cookie time counter period
+/// allowlist_capacity = 65536 # sources per core (rounded up to whole buckets)
+/// allowlist_ttl_s = 300      # idle time after which a source must authenticate again
+/// rotate_every_s = 3600      # scheduled secret rotation; 0 = only on command
+/// non_tcp = { udp = "pass", icmp = "pass", other = "pass" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynCookieConfig {
+    /// Destination prefixes whose TCP clients must authenticate. Checked one by one, so meant
+    /// for a handful; at most [`MAX_PROTECTED`].
+    pub protected: Vec<Prefix>,
+    pub mode: Mode,
+    /// Our MSS option. Only a classic-mode client that completes the handshake ever sees a
+    /// consequence of it (how big its first segments may be before our RST), so any sane value works.
+    pub mss: u16,
+    pub ttl: u8,
+    /// Zero by default: every handshake we answer ends in a RST (the client's or ours), so a
+    /// client has no reason to send data on it, and a zero window tells it not to.
+    pub window: u16,
+    /// Period of the cookie time counter; a cookie is good for one to two periods.
+    pub counter_period_s: u32,
+    pub allowlist_capacity: u32,
+    pub allowlist_ttl_s: u32,
+    /// 0 or at least `counter_period_s`, so scheduled rotation never shortens a cookie's life
+    /// below one counter period.
+    pub rotate_every_s: u32,
+    pub non_tcp: NonTcpPolicy,
+}
+
+/// Upper bound on `protected`: beyond this a linear scan per packet is the wrong structure.
+pub const MAX_PROTECTED: usize = 64;
+/// Upper bound on `allowlist_capacity` (32 bytes per slot: 128 MiB per core at the limit).
+pub const MAX_ALLOWLIST: u32 = 1 << 22;
+
+impl Default for SynCookieConfig {
+    fn default() -> Self {
+        SynCookieConfig {
+            protected: Vec::new(),
+            mode: Mode::Auth,
+            mss: 1460,
+            ttl: 64,
+            window: 0,
+            counter_period_s: 64,
+            allowlist_capacity: 65536,
+            allowlist_ttl_s: 300,
+            rotate_every_s: 3600,
+            non_tcp: NonTcpPolicy::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("syncookie.{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// Per-stage counters, plain fields so the data path can copy them out cheaply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// SYNs answered with a SYN-ACK.
+    pub syn_answered: u64,
+    /// Auth-mode SYNs answered classic-style because the cookie was an acceptable ACK.
+    pub auth_fallback_classic: u64,
+    /// Client RSTs whose cookie validated (auth mode).
+    pub rst_validated: u64,
+    /// Final ACKs whose cookie validated (answered with a RST).
+    pub ack_validated: u64,
+    pub cookie_invalid: u64,
+    /// Packets dropped as [`DropReason::Unauthenticated`].
+    pub unauthenticated: u64,
+    /// Packets to protected prefixes from allowlisted sources.
+    pub allowlist_hits: u64,
+    /// Live allowlist entries pushed out by a newly authenticated source.
+    pub allowlist_evictions: u64,
+    /// Secret rotations, scheduled and commanded.
+    pub rotations: u64,
+}
+
+/// Snapshot for the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub mode: Mode,
+    /// The cookie time counter at the TSC given to [`SynCookieStage::status`].
+    pub time_counter: u64,
+    /// How many times the secret has rotated since start.
+    pub secret_generation: u64,
+    pub allowlist_capacity: usize,
+    /// Slots in use, counting expired entries not yet reclaimed.
+    pub allowlist_occupied: usize,
+    pub counters: Counters,
+}
+
+/// One core's SYN-cookie stage.
+pub struct SynCookieStage {
+    protected: Vec<Prefix>,
+    mode: Mode,
+    mss: u16,
+    ttl: u8,
+    window: u16,
+    non_tcp: NonTcpPolicy,
+    ticks_per_counter: u64,
+    rotate_ticks: Option<u64>,
+    /// TSC of the next scheduled rotation; armed by the first packet, since construction has no clock.
+    next_rotation: Option<u64>,
+    jar: CookieJar,
+    allowlist: Allowlist,
+    counters: Counters,
+}
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+
+/// Sources we never send a SYN-ACK to: replying to them would be reflecting at a broadcast or
+/// multicast group, at ourselves, or at nobody.
+fn unanswerable(src: IpAddr, dst: IpAddr) -> bool {
+    src == dst
+        || src.is_unspecified()
+        || src.is_multicast()
+        || src.is_loopback()
+        || matches!(src, IpAddr::V4(a) if a.is_broadcast())
+}
+
+/// Whether `ack` would be accepted by a client in SYN-SENT that sent ISN `isn` and `data` bytes
+/// with its SYN: ISN < ack <= ISN + 1 + data (mod 2^32).
+fn acceptable_ack(ack: u32, isn: u32, data: u16) -> bool {
+    let d = ack.wrapping_sub(isn);
+    d >= 1 && d <= 1 + u32::from(data)
+}
+
+impl SynCookieStage {
+    /// `secret` is the master secret (random, from the daemon at start-up; every core may get
+    /// the same one); `tsc_hz` is the TSC frequency that turns `Meta::tsc` into time.
+    pub fn new(cfg: &SynCookieConfig, secret: [u8; 16], tsc_hz: u64) -> Result<Self, ConfigError> {
+        if tsc_hz == 0 {
+            return Err(invalid("tsc_hz", "must be non-zero"));
+        }
+        if cfg.protected.len() > MAX_PROTECTED {
+            return Err(invalid(
+                "protected",
+                format!(
+                    "{} prefixes given, at most {MAX_PROTECTED}",
+                    cfg.protected.len()
+                ),
+            ));
+        }
+        if cfg.mss < 536 {
+            return Err(invalid(
+                "mss",
+                format!("{} is below 536, the minimum every host accepts", cfg.mss),
+            ));
+        }
+        if cfg.ttl == 0 {
+            return Err(invalid("ttl", "must be at least 1"));
+        }
+        if cfg.counter_period_s == 0 {
+            return Err(invalid("counter_period_s", "must be at least 1"));
+        }
+        if cfg.allowlist_capacity == 0 || cfg.allowlist_capacity > MAX_ALLOWLIST {
+            return Err(invalid(
+                "allowlist_capacity",
+                format!("{} is outside 1..={MAX_ALLOWLIST}", cfg.allowlist_capacity),
+            ));
+        }
+        if cfg.allowlist_ttl_s == 0 {
+            return Err(invalid("allowlist_ttl_s", "must be at least 1"));
+        }
+        if cfg.rotate_every_s != 0 && cfg.rotate_every_s < cfg.counter_period_s {
+            return Err(invalid(
+                "rotate_every_s",
+                format!(
+                    "{} is shorter than counter_period_s ({}); use 0 (never) or at least that",
+                    cfg.rotate_every_s, cfg.counter_period_s
+                ),
+            ));
+        }
+        let ticks = |field: &'static str, secs: u32| {
+            tsc_hz
+                .checked_mul(u64::from(secs))
+                .ok_or_else(|| invalid(field, format!("{secs} s overflows the TSC at {tsc_hz} Hz")))
+        };
+        let ticks_per_counter = ticks("counter_period_s", cfg.counter_period_s)?;
+        let ttl_ticks = ticks("allowlist_ttl_s", cfg.allowlist_ttl_s)?;
+        let rotate_ticks = match cfg.rotate_every_s {
+            0 => None,
+            s => Some(ticks("rotate_every_s", s)?),
+        };
+        // The allowlist's bucket hash gets its own key, so its outputs reveal nothing about cookies.
+        let hash_key = siphasher::sip128::SipHasher24::new_with_key(&secret)
+            .hash(b"scrubd/allowlist")
+            .as_bytes();
+        Ok(SynCookieStage {
+            protected: cfg.protected.clone(),
+            mode: cfg.mode,
+            mss: cfg.mss,
+            ttl: cfg.ttl,
+            window: cfg.window,
+            non_tcp: cfg.non_tcp,
+            ticks_per_counter,
+            rotate_ticks,
+            next_rotation: None,
+            jar: CookieJar::new(secret),
+            allowlist: Allowlist::new(cfg.allowlist_capacity as usize, ttl_ticks, hash_key),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn status(&self, tsc: u64) -> Status {
+        Status {
+            mode: self.mode,
+            time_counter: tsc / self.ticks_per_counter,
+            secret_generation: self.jar.generation(),
+            allowlist_capacity: self.allowlist.capacity(),
+            allowlist_occupied: self.allowlist.occupied(),
+            counters: self.counters,
+        }
+    }
+
+    /// Rotates the secret now (the control plane's command). Cookies issued before stay valid
+    /// until the next rotation; those from before the previous rotation stop validating.
+    pub fn rotate(&mut self) {
+        self.jar.rotate();
+        self.counters.rotations += 1;
+    }
+
+    fn is_protected(&self, dst: IpAddr) -> bool {
+        self.protected.iter().any(|p| p.contains(dst))
+    }
+
+    fn scheduled_rotation(&mut self, now: u64) {
+        let Some(period) = self.rotate_ticks else {
+            return;
+        };
+        match self.next_rotation {
+            None => self.next_rotation = Some(now.saturating_add(period)),
+            Some(at) if now >= at => {
+                // One rotation however long we were idle: cookies from before are long dead
+                // by the time counter anyway, and the next deadline restarts from now.
+                self.rotate();
+                self.next_rotation = Some(now.saturating_add(period));
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason) -> StageResult {
+        match reason {
+            DropReason::Unauthenticated => self.counters.unauthenticated += 1,
+            DropReason::CookieInvalid => self.counters.cookie_invalid += 1,
+            _ => {}
+        }
+        StageResult::Done(Verdict::Drop(reason))
+    }
+
+    fn authenticate(&mut self, src: IpAddr, now: u64) {
+        if self.allowlist.insert(src, now) == Inserted::Evicted {
+            self.counters.allowlist_evictions += 1;
+        }
+    }
+
+    /// Decides one packet. Rewrites `frame` only when the verdict is [`Verdict::Reply`].
+    pub fn process(&mut self, frame: &mut [u8], hdr: &Headers, meta: &Meta) -> StageResult {
+        let Some(ip) = hdr.ip() else {
+            return StageResult::Continue;
+        };
+        if !self.is_protected(ip.dst) {
+            return StageResult::Continue;
+        }
+        let now = meta.tsc;
+        self.scheduled_rotation(now);
+        if self.allowlist.check(ip.src, now) {
+            self.counters.allowlist_hits += 1;
+            return StageResult::Continue;
+        }
+        let action = match ip.proto {
+            PROTO_TCP => return self.unauthenticated_tcp(frame, hdr.l3_off, ip, now),
+            PROTO_UDP => self.non_tcp.udp,
+            PROTO_ICMP | PROTO_ICMPV6 => self.non_tcp.icmp,
+            _ => self.non_tcp.other,
+        };
+        match action {
+            NonTcpAction::Pass => StageResult::Continue,
+            NonTcpAction::Drop => self.drop(DropReason::Unauthenticated),
+        }
+    }
+
+    fn unauthenticated_tcp(
+        &mut self,
+        frame: &mut [u8],
+        l3_off: u16,
+        ip: &IpHeaders,
+        now: u64,
+    ) -> StageResult {
+        // A fragmented SYN or handshake segment is never legitimate; without the TCP header
+        // (later fragments) there is nothing to authenticate either.
+        let tcp = match (ip.frag, &ip.transport) {
+            (Frag::None, Transport::Tcp(t)) => *t,
+            _ => return self.drop(DropReason::Unauthenticated),
+        };
+        let flow = Flow {
+            client: ip.src,
+            server: ip.dst,
+            client_port: tcp.sport,
+            server_port: tcp.dport,
+        };
+        let counter = now / self.ticks_per_counter;
+        let f = tcp.flags;
+        let has = |bit: u8| f & bit != 0;
+
+        if has(TcpInfo::RST) {
+            // The client's answer to our unacceptable ACK: its sequence number is our ack.
+            if self.jar.validate(&flow, tcp.seq, counter).is_none() {
+                return self.drop(DropReason::CookieInvalid);
+            }
+            self.authenticate(ip.src, now);
+            self.counters.rst_validated += 1;
+            return StageResult::Done(Verdict::Drop(DropReason::AuthHandshake));
+        }
+        if has(TcpInfo::SYN) && !has(TcpInfo::ACK) && !has(TcpInfo::FIN) {
+            return self.answer_syn(frame, l3_off, ip, &tcp, &flow, counter);
+        }
+        if has(TcpInfo::ACK) && !has(TcpInfo::SYN) {
+            // The final ACK of a completed handshake acknowledges our ISN + 1.
+            if self
+                .jar
+                .validate(&flow, tcp.ack.wrapping_sub(1), counter)
+                .is_none()
+            {
+                return self.drop(DropReason::CookieInvalid);
+            }
+            let seg = Segment {
+                // RFC 9293: the reset for a segment with ACK takes its sequence number from that
+                // ACK, which is exactly the client's RCV.NXT, so the client accepts it.
+                seq: tcp.ack,
+                ack: 0,
+                flags: TcpInfo::RST,
+                window: 0,
+                mss: None,
+            };
+            let Some(len) = reply::rewrite(frame, l3_off, ip, &tcp, self.ttl, &seg) else {
+                return StageResult::Done(Verdict::Drop(DropReason::Malformed(
+                    Malformed::TcpTruncated,
+                )));
+            };
+            self.authenticate(ip.src, now);
+            self.counters.ack_validated += 1;
+            return StageResult::Done(Verdict::Reply { len });
+        }
+        self.drop(DropReason::Unauthenticated)
+    }
+
+    fn answer_syn(
+        &mut self,
+        frame: &mut [u8],
+        l3_off: u16,
+        ip: &IpHeaders,
+        tcp: &TcpInfo,
+        flow: &Flow,
+        counter: u64,
+    ) -> StageResult {
+        if unanswerable(ip.src, ip.dst) {
+            return self.drop(DropReason::Unauthenticated);
+        }
+        let cookie = self.jar.issue(flow, counter, mss_index(tcp.options.mss));
+        let client_next = tcp.seq.wrapping_add(1);
+        let mut fallback = false;
+        let ack = match self.mode {
+            Mode::Classic => client_next,
+            Mode::Auth if acceptable_ack(cookie, tcp.seq, ip.payload_len) => {
+                fallback = true;
+                client_next
+            }
+            Mode::Auth => cookie,
+        };
+        let seg = Segment {
+            seq: cookie,
+            ack,
+            flags: TcpInfo::SYN | TcpInfo::ACK,
+            window: self.window,
+            mss: Some(self.mss),
+        };
+        let Some(len) = reply::rewrite(frame, l3_off, ip, tcp, self.ttl, &seg) else {
+            return StageResult::Done(Verdict::Drop(DropReason::Malformed(
+                Malformed::TcpTruncated,
+            )));
+        };
+        self.counters.syn_answered += 1;
+        if fallback {
+            self.counters.auth_fallback_classic += 1;
+        }
+        StageResult::Done(Verdict::Reply { len })
+    }
+}

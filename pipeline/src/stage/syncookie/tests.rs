@@ -1,0 +1,1418 @@
+//! End-to-end tests of the stage on real frames built (and re-parsed) with etherparse, so the
+//! bytes we emit are checked by an implementation other than our own.
+
+use super::*;
+use crate::{IpVersion, Net};
+use etherparse::{
+    IpHeaders as EpIp, IpNumber, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FlowLabel,
+    Ipv6Header, Ipv6RawExtHeader, LinkExtHeader, LinkHeader, NetHeaders, PacketBuilder,
+    PacketHeaders, TcpHeader, TcpOptionElement, TransportHeader, VlanId,
+};
+use proptest::prelude::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const HZ: u64 = 1000; // TSC ticks are milliseconds in these tests.
+const PERIOD: u64 = 64 * HZ;
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const SECRET: [u8; 16] = *b"0123456789abcdef";
+// A TSC far from zero, so "previous window" arithmetic is exercised normally.
+const T0: u64 = 1_000_000_000;
+
+fn client(v6: bool) -> IpAddr {
+    if v6 {
+        "2001:db9::7".parse().unwrap()
+    } else {
+        "198.51.100.7".parse().unwrap()
+    }
+}
+
+fn server(v6: bool) -> IpAddr {
+    if v6 {
+        "2001:db8::20".parse().unwrap()
+    } else {
+        "10.10.10.20".parse().unwrap()
+    }
+}
+
+fn unprotected(v6: bool) -> IpAddr {
+    if v6 {
+        "2001:db9::20".parse().unwrap()
+    } else {
+        "10.10.11.20".parse().unwrap()
+    }
+}
+
+fn config() -> SynCookieConfig {
+    SynCookieConfig {
+        protected: vec![
+            "10.10.10.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        rotate_every_s: 0,
+        ..SynCookieConfig::default()
+    }
+}
+
+fn stage_with(f: impl FnOnce(&mut SynCookieConfig)) -> SynCookieStage {
+    let mut cfg = config();
+    f(&mut cfg);
+    SynCookieStage::new(&cfg, SECRET, HZ).unwrap()
+}
+
+fn stage() -> SynCookieStage {
+    stage_with(|_| {})
+}
+
+fn at(tsc: u64) -> Meta {
+    Meta { port: 0, tsc }
+}
+
+const SYN: u8 = TcpInfo::SYN;
+const ACK: u8 = TcpInfo::ACK;
+const RST: u8 = TcpInfo::RST;
+const FIN: u8 = TcpInfo::FIN;
+
+fn tcp_header(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> TcpHeader {
+    let mut t = TcpHeader::new(sport, dport, seq, 64240);
+    t.fin = flags & FIN != 0;
+    t.syn = flags & SYN != 0;
+    t.rst = flags & RST != 0;
+    t.psh = flags & TcpInfo::PSH != 0;
+    t.ack = flags & ACK != 0;
+    t.urg = flags & TcpInfo::URG != 0;
+    t.acknowledgment_number = ack;
+    t
+}
+
+/// A Linux-like SYN's options: MSS, SACK permitted, timestamps, NOP, window scale.
+fn linux_syn_options() -> Vec<TcpOptionElement> {
+    vec![
+        TcpOptionElement::MaximumSegmentSize(1460),
+        TcpOptionElement::SelectiveAcknowledgementPermitted,
+        TcpOptionElement::Timestamp(0x1234_5678, 0),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(7),
+    ]
+}
+
+#[derive(Clone, Default)]
+struct Shape {
+    vlans: Vec<u16>,
+    v4_options: Vec<u8>,
+    v6_hop_by_hop: bool,
+}
+
+fn frame(
+    shape: &Shape,
+    src: IpAddr,
+    dst: IpAddr,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    transport: impl FnOnce(
+        etherparse::PacketBuilderStep<EpIp>,
+    ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let iph = ip_headers(shape, src, dst);
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let vid = |v: u16| VlanId::try_new(v).unwrap();
+    let step = match shape.vlans.as_slice() {
+        [] => eth.ip(iph),
+        [a] => eth.single_vlan(vid(*a)).ip(iph),
+        [a, b] => eth.double_vlan(vid(*a), vid(*b)).ip(iph),
+        _ => panic!("at most two VLAN tags"),
+    };
+    let b = transport(step);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn ip_headers(shape: &Shape, src: IpAddr, dst: IpAddr) -> EpIp {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = Ipv4Header::new(0, 57, IpNumber::TCP, s.octets(), d.octets()).unwrap();
+            h.identification = 0x4242;
+            h.dont_fragment = true;
+            h.options = Ipv4Options::try_from(shape.v4_options.as_slice()).unwrap();
+            EpIp::Ipv4(h, Default::default())
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let h = Ipv6Header {
+                traffic_class: 0x28,
+                flow_label: Ipv6FlowLabel::try_new(0x12345).unwrap(),
+                payload_length: 0,
+                next_header: IpNumber::TCP,
+                hop_limit: 57,
+                source: s.octets(),
+                destination: d.octets(),
+            };
+            let mut ext = Ipv6Extensions::default();
+            if shape.v6_hop_by_hop {
+                // PadN option filling the 6 bytes.
+                ext.hop_by_hop_options =
+                    Some(Ipv6RawExtHeader::new_raw(IpNumber::TCP, &[1, 4, 0, 0, 0, 0]).unwrap());
+            }
+            EpIp::Ipv6(h, ext)
+        }
+        _ => panic!("mixed families"),
+    }
+}
+
+/// A client → server TCP segment.
+fn segment(
+    shape: &Shape,
+    v6: bool,
+    dst: IpAddr,
+    t: TcpHeader,
+    options: &[TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = t;
+    t.set_options(options).unwrap();
+    frame(
+        shape,
+        client(v6),
+        dst,
+        CLIENT_MAC,
+        SERVER_MAC,
+        |s| s.tcp_header(t),
+        payload,
+    )
+}
+
+fn syn(v6: bool, isn: u32) -> Vec<u8> {
+    segment(
+        &Shape::default(),
+        v6,
+        server(v6),
+        tcp_header(40000, 443, isn, 0, SYN),
+        &linux_syn_options(),
+        &[],
+    )
+}
+
+/// `Headers` for a frame, from etherparse's parse: stands in for `wire::parse` in these tests.
+fn headers_of(frame: &[u8]) -> Headers {
+    let p = PacketHeaders::from_ethernet_slice(frame).expect("test frame parses");
+    let mut vlans = [0u16; 2];
+    let mut n = 0usize;
+    for e in p.link_exts.iter() {
+        if let LinkExtHeader::Vlan(v) = e {
+            vlans[n] = v.vlan_id.value();
+            n += 1;
+        }
+    }
+    let l3 = 14 + 4 * n;
+    let ethertype = u16::from_be_bytes([frame[l3 - 2], frame[l3 - 1]]);
+    let (version, src, dst, ttl, ip_len, l4, proto) = match &p.net {
+        Some(NetHeaders::Ipv4(h, _)) => (
+            IpVersion::V4,
+            IpAddr::from(h.source),
+            IpAddr::from(h.destination),
+            h.time_to_live,
+            h.total_len,
+            l3 + h.header_len(),
+            h.protocol.0,
+        ),
+        Some(NetHeaders::Ipv6(h, ext)) => {
+            let proto = match &p.transport {
+                Some(TransportHeader::Tcp(_)) => 6,
+                Some(TransportHeader::Udp(_)) => 17,
+                Some(TransportHeader::Icmpv6(_)) => 58,
+                _ => h.next_header.0,
+            };
+            (
+                IpVersion::V6,
+                IpAddr::from(h.source),
+                IpAddr::from(h.destination),
+                h.hop_limit,
+                40 + h.payload_length,
+                l3 + 40 + ext.header_len(),
+                proto,
+            )
+        }
+        _ => {
+            return Headers {
+                vlans,
+                vlan_count: n as u8,
+                ethertype,
+                l3_off: l3 as u16,
+                net: Net::Other,
+            }
+        }
+    };
+    let (transport, l4_len) = match &p.transport {
+        Some(TransportHeader::Tcp(t)) => {
+            let mut options = crate::TcpOptions::default();
+            for o in t.options_iterator() {
+                match o.unwrap() {
+                    TcpOptionElement::MaximumSegmentSize(m) => options.mss = Some(m),
+                    TcpOptionElement::WindowScale(w) => options.window_scale = Some(w),
+                    TcpOptionElement::SelectiveAcknowledgementPermitted => {
+                        options.sack_permitted = true
+                    }
+                    TcpOptionElement::Timestamp(a, b) => options.timestamps = Some((a, b)),
+                    _ => {}
+                }
+            }
+            let flags = (t.fin as u8)
+                | (t.syn as u8) << 1
+                | (t.rst as u8) << 2
+                | (t.psh as u8) << 3
+                | (t.ack as u8) << 4
+                | (t.urg as u8) << 5
+                | (t.ece as u8) << 6
+                | (t.cwr as u8) << 7;
+            (
+                Transport::Tcp(TcpInfo {
+                    sport: t.source_port,
+                    dport: t.destination_port,
+                    seq: t.sequence_number,
+                    ack: t.acknowledgment_number,
+                    flags,
+                    window: t.window_size,
+                    options,
+                }),
+                t.header_len(),
+            )
+        }
+        Some(TransportHeader::Udp(u)) => (
+            Transport::Udp {
+                sport: u.source_port,
+                dport: u.destination_port,
+            },
+            8,
+        ),
+        Some(TransportHeader::Icmpv4(i)) => {
+            let b = i.to_bytes();
+            (
+                Transport::Icmp {
+                    ty: b[0],
+                    code: b[1],
+                },
+                i.header_len(),
+            )
+        }
+        Some(TransportHeader::Icmpv6(i)) => {
+            let b = i.to_bytes();
+            (
+                Transport::Icmpv6 {
+                    ty: b[0],
+                    code: b[1],
+                },
+                i.header_len(),
+            )
+        }
+        _ => (Transport::Other, 0),
+    };
+    let payload_off = l4 + l4_len;
+    Headers {
+        vlans,
+        vlan_count: n as u8,
+        ethertype,
+        l3_off: l3 as u16,
+        net: Net::Ip(IpHeaders {
+            version,
+            src,
+            dst,
+            proto,
+            ttl,
+            frag: Frag::None,
+            ip_len,
+            l4_off: l4 as u16,
+            transport,
+            payload_off: payload_off as u16,
+            payload_len: (l3 + usize::from(ip_len) - payload_off) as u16,
+        }),
+    }
+}
+
+fn run(st: &mut SynCookieStage, frame: &mut [u8], tsc: u64) -> StageResult {
+    let h = headers_of(frame);
+    st.process(frame, &h, &at(tsc))
+}
+
+fn reply_len(r: StageResult) -> usize {
+    match r {
+        StageResult::Done(Verdict::Reply { len }) => usize::from(len),
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn flow_of(frame: &[u8]) -> Flow {
+    let h = headers_of(frame);
+    let ip = h.ip().unwrap();
+    let Transport::Tcp(t) = ip.transport else {
+        panic!("not TCP")
+    };
+    Flow {
+        client: ip.src,
+        server: ip.dst,
+        client_port: t.sport,
+        server_port: t.dport,
+    }
+}
+
+/// Re-parses `reply` with etherparse and checks every field that does not depend on the kind
+/// of reply against the frame it answers; returns the TCP header for kind-specific checks.
+fn verify_reply(orig: &[u8], reply: &[u8], hop: u8) -> TcpHeader {
+    let o = PacketHeaders::from_ethernet_slice(orig).unwrap();
+    let r = PacketHeaders::from_ethernet_slice(reply).expect("reply parses");
+    let (Some(LinkHeader::Ethernet2(oe)), Some(LinkHeader::Ethernet2(re))) = (&o.link, &r.link)
+    else {
+        panic!("no ethernet header");
+    };
+    assert_eq!(re.source, oe.destination, "source MAC");
+    assert_eq!(re.destination, oe.source, "destination MAC");
+    assert_eq!(re.ether_type, oe.ether_type);
+    assert_eq!(r.link_exts, o.link_exts, "VLAN tags kept as they were");
+    let Some(TransportHeader::Tcp(ot)) = &o.transport else {
+        panic!("original is not TCP")
+    };
+    let Some(TransportHeader::Tcp(rt)) = r.transport.clone() else {
+        panic!("reply is not TCP")
+    };
+    let l3 = 14 + 4 * o.link_exts.len();
+    match (&o.net, &r.net) {
+        (Some(NetHeaders::Ipv4(oh, _)), Some(NetHeaders::Ipv4(rh, rx))) => {
+            assert_eq!(rh.header_len(), 20, "IPv4 options dropped");
+            assert!(rx.auth.is_none());
+            assert_eq!(rh.dscp.value(), 0);
+            assert_eq!(rh.ecn.value(), 0);
+            assert_eq!(usize::from(rh.total_len), 20 + rt.header_len());
+            assert_eq!(rh.identification, 0);
+            assert!(rh.dont_fragment);
+            assert!(!rh.more_fragments);
+            assert_eq!(rh.fragment_offset.value(), 0);
+            assert_eq!(rh.time_to_live, hop);
+            assert_eq!(rh.protocol, IpNumber::TCP);
+            assert_eq!(
+                rh.header_checksum,
+                rh.calc_header_checksum(),
+                "IPv4 checksum"
+            );
+            assert_eq!(rh.source, oh.destination);
+            assert_eq!(rh.destination, oh.source);
+            assert_eq!(
+                rt.checksum,
+                rt.calc_checksum_ipv4(rh, &[]).unwrap(),
+                "TCP checksum"
+            );
+            assert_eq!(reply.len(), l3 + 20 + rt.header_len(), "exact frame length");
+        }
+        (Some(NetHeaders::Ipv6(oh, _)), Some(NetHeaders::Ipv6(rh, rx))) => {
+            assert_eq!(rx.header_len(), 0, "extension headers dropped");
+            assert_eq!(rh.traffic_class, 0);
+            assert_eq!(rh.flow_label.value(), 0);
+            assert_eq!(usize::from(rh.payload_length), rt.header_len());
+            assert_eq!(rh.next_header, IpNumber::TCP);
+            assert_eq!(rh.hop_limit, hop);
+            assert_eq!(rh.source, oh.destination);
+            assert_eq!(rh.destination, oh.source);
+            assert_eq!(
+                rt.checksum,
+                rt.calc_checksum_ipv6(rh, &[]).unwrap(),
+                "TCP checksum"
+            );
+            assert_eq!(reply.len(), l3 + 40 + rt.header_len(), "exact frame length");
+        }
+        other => panic!("family changed or not IP: {other:?}"),
+    }
+    assert_eq!(rt.source_port, ot.destination_port);
+    assert_eq!(rt.destination_port, ot.source_port);
+    assert_eq!(rt.urgent_pointer, 0);
+    assert!(!(rt.ns || rt.ece || rt.cwr || rt.urg || rt.psh || rt.fin));
+    assert!(r.payload.slice().is_empty(), "no payload");
+    rt
+}
+
+fn synack_checks(orig: &[u8], reply: &[u8], expect_seq: u32, expect_ack: u32) -> TcpHeader {
+    let t = verify_reply(orig, reply, 64);
+    assert!(t.syn && t.ack && !t.rst, "flags SYN|ACK");
+    assert_eq!(t.sequence_number, expect_seq, "seq");
+    assert_eq!(t.acknowledgment_number, expect_ack, "ack");
+    assert_eq!(t.window_size, 0, "window");
+    let opts: Vec<_> = t.options_iterator().map(|o| o.unwrap()).collect();
+    assert_eq!(
+        opts,
+        vec![TcpOptionElement::MaximumSegmentSize(1460)],
+        "only our MSS"
+    );
+    assert_eq!(t.header_len(), 24, "data offset 6");
+    t
+}
+
+// ---------------------------------------------------------------- golden SYN-ACKs
+
+#[test]
+fn golden_syn_ack_auth_v4_and_v6() {
+    for v6 in [false, true] {
+        let mut st = stage();
+        let isn = 0x0102_0304;
+        let orig = syn(v6, isn);
+        let mut buf = orig.clone();
+        let len = reply_len(run(&mut st, &mut buf, T0));
+        let cookie = st
+            .jar
+            .issue(&flow_of(&orig), T0 / PERIOD, mss_index(Some(1460)));
+        assert_ne!(cookie, isn.wrapping_add(1));
+        synack_checks(&orig, &buf[..len], cookie, cookie);
+        assert_eq!(st.counters().syn_answered, 1);
+        assert_eq!(st.allowlist.occupied(), 0, "no state for a SYN");
+    }
+}
+
+#[test]
+fn golden_syn_ack_classic_v4_and_v6() {
+    for v6 in [false, true] {
+        let mut st = stage_with(|c| c.mode = Mode::Classic);
+        let isn = 0xffff_ffff; // ISN + 1 wraps.
+        let orig = syn(v6, isn);
+        let mut buf = orig.clone();
+        let len = reply_len(run(&mut st, &mut buf, T0));
+        let cookie = st.jar.issue(&flow_of(&orig), T0 / PERIOD, 3);
+        synack_checks(&orig, &buf[..len], cookie, 0);
+    }
+}
+
+#[test]
+fn golden_syn_ack_vlan_ip_options_and_payload_discarded() {
+    let shapes = [
+        (
+            false,
+            Shape {
+                vlans: vec![100],
+                v4_options: vec![1, 1, 1, 0], // NOP NOP NOP EOL
+                ..Shape::default()
+            },
+        ),
+        (
+            false,
+            Shape {
+                vlans: vec![10, 20],
+                ..Shape::default()
+            },
+        ),
+        (
+            true,
+            Shape {
+                vlans: vec![300],
+                v6_hop_by_hop: true,
+                ..Shape::default()
+            },
+        ),
+        (
+            true,
+            Shape {
+                vlans: vec![4000, 5],
+                ..Shape::default()
+            },
+        ),
+    ];
+    for (v6, shape) in shapes {
+        let mut st = stage_with(|c| {
+            c.ttl = 200;
+            c.window = 1024;
+            c.mss = 1400;
+        });
+        let opts = [TcpOptionElement::MaximumSegmentSize(1300)];
+        let payload = b"GET / HTTP/1.1\r\n";
+        let orig = segment(
+            &shape,
+            v6,
+            server(v6),
+            tcp_header(5555, 80, 77, 0, SYN),
+            &opts,
+            payload,
+        );
+        let mut buf = orig.clone();
+        let len = reply_len(run(&mut st, &mut buf, T0));
+        let cookie = st.jar.issue(&flow_of(&orig), T0 / PERIOD, 1);
+        let t = verify_reply(&orig, &buf[..len], 200);
+        assert!(t.syn && t.ack);
+        assert_eq!(
+            (t.sequence_number, t.acknowledgment_number),
+            (cookie, cookie)
+        );
+        assert_eq!(t.window_size, 1024);
+        let opts: Vec<_> = t.options_iterator().map(|o| o.unwrap()).collect();
+        assert_eq!(opts, vec![TcpOptionElement::MaximumSegmentSize(1400)]);
+        assert_eq!(
+            st.jar
+                .validate(&flow_of(&orig), cookie, T0 / PERIOD)
+                .unwrap()
+                .mss_index,
+            1,
+            "client MSS 1300 encoded"
+        );
+    }
+}
+
+#[test]
+fn syn_without_room_for_mss_gets_a_bare_syn_ack() {
+    // IPv6 SYN without options: 74 bytes, no Ethernet padding, no room for 4 more bytes.
+    let orig = segment(
+        &Shape::default(),
+        true,
+        server(true),
+        tcp_header(1, 2, 3, 0, SYN),
+        &[],
+        &[],
+    );
+    assert_eq!(orig.len(), 74);
+    let mut st = stage();
+    let mut buf = orig.clone();
+    let len = reply_len(run(&mut st, &mut buf, T0));
+    let t = verify_reply(&orig, &buf[..len], 64);
+    assert_eq!(t.header_len(), 20);
+    assert!(t.syn && t.ack);
+    assert_eq!(
+        st.jar
+            .validate(&flow_of(&orig), t.sequence_number, T0 / PERIOD)
+            .unwrap()
+            .mss_index,
+        0,
+        "no MSS option means 536"
+    );
+
+    // The same for IPv4 padded to 60 bytes by the sender: 54 + 6 padding leaves room.
+    let mut v4 = segment(
+        &Shape::default(),
+        false,
+        server(false),
+        tcp_header(1, 2, 3, 0, SYN),
+        &[],
+        &[],
+    );
+    assert_eq!(v4.len(), 54);
+    let h = headers_of(&v4);
+    v4.resize(60, 0);
+    let orig = v4.clone();
+    let len = match st.process(&mut v4, &h, &at(T0)) {
+        StageResult::Done(Verdict::Reply { len }) => usize::from(len),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(len, 58);
+    let t = verify_reply(&orig[..54], &v4[..len], 64);
+    assert_eq!(t.header_len(), 24);
+}
+
+#[test]
+fn auth_mode_avoids_an_acceptable_ack() {
+    // Pick the ISN so that the cookie is exactly ISN + 1 (and, with data, inside ISN+1..=ISN+1+len).
+    for (payload, back) in [(&[][..], 1u32), (&b"0123456789"[..], 6)] {
+        let mut st = stage();
+        let probe = syn(false, 0);
+        let cookie = st.jar.issue(&flow_of(&probe), T0 / PERIOD, 3);
+        let isn = cookie.wrapping_sub(back);
+        let orig = segment(
+            &Shape::default(),
+            false,
+            server(false),
+            tcp_header(40000, 443, isn, 0, SYN),
+            &linux_syn_options(),
+            payload,
+        );
+        let mut buf = orig.clone();
+        let len = reply_len(run(&mut st, &mut buf, T0));
+        let t = verify_reply(&orig, &buf[..len], 64);
+        assert_eq!(t.sequence_number, cookie);
+        assert_eq!(
+            t.acknowledgment_number,
+            isn.wrapping_add(1),
+            "answered classic-style"
+        );
+        assert_eq!(st.counters().auth_fallback_classic, 1);
+
+        // And the client's completing ACK authenticates it.
+        let mut ack = segment(
+            &Shape::default(),
+            false,
+            server(false),
+            tcp_header(40000, 443, isn.wrapping_add(1), cookie.wrapping_add(1), ACK),
+            &[],
+            &[],
+        );
+        reply_len(run(&mut st, &mut ack, T0 + 1));
+        assert_eq!(st.counters().ack_validated, 1);
+    }
+}
+
+// ---------------------------------------------------------------- the auth (RST) path
+
+/// The RST a Linux client in SYN-SENT sends for our unacceptable SYN-ACK: seq = its ack, no ACK.
+fn client_rst_for(orig_syn: &[u8], synack: &[u8], shape: &Shape) -> Vec<u8> {
+    let r = PacketHeaders::from_ethernet_slice(synack).unwrap();
+    let Some(TransportHeader::Tcp(t)) = r.transport else {
+        panic!()
+    };
+    let f = flow_of(orig_syn);
+    let v6 = f.client.is_ipv6();
+    let mut rst = tcp_header(
+        f.client_port,
+        f.server_port,
+        t.acknowledgment_number,
+        0,
+        RST,
+    );
+    rst.window_size = 0;
+    segment(shape, v6, f.server, rst, &[], &[])
+}
+
+#[test]
+fn rst_authenticates_then_retransmitted_syn_is_forwarded() {
+    for (v6, shape) in [
+        (false, Shape::default()),
+        (true, Shape::default()),
+        (
+            false,
+            Shape {
+                vlans: vec![7],
+                ..Shape::default()
+            },
+        ),
+    ] {
+        let mut st = stage();
+        let orig = segment(
+            &shape,
+            v6,
+            server(v6),
+            tcp_header(40000, 443, 1000, 0, SYN),
+            &linux_syn_options(),
+            &[],
+        );
+        let mut buf = orig.clone();
+        let len = reply_len(run(&mut st, &mut buf, T0));
+        let mut rst = client_rst_for(&orig, &buf[..len], &shape);
+        let rst_copy = rst.clone();
+        // Arrives in the next counter window: still valid.
+        assert_eq!(
+            run(&mut st, &mut rst, T0 + PERIOD),
+            StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
+        );
+        assert_eq!(rst, rst_copy, "dropped, not rewritten");
+        assert_eq!(st.counters().rst_validated, 1);
+        assert!(st.allowlist.check(client(v6), T0 + PERIOD));
+
+        let mut again = orig.clone();
+        assert_eq!(
+            run(&mut st, &mut again, T0 + PERIOD + 200),
+            StageResult::Continue
+        );
+        assert_eq!(again, orig, "forwarded untouched");
+        assert_eq!(st.counters().syn_answered, 1);
+        assert_eq!(st.counters().allowlist_hits, 1);
+        // The source's later traffic passes too, whatever it is.
+        let mut data = segment(
+            &shape,
+            v6,
+            server(v6),
+            tcp_header(40000, 443, 1001, 5, ACK),
+            &[],
+            b"x",
+        );
+        assert_eq!(
+            run(&mut st, &mut data, T0 + PERIOD + 300),
+            StageResult::Continue
+        );
+    }
+}
+
+#[test]
+fn rst_with_ack_flag_is_checked_the_same_way() {
+    let mut st = stage();
+    let orig = syn(false, 5);
+    let mut buf = orig.clone();
+    let len = reply_len(run(&mut st, &mut buf, T0));
+    let mut rst = client_rst_for(&orig, &buf[..len], &Shape::default());
+    // Set ACK as some stacks do; etherparse rebuild keeps it simple.
+    let h = headers_of(&rst);
+    let mut h2 = h;
+    if let Net::Ip(ip) = &mut h2.net {
+        if let Transport::Tcp(t) = &mut ip.transport {
+            t.flags |= ACK;
+        }
+    }
+    assert_eq!(
+        st.process(&mut rst, &h2, &at(T0)),
+        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
+    );
+}
+
+#[test]
+fn invalid_rsts_and_acks_are_dropped() {
+    let mut st = stage();
+    let orig = syn(false, 1000);
+    let mut buf = orig.clone();
+    let len = reply_len(run(&mut st, &mut buf, T0));
+    let good = client_rst_for(&orig, &buf[..len], &Shape::default());
+    let cookie = st.jar.issue(&flow_of(&orig), T0 / PERIOD, 3);
+
+    let cases: Vec<(&str, Vec<u8>, u64)> = vec![
+        (
+            "wrong seq",
+            segment(
+                &Shape::default(),
+                false,
+                server(false),
+                tcp_header(40000, 443, cookie ^ 0x100, 0, RST),
+                &[],
+                &[],
+            ),
+            T0,
+        ),
+        (
+            "other client port",
+            segment(
+                &Shape::default(),
+                false,
+                server(false),
+                tcp_header(40001, 443, cookie, 0, RST),
+                &[],
+                &[],
+            ),
+            T0,
+        ),
+        (
+            "other server",
+            segment(
+                &Shape::default(),
+                false,
+                "10.10.10.21".parse().unwrap(),
+                tcp_header(40000, 443, cookie, 0, RST),
+                &[],
+                &[],
+            ),
+            T0,
+        ),
+        ("two windows later", good.clone(), T0 + 2 * PERIOD),
+        (
+            "random ACK",
+            segment(
+                &Shape::default(),
+                false,
+                server(false),
+                tcp_header(40000, 443, 1001, 0xdead_beef, ACK),
+                &[],
+                &[],
+            ),
+            T0,
+        ),
+        (
+            "ACK of the cookie itself, not cookie + 1",
+            segment(
+                &Shape::default(),
+                false,
+                server(false),
+                tcp_header(40000, 443, 1001, cookie, ACK),
+                &[],
+                &[],
+            ),
+            T0,
+        ),
+    ];
+    let n = cases.len() as u64;
+    for (what, mut pkt, tsc) in cases {
+        let before = pkt.clone();
+        assert_eq!(
+            run(&mut st, &mut pkt, tsc),
+            StageResult::Done(Verdict::Drop(DropReason::CookieInvalid)),
+            "{what}"
+        );
+        assert_eq!(pkt, before, "{what}: untouched");
+    }
+    assert_eq!(st.counters().cookie_invalid, n);
+    assert_eq!(st.allowlist.occupied(), 0);
+    // The genuine RST still works afterwards.
+    let mut good = good;
+    assert_eq!(
+        run(&mut st, &mut good, T0),
+        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
+    );
+}
+
+#[test]
+fn rotation_keeps_one_generation_valid() {
+    let mut st = stage();
+    let orig = syn(true, 9);
+    let mut buf = orig.clone();
+    let len = reply_len(run(&mut st, &mut buf, T0));
+    let rst = client_rst_for(&orig, &buf[..len], &Shape::default());
+
+    st.rotate();
+    let mut p = rst.clone();
+    assert_eq!(
+        run(&mut st, &mut p, T0),
+        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
+    );
+
+    let mut st = stage();
+    let mut buf = orig.clone();
+    run(&mut st, &mut buf, T0);
+    st.rotate();
+    st.rotate();
+    let mut p = rst.clone();
+    assert_eq!(
+        run(&mut st, &mut p, T0),
+        StageResult::Done(Verdict::Drop(DropReason::CookieInvalid))
+    );
+    let s = st.status(T0);
+    assert_eq!(s.secret_generation, 2);
+    assert_eq!(s.counters.rotations, 2);
+}
+
+#[test]
+fn scheduled_rotation_happens_on_the_packet_path() {
+    let mut st = stage_with(|c| c.rotate_every_s = 64);
+    let mut p = syn(false, 1);
+    run(&mut st, &mut p, T0); // arms the schedule
+    assert_eq!(st.counters().rotations, 0);
+    let mut p = syn(false, 1);
+    run(&mut st, &mut p, T0 + PERIOD - 1);
+    assert_eq!(st.counters().rotations, 0);
+    let mut p = syn(false, 1);
+    run(&mut st, &mut p, T0 + PERIOD);
+    assert_eq!(st.counters().rotations, 1);
+    // A long idle gap costs one rotation, not one per missed period.
+    let mut p = syn(false, 1);
+    run(&mut st, &mut p, T0 + 100 * PERIOD);
+    assert_eq!(st.status(T0).secret_generation, 2);
+}
+
+// ---------------------------------------------------------------- the classic (ACK) path
+
+#[test]
+fn classic_ack_is_answered_with_a_rst_and_authenticates() {
+    for (mode, v6) in [
+        (Mode::Classic, false),
+        (Mode::Classic, true),
+        (Mode::Auth, false),
+        (Mode::Auth, true),
+    ] {
+        let mut st = stage_with(|c| c.mode = mode);
+        let isn = 0x7000_0000;
+        let orig = syn(v6, isn);
+        let mut buf = orig.clone();
+        let len = reply_len(run(&mut st, &mut buf, T0));
+        let synack = PacketHeaders::from_ethernet_slice(&buf[..len]).unwrap();
+        let Some(TransportHeader::Tcp(sa)) = synack.transport else {
+            panic!()
+        };
+        // The client completes the handshake (with some data, as it may).
+        let ack_no = sa.sequence_number.wrapping_add(1);
+        let ack = segment(
+            &Shape::default(),
+            v6,
+            server(v6),
+            tcp_header(40000, 443, isn.wrapping_add(1), ack_no, ACK | TcpInfo::PSH),
+            &[],
+            b"hello",
+        );
+        let mut out = ack.clone();
+        let len = reply_len(run(&mut st, &mut out, T0 + 10));
+        let t = verify_reply(&ack, &out[..len], 64);
+        assert!(t.rst && !t.syn && !t.ack, "a bare RST");
+        assert_eq!(
+            t.sequence_number, ack_no,
+            "seq = the client's ack (its RCV.NXT)"
+        );
+        assert_eq!(t.acknowledgment_number, 0);
+        assert_eq!(t.window_size, 0);
+        assert_eq!(t.header_len(), 20);
+        assert_eq!(st.counters().ack_validated, 1);
+
+        let mut again = syn(v6, isn + 1000);
+        let before = again.clone();
+        assert_eq!(run(&mut st, &mut again, T0 + 20), StageResult::Continue);
+        assert_eq!(again, before);
+    }
+}
+
+// ---------------------------------------------------------------- other traffic
+
+#[test]
+fn other_tcp_from_unauthenticated_sources_is_dropped() {
+    let mut st = stage();
+    for flags in [
+        SYN | ACK,
+        SYN | FIN,
+        FIN,
+        TcpInfo::PSH,
+        0,
+        TcpInfo::URG,
+        SYN | ACK | FIN,
+    ] {
+        for v6 in [false, true] {
+            let mut p = segment(
+                &Shape::default(),
+                v6,
+                server(v6),
+                tcp_header(1, 2, 3, 4, flags),
+                &[],
+                &[],
+            );
+            let before = p.clone();
+            assert_eq!(
+                run(&mut st, &mut p, T0),
+                StageResult::Done(Verdict::Drop(DropReason::Unauthenticated)),
+                "flags {flags:#x}"
+            );
+            assert_eq!(p, before);
+        }
+    }
+    assert_eq!(st.counters().unauthenticated, 14);
+}
+
+#[test]
+fn tcp_fragments_and_bogus_sources_are_not_answered() {
+    let mut st = stage();
+    let mut p = syn(false, 1);
+    let before = p.clone();
+    let h = headers_of(&p);
+    for frag in [Frag::First, Frag::Later] {
+        let mut h2 = h;
+        if let Net::Ip(ip) = &mut h2.net {
+            ip.frag = frag;
+            if frag == Frag::Later {
+                ip.transport = Transport::None;
+            }
+        }
+        assert_eq!(
+            st.process(&mut p, &h2, &at(T0)),
+            StageResult::Done(Verdict::Drop(DropReason::Unauthenticated))
+        );
+    }
+    for src in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "127.0.0.1",
+        "10.10.10.20",
+    ] {
+        let mut h2 = h;
+        if let Net::Ip(ip) = &mut h2.net {
+            ip.src = src.parse().unwrap();
+        }
+        assert_eq!(
+            st.process(&mut p, &h2, &at(T0)),
+            StageResult::Done(Verdict::Drop(DropReason::Unauthenticated)),
+            "{src}"
+        );
+    }
+    assert_eq!(p, before);
+    assert_eq!(st.counters().syn_answered, 0);
+}
+
+fn udp_frame(v6: bool, dst: IpAddr) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let b = match (client(v6), dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64).udp(53, 53),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64).udp(53, 53),
+        _ => unreachable!(),
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, b"query").unwrap();
+    out
+}
+
+fn icmp_frame(v6: bool, dst: IpAddr) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let mut out = Vec::new();
+    match (client(v6), dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth
+            .ipv4(s.octets(), d.octets(), 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut out, b"ping")
+            .unwrap(),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth
+            .ipv6(s.octets(), d.octets(), 64)
+            .icmpv6_echo_request(1, 1)
+            .write(&mut out, b"ping")
+            .unwrap(),
+        _ => unreachable!(),
+    }
+    out
+}
+
+/// Headers for a protocol etherparse does not build (GRE), by editing a UDP frame's summary.
+fn gre_headers(v6: bool) -> (Vec<u8>, Headers) {
+    let f = udp_frame(v6, server(v6));
+    let mut h = headers_of(&f);
+    if let Net::Ip(ip) = &mut h.net {
+        ip.proto = 47;
+        ip.transport = Transport::Other;
+    }
+    (f, h)
+}
+
+#[test]
+fn non_tcp_policy() {
+    for v6 in [false, true] {
+        // Default: everything passes.
+        let mut st = stage();
+        let mut u = udp_frame(v6, server(v6));
+        let mut i = icmp_frame(v6, server(v6));
+        let (mut g, gh) = gre_headers(v6);
+        assert_eq!(run(&mut st, &mut u, T0), StageResult::Continue);
+        assert_eq!(run(&mut st, &mut i, T0), StageResult::Continue);
+        assert_eq!(st.process(&mut g, &gh, &at(T0)), StageResult::Continue);
+
+        let drop = StageResult::Done(Verdict::Drop(DropReason::Unauthenticated));
+        for (udp, icmp, other) in [
+            (NonTcpAction::Drop, NonTcpAction::Pass, NonTcpAction::Pass),
+            (NonTcpAction::Pass, NonTcpAction::Drop, NonTcpAction::Pass),
+            (NonTcpAction::Pass, NonTcpAction::Pass, NonTcpAction::Drop),
+        ] {
+            let mut st = stage_with(|c| c.non_tcp = NonTcpPolicy { udp, icmp, other });
+            let want = |a| {
+                if a == NonTcpAction::Drop {
+                    drop
+                } else {
+                    StageResult::Continue
+                }
+            };
+            assert_eq!(run(&mut st, &mut u, T0), want(udp));
+            assert_eq!(run(&mut st, &mut i, T0), want(icmp));
+            assert_eq!(st.process(&mut g, &gh, &at(T0)), want(other));
+            // Unprotected destinations and allowlisted sources are never subject to it.
+            let mut uu = udp_frame(v6, unprotected(v6));
+            assert_eq!(run(&mut st, &mut uu, T0), StageResult::Continue);
+            st.allowlist.insert(client(v6), T0);
+            assert_eq!(run(&mut st, &mut u, T0), StageResult::Continue);
+            assert_eq!(run(&mut st, &mut i, T0), StageResult::Continue);
+            assert_eq!(st.process(&mut g, &gh, &at(T0)), StageResult::Continue);
+        }
+    }
+}
+
+#[test]
+fn unprotected_and_non_ip_traffic_is_untouched() {
+    let mut st = stage();
+    for v6 in [false, true] {
+        let mut frames = vec![
+            udp_frame(v6, unprotected(v6)),
+            icmp_frame(v6, unprotected(v6)),
+        ];
+        for flags in [SYN, ACK, RST, SYN | ACK, FIN | ACK] {
+            frames.push(segment(
+                &Shape::default(),
+                v6,
+                unprotected(v6),
+                tcp_header(1, 2, 3, 4, flags),
+                &linux_syn_options(),
+                b"data",
+            ));
+        }
+        for mut f in frames {
+            let before = f.clone();
+            assert_eq!(run(&mut st, &mut f, T0), StageResult::Continue);
+            assert_eq!(f, before, "byte-identical");
+        }
+    }
+    // Replies from the protected server itself go out unchanged.
+    let synack = frame(
+        &Shape::default(),
+        server(false),
+        client(false),
+        SERVER_MAC,
+        CLIENT_MAC,
+        |s| s.tcp_header(tcp_header(443, 40000, 1, 2, SYN | ACK)),
+        &[],
+    );
+    let mut f = synack.clone();
+    assert_eq!(run(&mut st, &mut f, T0), StageResult::Continue);
+    assert_eq!(f, synack);
+    // ARP and other ethertypes.
+    let mut f = syn(false, 1);
+    let before = f.clone();
+    for net in [Net::Arp, Net::Other] {
+        let mut h = headers_of(&f);
+        h.net = net;
+        assert_eq!(st.process(&mut f, &h, &at(T0)), StageResult::Continue);
+    }
+    assert_eq!(f, before);
+    assert_eq!(*st.counters(), Counters::default(), "nothing counted");
+}
+
+// ---------------------------------------------------------------- allowlist behaviour
+
+fn authenticate(st: &mut SynCookieStage, src: IpAddr, tsc: u64) {
+    let v6 = src.is_ipv6();
+    let f = Flow {
+        client: src,
+        server: server(v6),
+        client_port: 40000,
+        server_port: 443,
+    };
+    let cookie = st.jar.issue(&f, tsc / PERIOD, 0);
+    let mut rst = frame(
+        &Shape::default(),
+        src,
+        server(v6),
+        CLIENT_MAC,
+        SERVER_MAC,
+        |s| s.tcp_header(tcp_header(40000, 443, cookie, 0, RST)),
+        &[],
+    );
+    assert_eq!(
+        run(st, &mut rst, tsc),
+        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
+    );
+}
+
+#[test]
+fn allowlist_entries_expire_after_idle_ttl() {
+    let ttl = 300 * HZ;
+    let mut st = stage();
+    authenticate(&mut st, client(false), T0);
+    let mut p = syn(false, 1);
+    assert_eq!(run(&mut st, &mut p, T0 + ttl - 1), StageResult::Continue);
+    // That hit moved the deadline; still in.
+    let mut p = syn(false, 1);
+    assert_eq!(
+        run(&mut st, &mut p, T0 + 2 * ttl - 2),
+        StageResult::Continue
+    );
+    // Idle for a full TTL: must authenticate again.
+    let mut p = syn(false, 1);
+    reply_len(run(&mut st, &mut p, T0 + 3 * ttl - 2));
+    assert_eq!(st.status(T0).allowlist_occupied, 0);
+}
+
+#[test]
+fn syn_flood_allocates_nothing_and_authenticated_sources_respect_capacity() {
+    let mut st = stage_with(|c| c.allowlist_capacity = 8);
+    let storage = st.allowlist.storage();
+    let cap = st.status(T0).allowlist_capacity;
+    assert_eq!(cap, 8);
+    let template = syn(false, 1);
+    let h0 = headers_of(&template);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for i in 0..5000u64 {
+        let src = IpAddr::V4(Ipv4Addr::from(0x4000_0000 | (next() as u32 & 0x1fff_ffff)));
+        let mut h = h0;
+        if let Net::Ip(ip) = &mut h.net {
+            ip.src = src;
+        }
+        let mut f = template.clone();
+        reply_len(st.process(&mut f, &h, &at(T0 + i)));
+    }
+    assert_eq!(st.counters().syn_answered, 5000);
+    assert_eq!(st.allowlist.occupied(), 0, "a SYN flood leaves no state");
+    assert_eq!(st.allowlist.storage(), storage);
+
+    let n = 300u64;
+    for i in 0..n {
+        let src = IpAddr::V6(Ipv6Addr::from((0x2001_0db9u128 << 96) | u128::from(next())));
+        authenticate(&mut st, src, T0 + i);
+        assert!(st.allowlist.occupied() <= cap);
+    }
+    let s = st.status(T0 + n);
+    assert_eq!(s.allowlist_occupied, cap);
+    assert_eq!(s.counters.allowlist_evictions, n - cap as u64);
+    assert_eq!(s.counters.rst_validated, n);
+    assert_eq!(st.allowlist.storage(), storage, "no reallocation");
+}
+
+// ---------------------------------------------------------------- robustness
+
+#[test]
+fn truncated_buffers_with_plausible_headers_never_panic() {
+    let mut st_auth = stage();
+    let mut st_classic = stage_with(|c| c.mode = Mode::Classic);
+    let mut frames = vec![
+        syn(false, 1),
+        syn(true, 1),
+        segment(
+            &Shape {
+                vlans: vec![1, 2],
+                ..Shape::default()
+            },
+            true,
+            server(true),
+            tcp_header(1, 2, 3, 4, SYN),
+            &[],
+            &[],
+        ),
+    ];
+    // Valid ACKs, so the classic path gets as far as writing its RST.
+    for v6 in [false, true] {
+        let f = Flow {
+            client: client(v6),
+            server: server(v6),
+            client_port: 9,
+            server_port: 10,
+        };
+        let c = st_auth.jar.issue(&f, T0 / PERIOD, 0);
+        frames.push(segment(
+            &Shape::default(),
+            v6,
+            server(v6),
+            tcp_header(9, 10, 1, c.wrapping_add(1), ACK),
+            &[],
+            &[],
+        ));
+    }
+    let mut dropped = 0;
+    for full in frames {
+        let h = headers_of(&full);
+        for cut in 0..=full.len() {
+            for st in [&mut st_auth, &mut st_classic] {
+                let mut f = full[..cut].to_vec();
+                let before = f.clone();
+                match st.process(&mut f, &h, &at(T0)) {
+                    StageResult::Done(Verdict::Reply { len }) => {
+                        assert!(usize::from(len) <= cut, "cut at {cut}")
+                    }
+                    StageResult::Done(Verdict::Drop(DropReason::Malformed(
+                        Malformed::TcpTruncated,
+                    ))) => {
+                        dropped += 1;
+                        assert_eq!(f, before, "cut at {cut}: nothing written to a short buffer");
+                    }
+                    other => panic!("cut at {cut}: {other:?}"),
+                }
+                // Forget an ACK's source so the next cut takes the same path.
+                st.allowlist = Allowlist::new(8, 1, [0; 16]);
+            }
+        }
+    }
+    assert!(
+        dropped > 100,
+        "the short-buffer path was exercised ({dropped})"
+    );
+}
+
+proptest! {
+    /// Whatever the buffer holds and however the summary disagrees with it, no panic, and a
+    /// reply is never longer than the buffer.
+    #[test]
+    fn arbitrary_buffers_and_summaries_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..128),
+        l3_off in 0u16..200, flags in any::<u8>(), seq in any::<u32>(), ack in any::<u32>(),
+        v6 in any::<bool>(), mixed in any::<bool>(), payload_len in any::<u16>(),
+        mss in proptest::option::of(any::<u16>()), tsc in any::<u64>(), classic in any::<bool>()) {
+        let mut st = stage_with(|c| if classic { c.mode = Mode::Classic });
+        let mut h = headers_of(&syn(v6, 1));
+        h.l3_off = l3_off;
+        if let Net::Ip(ip) = &mut h.net {
+            if mixed {
+                ip.src = client(!v6);
+            }
+            ip.payload_len = payload_len;
+            if let Transport::Tcp(t) = &mut ip.transport {
+                t.flags = flags;
+                t.seq = seq;
+                t.ack = ack;
+                t.options.mss = mss;
+            }
+        }
+        let mut f = bytes.clone();
+        if let StageResult::Done(Verdict::Reply { len }) = st.process(&mut f, &h, &at(tsc)) {
+            prop_assert!(usize::from(len) <= f.len());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- config
+
+#[test]
+fn config_from_toml() {
+    let text = r#"
+        protected = ["10.10.10.0/24", "2001:db8::/32"]
+        mode = "classic"
+        mss = 1400
+        ttl = 128
+        window = 512
+        counter_period_s = 32
+        allowlist_capacity = 1000
+        allowlist_ttl_s = 60
+        rotate_every_s = 0
+        non_tcp = { udp = "drop", icmp = "pass", other = "drop" }
+    "#;
+    let c: SynCookieConfig = toml::from_str(text).unwrap();
+    assert_eq!(c.mode, Mode::Classic);
+    assert_eq!(c.protected.len(), 2);
+    assert_eq!((c.mss, c.ttl, c.window), (1400, 128, 512));
+    assert_eq!(c.non_tcp.udp, NonTcpAction::Drop);
+    assert_eq!(c.non_tcp.icmp, NonTcpAction::Pass);
+    let st = SynCookieStage::new(&c, SECRET, HZ).unwrap();
+    assert_eq!(st.status(0).allowlist_capacity, 1024);
+
+    let d: SynCookieConfig = toml::from_str("").unwrap();
+    assert_eq!(d, SynCookieConfig::default());
+    assert_eq!(d.mode, Mode::Auth);
+    assert_eq!(
+        (d.mss, d.ttl, d.counter_period_s, d.allowlist_ttl_s),
+        (1460, 64, 64, 300)
+    );
+
+    for bad in [
+        "unknown = 1",
+        "mode = \"fast\"",
+        "non_tcp = { tcp = \"drop\" }",
+        "non_tcp = { udp = \"block\" }",
+        "protected = [\"10.0.0.1/8\"]",
+        "protected = [\"nonsense\"]",
+    ] {
+        assert!(toml::from_str::<SynCookieConfig>(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn invalid_values_name_their_field() {
+    type Edit = fn(&mut SynCookieConfig);
+    let cases: Vec<(&str, Edit)> = vec![
+        ("mss", |c| c.mss = 100),
+        ("ttl", |c| c.ttl = 0),
+        ("counter_period_s", |c| c.counter_period_s = 0),
+        ("allowlist_capacity", |c| c.allowlist_capacity = 0),
+        ("allowlist_capacity", |c| {
+            c.allowlist_capacity = MAX_ALLOWLIST + 1
+        }),
+        ("allowlist_ttl_s", |c| c.allowlist_ttl_s = 0),
+        ("rotate_every_s", |c| c.rotate_every_s = 10),
+        ("protected", |c| {
+            c.protected = vec!["10.0.0.0/8".parse().unwrap(); MAX_PROTECTED + 1]
+        }),
+    ];
+    for (field, f) in cases {
+        let mut c = config();
+        f(&mut c);
+        let e = SynCookieStage::new(&c, SECRET, HZ).err().expect(field);
+        assert!(
+            e.to_string().starts_with(&format!("syncookie.{field}:")),
+            "{e}"
+        );
+    }
+    assert!(SynCookieStage::new(&config(), SECRET, 0).is_err());
+    let e = SynCookieStage::new(&config(), SECRET, u64::MAX)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("counter_period_s"), "{e}");
+}
+
+#[test]
+fn status_reports_state() {
+    let mut st = stage();
+    authenticate(&mut st, client(false), T0);
+    let mut p = syn(false, 1);
+    run(&mut st, &mut p, T0);
+    st.rotate();
+    let s = st.status(T0 + 3 * PERIOD);
+    assert_eq!(s.mode, Mode::Auth);
+    assert_eq!(s.time_counter, T0 / PERIOD + 3);
+    assert_eq!(s.secret_generation, 1);
+    assert_eq!(s.allowlist_occupied, 1);
+    assert_eq!(s.counters.rst_validated, 1);
+    assert_eq!(s.counters.allowlist_hits, 1);
+    assert_eq!(s.counters.rotations, 1);
+}
