@@ -5,6 +5,7 @@
 //! every stage be unit tested, fuzzed and benchmarked without an EAL.
 
 pub mod headers;
+pub mod lpm;
 pub mod stage;
 pub mod verdict;
 pub mod wire;
