@@ -1,6 +1,7 @@
 //! Scrubbing stages, run in this fixed order: ACL → SYN-cookie → rate limit → signatures.
 
 pub mod acl;
+pub mod ratelimit;
 
 use crate::verdict::Verdict;
 
