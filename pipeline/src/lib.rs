@@ -6,6 +6,7 @@
 
 pub mod counters;
 pub mod headers;
+pub mod lpm;
 pub mod pipeline;
 pub mod stage;
 #[cfg(any(test, feature = "testutil"))]

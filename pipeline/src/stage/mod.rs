@@ -1,6 +1,8 @@
 //! Scrubbing stages, run in this fixed order: ACL → SYN-cookie → rate limit → signatures.
 
+pub mod acl;
 pub mod prefix;
+pub mod ratelimit;
 pub mod syncookie;
 
 use crate::Verdict;
