@@ -3,6 +3,7 @@
 pub mod acl;
 pub mod prefix;
 pub mod ratelimit;
+pub mod signature;
 pub mod syncookie;
 
 use crate::Verdict;

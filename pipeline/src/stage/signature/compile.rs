@@ -1,0 +1,467 @@
+//! Parsed rules → the immutable structure the per-packet matcher walks.
+//!
+//! Two indexes keep the per-packet cost independent of the rule count:
+//!
+//! * Content rules: one "fast pattern" per rule (the content marked `fast_pattern`, else the
+//!   longest non-negated content, first one on ties) goes into a single Aho-Corasick automaton.
+//!   One scan of the payload yields every rule whose fast pattern occurs; only those are verified.
+//!   The automaton is ASCII case-insensitive for all patterns: one scan per packet instead of
+//!   two (exact + nocase automatons), and a case-sensitive rule that the folded scan lets through
+//!   is rejected by the exact verification. Identical folded patterns share one automaton entry.
+//! * Header-only rules (no content, or only negated contents): bucketed by protocol, and for
+//!   tcp/udp rules with a `->` direction and a small set of destination ports (≤ 64 ports in
+//!   total), by destination port. A packet checks its protocol's wildcard list, the list for its
+//!   destination port, and the `ip` list.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use memchr::memmem;
+
+use super::expr::{Cidr, Expr, PortRange, Vars};
+use super::parse::{
+    parse_rules, Action, Direction, FlagsMatch, Location, NumMatch, Proto, Rule, RuleError,
+    RuleErrors,
+};
+use super::SignatureError;
+
+/// A rules file (or several) parsed and checked, not yet compiled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Parses rule text; `source_name` is used in error messages and rule locations. All
+    /// problems are collected, including duplicate sids.
+    pub fn parse(text: &str, source_name: &str, vars: &Vars) -> Result<RuleSet, RuleErrors> {
+        let mut set = RuleSet::default();
+        let mut errors = Vec::new();
+        set.add_text(text, source_name, vars, &mut errors);
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(RuleErrors(errors))
+        }
+    }
+
+    /// Reads and parses one rules file.
+    pub fn load(path: &Path, vars: &Vars) -> Result<RuleSet, SignatureError> {
+        Self::load_all(std::slice::from_ref(&path.to_path_buf()), vars)
+    }
+
+    /// Reads and parses several files into one set, in the given order (which fixes the rule
+    /// indices). Errors from all files are collected; sids must be unique across files.
+    pub fn load_all(paths: &[PathBuf], vars: &Vars) -> Result<RuleSet, SignatureError> {
+        let mut set = RuleSet::default();
+        let mut errors = Vec::new();
+        for p in paths {
+            let text = std::fs::read_to_string(p).map_err(|source| SignatureError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            set.add_text(&text, &p.display().to_string(), vars, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(SignatureError::Rules(RuleErrors(errors)))
+        }
+    }
+
+    fn add_text(&mut self, text: &str, name: &str, vars: &Vars, errors: &mut Vec<RuleError>) {
+        let (rules, mut errs) = parse_rules(text, name, vars);
+        errors.append(&mut errs);
+        let mut seen: HashMap<u32, Location> = self
+            .rules
+            .iter()
+            .map(|r| (r.sid, r.location.clone()))
+            .collect();
+        for r in rules {
+            if let Some(first) = seen.get(&r.sid) {
+                errors.push(RuleError {
+                    file: r.location.file.to_string(),
+                    line: r.location.line,
+                    column: r.location.column,
+                    keyword: Some("sid".into()),
+                    message: format!(
+                        "duplicate sid {} (first used at {}:{})",
+                        r.sid, first.file, first.line
+                    ),
+                });
+                continue;
+            }
+            seen.insert(r.sid, r.location.clone());
+            self.rules.push(r);
+        }
+        // Keep file order stable even though duplicates were skipped.
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Builds the matcher. Rule indices are positions in [`RuleSet::rules`].
+    pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
+        CompiledRules::build(&self.rules)
+    }
+}
+
+/// What a report needs to name a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub sid: u32,
+    pub rev: u32,
+    pub msg: String,
+    pub action: Action,
+    pub location: Location,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Window {
+    Absolute { offset: u16, depth: Option<u16> },
+    Relative { distance: i32, within: Option<u16> },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CContent {
+    /// Lowercased when `nocase`, so verification compares against folded bytes only once.
+    pub pat: Vec<u8>,
+    /// Precompiled searcher for case-sensitive contents (built here so matching never
+    /// allocates); `None` means nocase, matched by folded comparison.
+    pub finder: Option<memmem::Finder<'static>>,
+    pub negated: bool,
+    pub window: Window,
+    /// Whether a later content's window depends on where this one matched; if not, the
+    /// matcher never needs to retry this content at a later occurrence.
+    pub backtrack: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CRule {
+    pub action: Action,
+    pub proto: Proto,
+    pub direction: Direction,
+    pub src: Expr<Cidr>,
+    pub sport: Expr<PortRange>,
+    pub dst: Expr<Cidr>,
+    pub dport: Expr<PortRange>,
+    pub contents: Vec<CContent>,
+    pub flags: Option<FlagsMatch>,
+    pub dsize: Option<NumMatch>,
+    pub itype: Option<NumMatch>,
+    pub icode: Option<NumMatch>,
+    pub ip_proto: Option<NumMatch>,
+    pub ttl: Option<NumMatch>,
+}
+
+/// Header-only rules of one transport protocol, split by destination port where possible.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PortBuckets {
+    pub wild: Vec<u32>,
+    /// CSR offsets into `rules`, 65537 entries; empty when no rule is port-bucketed.
+    pub starts: Vec<u32>,
+    pub rules: Vec<u32>,
+}
+
+impl PortBuckets {
+    pub fn for_port(&self, port: u16) -> &[u32] {
+        let p = usize::from(port);
+        match (self.starts.get(p), self.starts.get(p + 1)) {
+            (Some(&a), Some(&b)) => self.rules.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn build(wild: Vec<u32>, by_port: Vec<(u16, u32)>) -> Self {
+        if by_port.is_empty() {
+            return PortBuckets {
+                wild,
+                ..Default::default()
+            };
+        }
+        let mut counts = vec![0u32; 65537];
+        for &(p, _) in &by_port {
+            counts[usize::from(p) + 1] += 1;
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let starts = counts.clone();
+        let mut fill = counts;
+        let mut rules = vec![0u32; by_port.len()];
+        for (p, r) in by_port {
+            let slot = &mut fill[usize::from(p)];
+            rules[*slot as usize] = r;
+            *slot += 1;
+        }
+        PortBuckets {
+            wild,
+            starts,
+            rules,
+        }
+    }
+}
+
+/// The compiled, shareable rule set: built once, read by every worker's [`super::SignatureStage`].
+#[derive(Debug)]
+pub struct CompiledRules {
+    pub(crate) rules: Vec<CRule>,
+    pub(crate) info: Vec<RuleInfo>,
+    pub(crate) ac: Option<AhoCorasick>,
+    /// Rules per automaton pattern, CSR: pattern `i` owns `pattern_rules[starts[i]..starts[i+1]]`.
+    pub(crate) pattern_starts: Vec<u32>,
+    pub(crate) pattern_rules: Vec<u32>,
+    pub(crate) hdr_ip: Vec<u32>,
+    pub(crate) hdr_icmp4: Vec<u32>,
+    pub(crate) hdr_icmp6: Vec<u32>,
+    pub(crate) hdr_tcp: PortBuckets,
+    pub(crate) hdr_udp: PortBuckets,
+}
+
+/// Most destination ports a header-only rule may expand to and still be bucketed by port.
+const MAX_BUCKET_PORTS: u32 = 64;
+
+fn bucket_ports(e: &Expr<PortRange>) -> Option<Vec<u16>> {
+    let ranges: Vec<PortRange> = match e {
+        Expr::Leaf(r) => vec![*r],
+        Expr::List(items) => {
+            let mut v = Vec::new();
+            for it in items {
+                match it {
+                    Expr::Leaf(r) => v.push(*r),
+                    _ => return None,
+                }
+            }
+            v
+        }
+        _ => return None,
+    };
+    let total: u32 = ranges
+        .iter()
+        .map(|r| u32::from(r.hi) - u32::from(r.lo) + 1)
+        .sum();
+    if total > MAX_BUCKET_PORTS {
+        return None;
+    }
+    let mut ports: Vec<u16> = ranges.iter().flat_map(|r| r.lo..=r.hi).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
+}
+
+fn compile_contents(rule: &Rule) -> Vec<CContent> {
+    let cs = &rule.contents;
+    cs.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let window = if c.is_relative() {
+                Window::Relative {
+                    distance: c.distance.unwrap_or(0),
+                    within: c.within,
+                }
+            } else {
+                Window::Absolute {
+                    offset: c.offset.unwrap_or(0),
+                    depth: c.depth,
+                }
+            };
+            let mut backtrack = false;
+            for later in cs.iter().skip(i + 1) {
+                if later.is_relative() {
+                    backtrack = true;
+                    break;
+                }
+                if !later.negated {
+                    break;
+                }
+            }
+            let pat = if c.nocase {
+                c.bytes.to_ascii_lowercase()
+            } else {
+                c.bytes.clone()
+            };
+            CContent {
+                finder: (!c.nocase).then(|| memmem::Finder::new(&pat).into_owned()),
+                pat,
+                negated: c.negated,
+                window,
+                backtrack: backtrack && !c.negated,
+            }
+        })
+        .collect()
+}
+
+/// The content whose occurrence the prefilter looks for, if the rule has a positive one.
+fn fast_pattern(rule: &Rule) -> Option<&[u8]> {
+    let positive = || rule.contents.iter().filter(|c| !c.negated);
+    if let Some(c) = positive().find(|c| c.fast_pattern) {
+        return Some(&c.bytes);
+    }
+    let mut best: Option<&[u8]> = None;
+    for c in positive() {
+        if best.is_none_or(|b| c.bytes.len() > b.len()) {
+            best = Some(&c.bytes);
+        }
+    }
+    best
+}
+
+impl CompiledRules {
+    fn build(rules: &[Rule]) -> Result<CompiledRules, SignatureError> {
+        let n = u32::try_from(rules.len())
+            .map_err(|_| SignatureError::Compile("more than 2^32 rules".into()))?;
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut pattern_ids: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut per_pattern: Vec<Vec<u32>> = Vec::new();
+        let mut hdr_ip = Vec::new();
+        let mut hdr_icmp4 = Vec::new();
+        let mut hdr_icmp6 = Vec::new();
+        let (mut tcp_wild, mut tcp_ports) = (Vec::new(), Vec::new());
+        let (mut udp_wild, mut udp_ports) = (Vec::new(), Vec::new());
+
+        for (idx, rule) in (0..n).zip(rules) {
+            if let Some(fp) = fast_pattern(rule) {
+                let key = fp.to_ascii_lowercase();
+                let id = *pattern_ids.entry(key.clone()).or_insert_with(|| {
+                    patterns.push(key);
+                    per_pattern.push(Vec::new());
+                    patterns.len() - 1
+                });
+                per_pattern[id].push(idx);
+                continue;
+            }
+            match rule.proto {
+                Proto::Ip => hdr_ip.push(idx),
+                Proto::Icmp => {
+                    hdr_icmp4.push(idx);
+                    hdr_icmp6.push(idx);
+                }
+                Proto::Icmpv4 => hdr_icmp4.push(idx),
+                Proto::Icmpv6 => hdr_icmp6.push(idx),
+                Proto::Tcp | Proto::Udp => {
+                    let (wild, ports) = if rule.proto == Proto::Tcp {
+                        (&mut tcp_wild, &mut tcp_ports)
+                    } else {
+                        (&mut udp_wild, &mut udp_ports)
+                    };
+                    let bucket = match rule.direction {
+                        Direction::Forward => bucket_ports(&rule.dport),
+                        Direction::Both => None,
+                    };
+                    match bucket {
+                        Some(ps) => ports.extend(ps.into_iter().map(|p| (p, idx))),
+                        None => wild.push(idx),
+                    }
+                }
+            }
+        }
+
+        let ac = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(None::<AhoCorasickKind>)
+                    .build(&patterns)
+                    .map_err(|e| SignatureError::Compile(e.to_string()))?,
+            )
+        };
+        let mut pattern_starts = Vec::with_capacity(per_pattern.len() + 1);
+        let mut pattern_rules = Vec::new();
+        pattern_starts.push(0);
+        for list in per_pattern {
+            pattern_rules.extend(list);
+            pattern_starts.push(u32::try_from(pattern_rules.len()).unwrap_or(u32::MAX));
+        }
+
+        let compiled = rules
+            .iter()
+            .map(|r| CRule {
+                action: r.action,
+                proto: r.proto,
+                direction: r.direction,
+                src: r.src.clone(),
+                sport: r.sport.clone(),
+                dst: r.dst.clone(),
+                dport: r.dport.clone(),
+                contents: compile_contents(r),
+                flags: r.flags,
+                dsize: r.dsize,
+                itype: r.itype,
+                icode: r.icode,
+                ip_proto: r.ip_proto,
+                ttl: r.ttl,
+            })
+            .collect();
+        let info = rules
+            .iter()
+            .map(|r| RuleInfo {
+                sid: r.sid,
+                rev: r.rev,
+                msg: r.msg.clone(),
+                action: r.action,
+                location: r.location.clone(),
+            })
+            .collect();
+        Ok(CompiledRules {
+            rules: compiled,
+            info,
+            ac,
+            pattern_starts,
+            pattern_rules,
+            hdr_ip,
+            hdr_icmp4,
+            hdr_icmp6,
+            hdr_tcp: PortBuckets::build(tcp_wild, tcp_ports),
+            hdr_udp: PortBuckets::build(udp_wild, udp_ports),
+        })
+    }
+
+    pub(crate) fn rules_for_pattern(&self, pattern: usize) -> &[u32] {
+        match (
+            self.pattern_starts.get(pattern),
+            self.pattern_starts.get(pattern + 1),
+        ) {
+            (Some(&a), Some(&b)) => self
+                .pattern_rules
+                .get(a as usize..b as usize)
+                .unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Parses, checks and compiles text in one step.
+    pub fn from_text(text: &str, source_name: &str, vars: &Vars) -> Result<Self, SignatureError> {
+        RuleSet::parse(text, source_name, vars)?.compile()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// sid, rev, msg, action and location per rule index.
+    pub fn rules_info(&self) -> &[RuleInfo] {
+        &self.info
+    }
+
+    /// Distinct fast patterns in the automaton (for diagnostics).
+    pub fn pattern_count(&self) -> usize {
+        self.pattern_starts.len().saturating_sub(1)
+    }
+}

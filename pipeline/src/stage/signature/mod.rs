@@ -1,0 +1,125 @@
+//! Signature stage: Suricata/Snort-style rules over header fields and payload contents, so
+//! operators can load rules they already have for the attacks they already know.
+//!
+//! # Supported subset
+//!
+//! A rule is `ACTION PROTO SRC SPORT DIR DST DPORT (OPTIONS)`, one per line; `#` comment lines
+//! and blank lines are skipped; a line ending in `\` continues on the next.
+//!
+//! * ACTION: `alert` (count only), `drop`, `pass`. Among the rules matching one packet, `pass`
+//!   wins (forward, bypassing later stages), then `drop`, then `alert` — Suricata's default
+//!   order (pass, drop, reject, alert) without reject. On drop the verdict names the lowest
+//!   matching drop rule's index (file order, files in configured order).
+//! * PROTO: `ip` (any IP packet), `tcp`, `udp`, `icmp` (ICMPv4 and ICMPv6, as in Suricata),
+//!   `icmpv4`, `icmpv6`. Application-layer protocols (`http`, `dns`, ...) are errors.
+//! * SRC/DST: `any`, an address, a v4/v6 CIDR, `$VAR`, `!X`, lists `[a,b,!c]` (nested lists and
+//!   variables allowed). A list matches when one positive item matches (or there is none) and
+//!   no negated item does.
+//! * SPORT/DPORT: `any`, `80`, `1024:65535`, `:1023`, `1024:`, `!80`, `[80,443,8000:8080]`,
+//!   `$VAR`. Only tcp and udp rules may name ports.
+//! * DIR: `->`, or `<>` (either orientation).
+//! * Options:
+//!   - `msg:"..."`, `sid:N` (required, > 0, unique across all loaded files), `rev:N`.
+//!   - Accepted and ignored: `classtype`, `metadata`, `reference`, `priority`, `gid`.
+//!   - `content:"..."` / `content:!"..."`: text with `|41 42|` hex parts and the escapes `\"`,
+//!     `\;`, `\\`. Modifiers apply to the preceding content: `nocase`, `offset:N`, `depth:N`
+//!     (window `[offset, offset+depth)` from the payload start), `distance:N` (may be
+//!     negative), `within:N` (window `[prev_end+distance, prev_end+distance+within)`, where
+//!     `prev_end` is the end of the previous non-negated content's match), `fast_pattern`
+//!     (its arguments are accepted and ignored). Absolute and relative modifiers cannot be
+//!     mixed on one content; `depth`/`within` must be at least the content length. Matching
+//!     backtracks over occurrences like Suricata, within [`BACKTRACK_BUDGET`] tries per rule.
+//!     A negated content must be absent from its window.
+//!   - `flags:[+*!]FSRPAUCE[,ignored]` (`0` = no flags; Snort's `1`/`2` = CWR/ECE; the
+//!     modifier may also trail the letters): none = exactly these, `+` = all of these and any
+//!     others, `*` = any of these, `!` = not all of these. tcp and ip rules only.
+//!   - `dsize`, `ttl`, `itype`, `icode`, `ip_proto` with `N`, `=N`, `!N`, `<N`, `>N`, `<=N`,
+//!     `>=N`, `A<>B` (exclusive, as Suricata). `ip_proto` also takes names (`tcp`, `gre`, ...).
+//!     `itype`/`icode` need an icmp* or ip rule.
+//! * Anything else (`pcre`, `flow`, `byte_test`, sticky buffers like `http.host`, ...) is an error
+//!   `file:line:column: unsupported keyword 'pcre'`; every error of every rule is reported.
+//!
+//! Packets: only IP packets are inspected (others → continue). The payload is the transport
+//! payload from [`crate::IpHeaders`] `payload_off`/`payload_len`, clipped to the frame. Port,
+//! flags and ICMP tests need the transport header, so non-first fragments match only rules
+//! that test none of them.
+
+mod compile;
+mod expr;
+mod lexer;
+mod matcher;
+mod parse;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use compile::{CompiledRules, RuleInfo, RuleSet};
+pub use expr::{Cidr, Expr, PortRange, VarValue, Vars};
+pub use matcher::{SignatureStage, BACKTRACK_BUDGET};
+pub use parse::{
+    Action, Content, Direction, FlagsMatch, FlagsMode, Location, NumMatch, Proto, Rule, RuleError,
+    RuleErrors, IGNORED_KEYWORDS, MAX_CONTENTS,
+};
+
+/// The `[signature]` section of the daemon configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureConfig {
+    /// Rules files, loaded in this order (which fixes rule indices).
+    #[serde(default)]
+    pub rule_files: Vec<PathBuf>,
+    /// Variables for rule headers, without the `$`: `PROTECTED = "192.0.2.0/24"` or
+    /// `HOME_NET = ["10.0.0.0/8", "2001:db8::/32"]`.
+    #[serde(default)]
+    pub vars: Vars,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("signature.rule_files: cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Rules(#[from] RuleErrors),
+    #[error("signature.vars.{name}: {message}")]
+    Var { name: String, message: String },
+    #[error("signature rules: cannot build the content automaton: {0}")]
+    Compile(String),
+}
+
+impl SignatureConfig {
+    /// Checks what can be checked without reading files: variable names and non-empty lists.
+    /// (Values are parsed where rules use them, as address or as port lists.)
+    pub fn validate(&self) -> Result<(), SignatureError> {
+        for (name, value) in &self.vars {
+            let bad = |message: &str| SignatureError::Var {
+                name: name.clone(),
+                message: message.to_string(),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(bad(
+                    "variable names use letters, digits and '_' only, without the '$'",
+                ));
+            }
+            match value {
+                VarValue::One(s) if s.trim().is_empty() => return Err(bad("empty value")),
+                VarValue::Many(v) if v.is_empty() => return Err(bad("empty list")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates, loads every file (collecting all rule errors) and compiles.
+    pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
+        self.validate()?;
+        RuleSet::load_all(&self.rule_files, &self.vars)?.compile()
+    }
+}

@@ -1,0 +1,921 @@
+//! Rule text → [`Rule`] values. Every problem becomes a [`RuleError`] with file, line, column and
+//! keyword, and parsing carries on so one run reports all of a file's problems at once.
+
+use std::sync::Arc;
+
+use super::expr::{parse_expr, Cidr, Expr, PortRange, Vars};
+use super::lexer::{header_tokens, logical_lines, split_options, LogicalLine, Span};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Stop inspecting and forward (bypass); wins over everything.
+    Pass,
+    /// Drop the packet; wins over alert.
+    Drop,
+    /// Count only.
+    Alert,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Alert => "alert",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// Any IP packet.
+    Ip,
+    Tcp,
+    Udp,
+    /// ICMP for IPv4 and ICMPv6, as in Suricata.
+    Icmp,
+    Icmpv4,
+    Icmpv6,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// `->`: source fields match the packet's source.
+    Forward,
+    /// `<>`: either orientation matches.
+    Both,
+}
+
+/// One `content` with its modifiers. Positions follow Snort/Suricata: `offset`/`depth` are
+/// absolute from the payload start (the window is `[offset, offset+depth)`); `distance`/`within`
+/// are relative to the end of the previous non-negated content match (the window is
+/// `[prev_end+distance, prev_end+distance+within)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content {
+    pub bytes: Vec<u8>,
+    pub negated: bool,
+    pub nocase: bool,
+    pub offset: Option<u16>,
+    pub depth: Option<u16>,
+    pub distance: Option<i32>,
+    pub within: Option<u16>,
+    pub fast_pattern: bool,
+}
+
+impl Content {
+    pub fn new(bytes: &[u8]) -> Self {
+        Content {
+            bytes: bytes.to_vec(),
+            negated: false,
+            nocase: false,
+            offset: None,
+            depth: None,
+            distance: None,
+            within: None,
+            fast_pattern: false,
+        }
+    }
+
+    pub fn is_relative(&self) -> bool {
+        self.distance.is_some() || self.within.is_some()
+    }
+}
+
+/// How `flags` compares the packet's TCP flags (after clearing the ignored bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagsMode {
+    /// No modifier: exactly these flags.
+    Exact,
+    /// `+`: all of these, others allowed.
+    All,
+    /// `*`: any of these.
+    Any,
+    /// `!`: not all of these (Suricata's reading; for one flag, "not set").
+    Not,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlagsMatch {
+    pub flags: u8,
+    /// Bits cleared from the packet's flags before comparing (the part after the comma).
+    pub ignore: u8,
+    pub mode: FlagsMode,
+}
+
+impl FlagsMatch {
+    pub fn matches(&self, pkt: u8) -> bool {
+        let f = pkt & !self.ignore;
+        match self.mode {
+            FlagsMode::Exact => f == self.flags,
+            FlagsMode::All => f & self.flags == self.flags,
+            FlagsMode::Any => f & self.flags != 0,
+            FlagsMode::Not => f & self.flags != self.flags,
+        }
+    }
+}
+
+/// An integer test: inclusive `lo..=hi`, optionally negated. `>5` is `6..=MAX`, `3<>8` is `4..=7`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NumMatch {
+    pub lo: u32,
+    pub hi: u32,
+    pub negated: bool,
+}
+
+impl NumMatch {
+    pub fn matches(&self, v: u32) -> bool {
+        (self.lo <= v && v <= self.hi) != self.negated
+    }
+}
+
+/// A parsed rule, in the order and with the values the file gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub action: Action,
+    pub proto: Proto,
+    pub src: Expr<Cidr>,
+    pub sport: Expr<PortRange>,
+    pub direction: Direction,
+    pub dst: Expr<Cidr>,
+    pub dport: Expr<PortRange>,
+    pub msg: String,
+    pub sid: u32,
+    pub rev: u32,
+    pub contents: Vec<Content>,
+    pub flags: Option<FlagsMatch>,
+    pub dsize: Option<NumMatch>,
+    pub itype: Option<NumMatch>,
+    pub icode: Option<NumMatch>,
+    pub ip_proto: Option<NumMatch>,
+    pub ttl: Option<NumMatch>,
+    pub location: Location,
+}
+
+/// Where a rule was written, for reports and duplicate-sid errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: Arc<str>,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// One problem in a rules file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct RuleError {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// The keyword, action, protocol or variable the problem is about, when there is one.
+    pub keyword: Option<String>,
+    pub message: String,
+}
+
+/// Every problem found while reading rules, in file order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", join_errors(.0))]
+pub struct RuleErrors(pub Vec<RuleError>);
+
+fn join_errors(v: &[RuleError]) -> String {
+    v.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Upper bound on contents per rule; it bounds the matcher's recursion depth.
+pub const MAX_CONTENTS: usize = 32;
+
+/// Keywords accepted for compatibility and ignored: they describe a rule, they do not match.
+pub const IGNORED_KEYWORDS: &[&str] = &["classtype", "metadata", "reference", "priority", "gid"];
+
+struct Ctx<'a> {
+    file: &'a str,
+    line: &'a LogicalLine,
+    errors: Vec<RuleError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, off: usize, keyword: Option<&str>, message: impl Into<String>) {
+        let (line, column) = self.line.pos(off);
+        self.errors.push(RuleError {
+            file: self.file.to_string(),
+            line,
+            column,
+            keyword: keyword.map(str::to_string),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses all rules of one file. Sid uniqueness is checked by the caller across files.
+pub(crate) fn parse_rules(text: &str, file: &str, vars: &Vars) -> (Vec<Rule>, Vec<RuleError>) {
+    let file_arc: Arc<str> = Arc::from(file);
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    for line in logical_lines(text) {
+        let mut ctx = Ctx {
+            file,
+            line: &line,
+            errors: Vec::new(),
+        };
+        let rule = parse_rule(&mut ctx, vars, &file_arc);
+        match rule {
+            Some(r) if ctx.errors.is_empty() => rules.push(r),
+            _ => errors.append(&mut ctx.errors),
+        }
+    }
+    (rules, errors)
+}
+
+/// Header fields parsed so far; `None` where the field had an error (already reported).
+struct Header {
+    action: Option<Action>,
+    proto: Option<Proto>,
+    src: Option<Expr<Cidr>>,
+    sport: Option<Expr<PortRange>>,
+    direction: Option<Direction>,
+    dst: Option<Expr<Cidr>>,
+    dport: Option<Expr<PortRange>>,
+}
+
+fn parse_rule(ctx: &mut Ctx<'_>, vars: &Vars, file: &Arc<str>) -> Option<Rule> {
+    let text = ctx.line.text.as_str();
+    let Some(open) = text.find('(') else {
+        ctx.err(
+            0,
+            None,
+            "rule has no option list: expected '(' after the header",
+        );
+        return None;
+    };
+    let trimmed_end = text.trim_end();
+    if !trimmed_end.ends_with(')') {
+        ctx.err(
+            trimmed_end.len().saturating_sub(1),
+            None,
+            "rule must end with ')'",
+        );
+        return None;
+    }
+    let close = trimmed_end.len() - 1;
+    if close < open {
+        ctx.err(close, None, "rule must end with ')'");
+        return None;
+    }
+    let header = parse_header(ctx, text.get(..open).unwrap_or(""), vars);
+    let body = text.get(open + 1..close).unwrap_or("");
+    let opts = match split_options(body, open + 1) {
+        Ok(o) => o,
+        Err(e) => {
+            ctx.err(e.off, None, e.message);
+            return None;
+        }
+    };
+
+    let mut b = OptionsBuilder::default();
+    for o in &opts {
+        b.option(ctx, o.key, o.value);
+    }
+    let sid = match b.sid {
+        Some(s) => s,
+        None => {
+            if !b.sid_given {
+                ctx.err(close, Some("sid"), "rule has no sid");
+            }
+            0
+        }
+    };
+    let proto = header.proto;
+    if let Some(p) = proto {
+        check_proto_options(ctx, p, &b);
+    }
+    let (line_no, column) = ctx.line.pos(0);
+    Some(Rule {
+        action: header.action?,
+        proto: proto?,
+        src: header.src?,
+        sport: header.sport?,
+        direction: header.direction?,
+        dst: header.dst?,
+        dport: header.dport?,
+        msg: b.msg.unwrap_or_default(),
+        sid,
+        rev: b.rev.unwrap_or(0),
+        contents: b.contents.into_iter().map(|(c, _)| c).collect(),
+        flags: b.flags.map(|x| x.0),
+        dsize: b.dsize.map(|x| x.0),
+        itype: b.itype.map(|x| x.0),
+        icode: b.icode.map(|x| x.0),
+        ip_proto: b.ip_proto.map(|x| x.0),
+        ttl: b.ttl.map(|x| x.0),
+        location: Location {
+            file: Arc::clone(file),
+            line: line_no,
+            column,
+        },
+    })
+}
+
+fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
+    let mut h = Header {
+        action: None,
+        proto: None,
+        src: None,
+        sport: None,
+        direction: None,
+        dst: None,
+        dport: None,
+    };
+    let toks = header_tokens(header, 0);
+    if toks.len() != 7 {
+        let off = toks.get(7).map_or(header.trim_end().len(), |t| t.off);
+        ctx.err(
+            off,
+            None,
+            format!(
+                "rule header needs 7 fields (action proto src sport -> dst dport), found {}",
+                toks.len()
+            ),
+        );
+        return h;
+    }
+    let t = |i: usize| toks[i];
+    let a = t(0);
+    h.action = match a.text {
+        "alert" => Some(Action::Alert),
+        "drop" => Some(Action::Drop),
+        "pass" => Some(Action::Pass),
+        other => {
+            ctx.err(
+                a.off,
+                Some(other),
+                format!("unsupported action '{other}' (supported: alert, drop, pass)"),
+            );
+            None
+        }
+    };
+    let p = t(1);
+    h.proto = match p.text.to_ascii_lowercase().as_str() {
+        "ip" => Some(Proto::Ip),
+        "tcp" => Some(Proto::Tcp),
+        "udp" => Some(Proto::Udp),
+        "icmp" => Some(Proto::Icmp),
+        "icmpv4" => Some(Proto::Icmpv4),
+        "icmpv6" => Some(Proto::Icmpv6),
+        _ => {
+            ctx.err(
+                p.off,
+                Some(p.text),
+                format!(
+                    "unsupported protocol '{}' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6)",
+                    p.text
+                ),
+            );
+            None
+        }
+    };
+    let d = t(4);
+    h.direction = match d.text {
+        "->" => Some(Direction::Forward),
+        "<>" => Some(Direction::Both),
+        other => {
+            ctx.err(
+                d.off,
+                Some(other),
+                format!("unsupported direction '{other}' (supported: ->, <>)"),
+            );
+            None
+        }
+    };
+    h.src = addr(ctx, t(2), vars);
+    h.dst = addr(ctx, t(5), vars);
+    let ports_allowed = !matches!(h.proto, Some(pr) if !matches!(pr, Proto::Tcp | Proto::Udp));
+    h.sport = port(ctx, t(3), vars, ports_allowed);
+    h.dport = port(ctx, t(6), vars, ports_allowed);
+    h
+}
+
+fn addr(ctx: &mut Ctx<'_>, s: Span<'_>, vars: &Vars) -> Option<Expr<Cidr>> {
+    match parse_expr::<Cidr>(s.text, vars) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            ctx.err(s.off + e.off, None, e.message);
+            None
+        }
+    }
+}
+
+fn port(ctx: &mut Ctx<'_>, s: Span<'_>, vars: &Vars, allowed: bool) -> Option<Expr<PortRange>> {
+    match parse_expr::<PortRange>(s.text, vars) {
+        Ok(Expr::Any) => Some(Expr::Any),
+        Ok(_) if !allowed => {
+            ctx.err(
+                s.off,
+                None,
+                "ports can only be given for tcp and udp rules; use 'any'",
+            );
+            None
+        }
+        Ok(e) => Some(e),
+        Err(e) => {
+            ctx.err(s.off + e.off, None, e.message);
+            None
+        }
+    }
+}
+
+/// Options collected from one rule, each with the offset of its keyword for later checks.
+#[derive(Default)]
+struct OptionsBuilder {
+    msg: Option<String>,
+    sid: Option<u32>,
+    /// A `sid` option was present, valid or not (an invalid one is reported once, not twice).
+    sid_given: bool,
+    rev: Option<u32>,
+    contents: Vec<(Content, usize)>,
+    flags: Option<(FlagsMatch, usize)>,
+    dsize: Option<(NumMatch, usize)>,
+    itype: Option<(NumMatch, usize)>,
+    icode: Option<(NumMatch, usize)>,
+    ip_proto: Option<(NumMatch, usize)>,
+    ttl: Option<(NumMatch, usize)>,
+}
+
+fn set_once<T>(ctx: &mut Ctx<'_>, slot: &mut Option<(T, usize)>, v: T, key: Span<'_>) {
+    if slot.is_some() {
+        ctx.err(key.off, Some(key.text), format!("duplicate '{}'", key.text));
+    } else {
+        *slot = Some((v, key.off));
+    }
+}
+
+impl OptionsBuilder {
+    fn option(&mut self, ctx: &mut Ctx<'_>, key: Span<'_>, value: Option<Span<'_>>) {
+        let k = key.text;
+        let missing = |ctx: &mut Ctx<'_>| {
+            ctx.err(key.off, Some(k), format!("'{k}' needs a value"));
+        };
+        match k {
+            "msg" => {
+                let Some(v) = value else { return missing(ctx) };
+                match quoted(v.text) {
+                    Ok(b) if self.msg.is_none() => {
+                        self.msg = Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                    Ok(_) => ctx.err(key.off, Some(k), "duplicate 'msg'"),
+                    Err((o, m)) => ctx.err(v.off + o, Some(k), m),
+                }
+            }
+            "sid" | "rev" => {
+                self.sid_given |= k == "sid";
+                let Some(v) = value else { return missing(ctx) };
+                let n = match v.text.parse::<u32>() {
+                    Ok(n) if k == "rev" || n > 0 => n,
+                    _ => {
+                        let what = if k == "sid" {
+                            "a positive integer"
+                        } else {
+                            "an integer"
+                        };
+                        return ctx.err(
+                            v.off,
+                            Some(k),
+                            format!("'{k}' must be {what}, got '{}'", v.text),
+                        );
+                    }
+                };
+                let slot = if k == "sid" {
+                    &mut self.sid
+                } else {
+                    &mut self.rev
+                };
+                if slot.is_some() {
+                    ctx.err(key.off, Some(k), format!("duplicate '{k}'"));
+                } else {
+                    *slot = Some(n);
+                }
+            }
+            _ if IGNORED_KEYWORDS.contains(&k) => {
+                if value.is_none() {
+                    missing(ctx)
+                }
+            }
+            "content" => {
+                let Some(v) = value else { return missing(ctx) };
+                if self.contents.len() >= MAX_CONTENTS {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!("more than {MAX_CONTENTS} contents in one rule"),
+                    );
+                }
+                match parse_content(v.text) {
+                    Ok(c) => self.contents.push((c, key.off)),
+                    Err((o, m)) => ctx.err(v.off + o, Some(k), m),
+                }
+            }
+            "nocase" | "fast_pattern" | "offset" | "depth" | "distance" | "within" => {
+                self.modifier(ctx, key, value);
+            }
+            "flags" => {
+                let Some(v) = value else { return missing(ctx) };
+                match parse_flags(v.text) {
+                    Ok(f) => set_once(ctx, &mut self.flags, f, key),
+                    Err(m) => ctx.err(v.off, Some(k), m),
+                }
+            }
+            "dsize" | "itype" | "icode" | "ip_proto" | "ttl" => {
+                let Some(v) = value else { return missing(ctx) };
+                let max = match k {
+                    "dsize" => u32::from(u16::MAX),
+                    _ => u32::from(u8::MAX),
+                };
+                let parsed = if k == "ip_proto" {
+                    parse_num_match(v.text, max, proto_number)
+                } else {
+                    parse_num_match(v.text, max, |_| None)
+                };
+                let m = match parsed {
+                    Ok(m) => m,
+                    Err(m) => return ctx.err(v.off, Some(k), format!("'{k}': {m}")),
+                };
+                let slot = match k {
+                    "dsize" => &mut self.dsize,
+                    "itype" => &mut self.itype,
+                    "icode" => &mut self.icode,
+                    "ip_proto" => &mut self.ip_proto,
+                    _ => &mut self.ttl,
+                };
+                set_once(ctx, slot, m, key);
+            }
+            _ => {
+                ctx.err(key.off, Some(k), format!("unsupported keyword '{k}'"));
+            }
+        }
+    }
+
+    fn modifier(&mut self, ctx: &mut Ctx<'_>, key: Span<'_>, value: Option<Span<'_>>) {
+        let k = key.text;
+        let has_positive_before = self
+            .contents
+            .len()
+            .checked_sub(1)
+            .is_some_and(|last| self.contents[..last].iter().any(|(c, _)| !c.negated));
+        let Some((c, _)) = self.contents.last_mut() else {
+            return ctx.err(key.off, Some(k), format!("'{k}' must follow a 'content'"));
+        };
+        let dup = |ctx: &mut Ctx<'_>| {
+            ctx.err(key.off, Some(k), format!("duplicate '{k}' for one content"))
+        };
+        match k {
+            "nocase" | "fast_pattern" => {
+                // `fast_pattern:only` and friends only tune Suricata's prefilter choice; we
+                // accept the plain flag and those arguments alike.
+                if k == "nocase" {
+                    if let Some(v) = value {
+                        return ctx.err(v.off, Some(k), "'nocase' takes no value");
+                    }
+                    if c.nocase {
+                        return dup(ctx);
+                    }
+                    c.nocase = true;
+                } else {
+                    if c.negated {
+                        return ctx.err(
+                            key.off,
+                            Some(k),
+                            "'fast_pattern' cannot be used on a negated content",
+                        );
+                    }
+                    c.fast_pattern = true;
+                }
+            }
+            _ => {
+                let Some(v) = value else {
+                    return ctx.err(key.off, Some(k), format!("'{k}' needs a value"));
+                };
+                let taken = match k {
+                    "offset" => c.offset.is_some(),
+                    "depth" => c.depth.is_some(),
+                    "distance" => c.distance.is_some(),
+                    _ => c.within.is_some(),
+                };
+                if taken {
+                    return dup(ctx);
+                }
+                let relative = matches!(k, "distance" | "within");
+                let n: Option<i64> = v.text.parse::<i64>().ok();
+                let lo = if k == "distance" { -65535 } else { 0 };
+                let n = match n {
+                    Some(n) if (lo..=65535).contains(&n) => n,
+                    _ => {
+                        return ctx.err(
+                            v.off,
+                            Some(k),
+                            format!("'{k}' must be an integer in {lo}..=65535, got '{}'", v.text),
+                        )
+                    }
+                };
+                if relative && (c.offset.is_some() || c.depth.is_some())
+                    || !relative && c.is_relative()
+                {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!(
+                            "'{k}' cannot be combined with {} on one content",
+                            if relative {
+                                "offset/depth"
+                            } else {
+                                "distance/within"
+                            }
+                        ),
+                    );
+                }
+                if relative && !has_positive_before {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!("'{k}' needs a preceding non-negated content"),
+                    );
+                }
+                let len = c.bytes.len() as i64;
+                if matches!(k, "depth" | "within") && n < len {
+                    return ctx.err(
+                        v.off,
+                        Some(k),
+                        format!("'{k}' {n} is shorter than the content ({len} bytes)"),
+                    );
+                }
+                // `n` is range-checked above, so these conversions always succeed.
+                match k {
+                    "offset" => c.offset = u16::try_from(n).ok(),
+                    "depth" => c.depth = u16::try_from(n).ok(),
+                    "distance" => c.distance = i32::try_from(n).ok(),
+                    _ => c.within = u16::try_from(n).ok(),
+                }
+            }
+        }
+    }
+}
+
+/// Options that only make sense for some protocols are rejected on others, so that a rule
+/// that could never match is an error rather than a silent no-op.
+fn check_proto_options(ctx: &mut Ctx<'_>, p: Proto, b: &OptionsBuilder) {
+    if let Some((_, off)) = b.flags {
+        if !matches!(p, Proto::Tcp | Proto::Ip) {
+            ctx.err(off, Some("flags"), "'flags' needs a tcp or ip rule");
+        }
+    }
+    for (slot, name) in [(&b.itype, "itype"), (&b.icode, "icode")] {
+        if let Some((_, off)) = slot {
+            if !matches!(p, Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6 | Proto::Ip) {
+                ctx.err(
+                    *off,
+                    Some(name),
+                    format!("'{name}' needs an icmp, icmpv4, icmpv6 or ip rule"),
+                );
+            }
+        }
+    }
+}
+
+fn proto_number(name: &str) -> Option<u32> {
+    match name.to_ascii_lowercase().as_str() {
+        "icmp" => Some(1),
+        "igmp" => Some(2),
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "gre" => Some(47),
+        "esp" => Some(50),
+        "ah" => Some(51),
+        "icmpv6" | "ipv6-icmp" => Some(58),
+        "sctp" => Some(132),
+        _ => None,
+    }
+}
+
+/// `N`, `=N`, `!N`, `<N`, `>N`, `<=N`, `>=N`, `A<>B` (exclusive, as Suricata's dsize/itype).
+pub(crate) fn parse_num_match(
+    s: &str,
+    max: u32,
+    named: impl Fn(&str) -> Option<u32>,
+) -> Result<NumMatch, String> {
+    let num = |t: &str| -> Result<u32, String> {
+        let t = t.trim();
+        let n = match t.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => named(t).ok_or_else(|| format!("expected a number, got '{t}'"))?,
+        };
+        if n > max {
+            return Err(format!("{n} is above the maximum {max}"));
+        }
+        Ok(n)
+    };
+    let s = s.trim();
+    let exact = |n: u32, negated| NumMatch {
+        lo: n,
+        hi: n,
+        negated,
+    };
+    if let Some((a, b)) = s.split_once("<>") {
+        let (a, b) = (num(a)?, num(b)?);
+        if b <= a.saturating_add(1) {
+            return Err(format!("empty range '{s}': A<>B matches A < x < B"));
+        }
+        return Ok(NumMatch {
+            lo: a + 1,
+            hi: b - 1,
+            negated: false,
+        });
+    }
+    if let Some(r) = s.strip_prefix("<=") {
+        return Ok(NumMatch {
+            lo: 0,
+            hi: num(r)?,
+            negated: false,
+        });
+    }
+    if let Some(r) = s.strip_prefix(">=") {
+        return Ok(NumMatch {
+            lo: num(r)?,
+            hi: max,
+            negated: false,
+        });
+    }
+    if let Some(r) = s.strip_prefix('<') {
+        let n = num(r)?;
+        if n == 0 {
+            return Err("'<0' never matches".into());
+        }
+        return Ok(NumMatch {
+            lo: 0,
+            hi: n - 1,
+            negated: false,
+        });
+    }
+    if let Some(r) = s.strip_prefix('>') {
+        let n = num(r)?;
+        if n >= max {
+            return Err(format!("'>{n}' never matches"));
+        }
+        return Ok(NumMatch {
+            lo: n + 1,
+            hi: max,
+            negated: false,
+        });
+    }
+    if let Some(r) = s.strip_prefix('!') {
+        return Ok(exact(num(r)?, true));
+    }
+    if let Some(r) = s.strip_prefix('=') {
+        return Ok(exact(num(r)?, false));
+    }
+    Ok(exact(num(s)?, false))
+}
+
+/// `[+*!]FLAGS[+*!][,IGNORED]` with F S R P A U C E (and Snort's 1 2 for CWR/ECE); `0` = none.
+pub(crate) fn parse_flags(s: &str) -> Result<FlagsMatch, String> {
+    let (main, ignore) = match s.split_once(',') {
+        Some((m, i)) => (m.trim(), Some(i.trim())),
+        None => (s.trim(), None),
+    };
+    let bits = |t: &str, allow_zero: bool| -> Result<u8, String> {
+        let mut v = 0u8;
+        for ch in t.chars() {
+            v |= match ch.to_ascii_uppercase() {
+                'F' => 0x01,
+                'S' => 0x02,
+                'R' => 0x04,
+                'P' => 0x08,
+                'A' => 0x10,
+                'U' => 0x20,
+                'E' | '2' => 0x40,
+                'C' | '1' => 0x80,
+                '0' if allow_zero && t.len() == 1 => 0,
+                _ => {
+                    return Err(format!(
+                        "unknown TCP flag '{ch}' in '{s}' (use F S R P A U C E, 0)"
+                    ))
+                }
+            };
+        }
+        Ok(v)
+    };
+    let mut mode = FlagsMode::Exact;
+    let mut letters = main;
+    for (prefix, m) in [
+        ('+', FlagsMode::All),
+        ('*', FlagsMode::Any),
+        ('!', FlagsMode::Not),
+    ] {
+        if let Some(r) = letters
+            .strip_prefix(prefix)
+            .or_else(|| letters.strip_suffix(prefix))
+        {
+            if mode != FlagsMode::Exact {
+                return Err(format!("more than one modifier in '{s}'"));
+            }
+            mode = m;
+            letters = r;
+        }
+    }
+    if letters.is_empty() {
+        return Err(format!("no flags in '{s}'"));
+    }
+    let flags = bits(letters, mode == FlagsMode::Exact)?;
+    let ignore = match ignore {
+        Some("") => return Err(format!("empty ignore mask in '{s}'")),
+        Some(i) => bits(i, false)?,
+        None => 0,
+    };
+    Ok(FlagsMatch {
+        flags,
+        ignore,
+        mode,
+    })
+}
+
+/// A `content` value: optional `!`, then a quoted string with `|hex|` parts and `\"` `\;` `\\`
+/// escapes. Errors carry an offset into `s`.
+pub(crate) fn parse_content(s: &str) -> Result<Content, (usize, String)> {
+    let (negated, rest, base) = match s.strip_prefix('!') {
+        Some(r) => {
+            let t = r.trim_start();
+            (true, t, s.len() - t.len())
+        }
+        None => (false, s, 0),
+    };
+    let bytes = quoted(rest).map_err(|(o, m)| (base + o, m))?;
+    if bytes.is_empty() {
+        return Err((base, "empty content".into()));
+    }
+    let mut c = Content::new(&bytes);
+    c.negated = negated;
+    Ok(c)
+}
+
+/// Decodes `"..."` with `|hex|` segments and the three escapes Suricata requires.
+pub(crate) fn quoted(s: &str) -> Result<Vec<u8>, (usize, String)> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'"') {
+        return Err((0, "expected a double-quoted string".into()));
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 1;
+    let mut hex: Option<usize> = None;
+    let mut nibble: Option<u8> = None;
+    loop {
+        let Some(&c) = b.get(i) else {
+            return Err((s.len(), "unterminated string".into()));
+        };
+        if let Some(hstart) = hex {
+            match c {
+                b'|' => {
+                    if nibble.is_some() {
+                        return Err((i, "odd number of hex digits".into()));
+                    }
+                    hex = None;
+                }
+                b' ' | b'\t' => {
+                    if nibble.is_some() {
+                        return Err((i, "hex bytes must be two digits".into()));
+                    }
+                }
+                b'"' => return Err((hstart, "unterminated '|' hex block".into())),
+                _ => {
+                    let Some(d) = (c as char).to_digit(16) else {
+                        return Err((i, format!("invalid hex digit '{}'", c as char)));
+                    };
+                    // to_digit(16) < 16, so the cast is exact.
+                    let d = d as u8;
+                    match nibble.take() {
+                        Some(hi) => out.push(hi << 4 | d),
+                        None => nibble = Some(d),
+                    }
+                }
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => {
+                if i + 1 != b.len() {
+                    return Err((i + 1, "unexpected text after the closing quote".into()));
+                }
+                return Ok(out);
+            }
+            b'|' => hex = Some(i),
+            b'\\' => match b.get(i + 1) {
+                Some(&e @ (b'"' | b';' | b'\\')) => {
+                    out.push(e);
+                    i += 1;
+                }
+                _ => return Err((i, "invalid escape (only \\\" \\; \\\\ are allowed)".into())),
+            },
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+}
