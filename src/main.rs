@@ -6,7 +6,7 @@ mod summary;
 use clap::Parser;
 use config::Config;
 use dataplane::{run_workers, Control, Eal, Link, Mempool, Port, PortSetup, WorkerPlan};
-use pipeline::Pipeline;
+use pipeline::Policy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -52,6 +52,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Compile the scrubbing policy once here, with a nominal clock, so rule and ACL errors
+    // surface as config errors before EAL starts; the real one is built with the TSC rate.
+    if let Err(e) = Policy::build(&cfg.pipeline, 1_000_000_000, [0; 16]) {
+        eprintln!("scrubd: config error: {}: {e}", cli.config.display());
+        return ExitCode::from(2);
+    }
     if cli.check {
         println!("{}: ok", cli.config.display());
         println!("EAL arguments: {}", cfg.eal_args().join(" "));
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     dataplane::signals::install_stop_handler()?;
     let eal = Eal::init("scrubd", &cfg.eal_args())?;
+    let policy = Policy::build(&cfg.pipeline, eal.tsc_hz(), cookie_secret()?)?;
     let d = &cfg.dataplane;
     let socket = eal.socket_of_lcore(d.workers[0]);
     let pool = Mempool::new(
@@ -133,7 +140,7 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             burst: d.burst,
             links: links.clone(),
             ports: ports.len(),
-            pipeline: Pipeline::new(cfg.pipeline.clone()),
+            pipeline: policy.worker(),
         })
         .collect();
 
@@ -185,7 +192,7 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         true
     })?;
     let elapsed = started.elapsed();
-    let sum = summary::Summary::build(cfg, &ports, &reports, tsc_hz, elapsed, stop_reason);
+    let sum = summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
     print!("{}", sum.render());
     if let Some(path) = cli.summary_json.as_ref().or(cfg.run.summary_json.as_ref()) {
         std::fs::write(path, serde_json::to_string_pretty(&sum)?)
@@ -199,4 +206,14 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         return Err("packet conservation violated: see the summary".into());
     }
     Ok(())
+}
+
+/// 128 random bits keying the SYN cookies, read once at start-up (never on the packet path).
+fn cookie_secret() -> Result<[u8; 16], String> {
+    use std::io::Read;
+    let mut k = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .map_err(|e| format!("cannot read /dev/urandom for the SYN-cookie secret: {e}"))?;
+    Ok(k)
 }

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use dataplane::{Port, WorkerReport};
-use pipeline::VerdictCounters;
+use pipeline::{Policy, VerdictCounters};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -35,6 +35,14 @@ pub struct WorkerSummary {
 }
 
 #[derive(Debug, Serialize)]
+pub struct RuleHits {
+    pub sid: u32,
+    pub msg: String,
+    pub action: String,
+    pub hits: u64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Summary {
     pub stop_reason: String,
     pub elapsed_s: f64,
@@ -45,6 +53,10 @@ pub struct Summary {
     pub tsc_hz: u64,
     pub ports: Vec<PortSummary>,
     pub workers: Vec<WorkerSummary>,
+    /// Per-stage counters summed over workers ("syncookie.syn_answered", ...).
+    pub stages: BTreeMap<String, u64>,
+    /// Signature rules that matched at least once.
+    pub signature_hits: Vec<RuleHits>,
     pub conserved: bool,
 }
 
@@ -53,6 +65,7 @@ impl Summary {
         cfg: &Config,
         ports: &[Port],
         reports: &[WorkerReport],
+        policy: &Policy,
         tsc_hz: u64,
         elapsed: Duration,
         stop_reason: &str,
@@ -116,6 +129,35 @@ impl Summary {
             })
             .collect();
         let conserved = port_summaries.iter().all(|p| p.conserved);
+        let mut stages = BTreeMap::new();
+        let mut hits: Vec<u64> = Vec::new();
+        for r in reports {
+            for (name, v) in r.pipeline.stage_counters() {
+                *stages.entry(name.to_string()).or_insert(0) += v;
+            }
+            let h = r.pipeline.signature_hits();
+            if hits.len() < h.len() {
+                hits.resize(h.len(), 0);
+            }
+            for (a, b) in hits.iter_mut().zip(h) {
+                *a += b;
+            }
+        }
+        let signature_hits = match policy.rules() {
+            Some(rules) => rules
+                .rules_info()
+                .iter()
+                .zip(&hits)
+                .filter(|(_, &n)| n > 0)
+                .map(|(info, &n)| RuleHits {
+                    sid: info.sid,
+                    msg: info.msg.clone(),
+                    action: format!("{:?}", info.action).to_lowercase(),
+                    hits: n,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Summary {
             stop_reason: stop_reason.into(),
             elapsed_s: elapsed.as_secs_f64(),
@@ -125,6 +167,8 @@ impl Summary {
             tsc_hz,
             ports: port_summaries,
             workers,
+            stages,
+            signature_hits,
             conserved,
         }
     }
@@ -167,6 +211,20 @@ impl Summary {
         }
         if !any {
             let _ = writeln!(s, "drops by reason: none");
+        }
+        let active: Vec<_> = self.stages.iter().filter(|(_, &v)| v > 0).collect();
+        if !active.is_empty() {
+            let _ = writeln!(s, "stage counters:");
+            for (k, v) in active {
+                let _ = writeln!(s, "  {k:<48} {v:>12}");
+            }
+        }
+        for h in &self.signature_hits {
+            let _ = writeln!(
+                s,
+                "  rule sid {:<10} {:<6} {:>12}  {}",
+                h.sid, h.action, h.hits, h.msg
+            );
         }
         for w in &self.workers {
             let _ = writeln!(

@@ -43,7 +43,6 @@ pub struct WorkerLive {
 }
 
 /// What a worker hands back when it stops.
-#[derive(Clone, Debug)]
 pub struct WorkerReport {
     pub lcore: u32,
     pub queue: u16,
@@ -57,6 +56,8 @@ pub struct WorkerReport {
     /// over which a rate is meaningful for a finite replay.
     pub first_rx_tsc: u64,
     pub last_rx_tsc: u64,
+    /// The worker's pipeline, handed back with its per-stage counters.
+    pub pipeline: Pipeline,
 }
 
 /// Shared stop flag plus per-worker live values.
@@ -286,5 +287,6 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
         total_tsc: rdtsc().wrapping_sub(start),
         first_rx_tsc: first_rx,
         last_rx_tsc: last_rx,
+        pipeline: plan.pipeline,
     }
 }

@@ -50,7 +50,11 @@ pub fn slot_name(slot: usize) -> String {
     } else if slot < RATE_BASE {
         FIXED[slot - BASE].to_string()
     } else if slot < TX_FULL_SLOT {
-        format!("rate_limited.{}", slot - RATE_BASE)
+        let class = (slot - RATE_BASE) as u8;
+        match crate::stage::ratelimit::LimitClass::from_index(class) {
+            Some(c) => format!("rate_limited.{}", c.name()),
+            None => format!("rate_limited.{class}"),
+        }
     } else if slot == TX_FULL_SLOT {
         "tx_full".to_string()
     } else if slot == REPLY_FAILED_SLOT {
@@ -171,7 +175,7 @@ mod tests {
         assert!(!c.conserved());
         assert_eq!(
             c.drop_breakdown(),
-            vec![("acl_deny".into(), 1), ("rate_limited.2".into(), 1)]
+            vec![("acl_deny".into(), 1), ("rate_limited.tcp_syn".into(), 1)]
         );
     }
 }

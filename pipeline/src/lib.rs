@@ -16,7 +16,7 @@ pub mod wire;
 
 pub use counters::VerdictCounters;
 pub use headers::{Frag, Headers, IpHeaders, IpVersion, Net, TcpInfo, TcpOptions, Transport};
-pub use pipeline::{Pipeline, PipelineConfig};
+pub use pipeline::{Pipeline, PipelineConfig, Policy, PolicyError};
 pub use verdict::{DropReason, Malformed, Verdict};
 
 /// Per-packet metadata supplied by the data path.

@@ -1,30 +1,469 @@
-//! The composed pipeline a worker runs per packet.
+//! The composed pipeline a worker runs per packet: parse once, then the stages in a fixed order.
+//!
+//! Order: parse → ACL → SYN-cookie → rate limit → signatures. The ACL comes first so an
+//! operator's allow list bypasses everything and a deny list costs one lookup; SYN
+//! authentication comes before rate limiting so spoofed SYN floods are answered statelessly
+//! instead of filling rate-limit tables; signatures, the most expensive stage, see only what
+//! survived the cheap ones.
 
-use crate::verdict::Verdict;
-use crate::Meta;
+use crate::stage::acl::{AclConfig, AclError, AclStage, AclTable};
+use crate::stage::ratelimit::{RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter};
+use crate::stage::signature::{CompiledRules, SignatureConfig, SignatureError, SignatureStage};
+use crate::stage::syncookie::{self, SynCookieConfig, SynCookieStage};
+use crate::stage::StageResult;
+use crate::verdict::{DropReason, Verdict};
+use crate::wire::parse::parse;
+use crate::{Meta, Net};
+use serde::Deserialize;
+use std::sync::Arc;
 
-/// Configuration of the whole pipeline, as embedded in the daemon's TOML config.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+/// Report names of the rate-limit counters, in `LimitClass::ALL` order.
+const RATE_PASSED: [&str; 6] = [
+    "ratelimit.udp_reflection.passed",
+    "ratelimit.icmp.passed",
+    "ratelimit.tcp_syn.passed",
+    "ratelimit.ip_fragment.passed",
+    "ratelimit.other.passed",
+    "ratelimit.aggregate.passed",
+];
+const RATE_DROPPED: [&str; 6] = [
+    "ratelimit.udp_reflection.dropped",
+    "ratelimit.icmp.dropped",
+    "ratelimit.tcp_syn.dropped",
+    "ratelimit.ip_fragment.dropped",
+    "ratelimit.other.dropped",
+    "ratelimit.aggregate.dropped",
+];
+
+/// What to do with frames that are neither IP nor ARP (LLDP, STP, MPLS, ...). ARP is always
+/// forwarded: a bump in the wire that eats ARP cuts the link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonIpAction {
+    #[default]
+    Forward,
+    Drop,
+}
+
+/// The `[pipeline]` section of the daemon's config. Every stage is optional: a stage that is
+/// not configured is not run.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PipelineConfig {}
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub non_ip: NonIpAction,
+    pub acl: Option<AclConfig>,
+    pub syncookie: Option<SynCookieConfig>,
+    pub ratelimit: Option<RateLimitConfig>,
+    pub signature: Option<SignatureConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("pipeline.acl: {0}")]
+    Acl(#[from] AclError),
+    #[error("pipeline.{0}")]
+    SynCookie(#[from] syncookie::ConfigError),
+    #[error("pipeline.{0}")]
+    RateLimit(#[from] RateLimitError),
+    #[error("pipeline.{0}")]
+    Signature(#[from] SignatureError),
+}
+
+/// Everything compiled from a [`PipelineConfig`] once, off the fast path, and shared by the
+/// workers: the ACL table and rule set behind `Arc`s, the rate limiter's shared aggregate
+/// budget. Each worker then gets its own [`Pipeline`] from [`Policy::worker`].
+pub struct Policy {
+    non_ip: NonIpAction,
+    acl: Option<Arc<AclTable>>,
+    syncookie: Option<SynCookieConfig>,
+    secret: [u8; 16],
+    ratelimit: Option<RateLimiter>,
+    rules: Option<Arc<CompiledRules>>,
+    tsc_hz: u64,
+}
+
+impl Policy {
+    /// Compile the policy. `secret` keys the SYN cookies and must be the same for every worker
+    /// (a client's RST may reach another core than its SYN did); `tsc_hz` converts the TSC in
+    /// [`Meta`] into time.
+    pub fn build(
+        cfg: &PipelineConfig,
+        tsc_hz: u64,
+        secret: [u8; 16],
+    ) -> Result<Policy, PolicyError> {
+        let acl = cfg
+            .acl
+            .as_ref()
+            .map(|a| a.build().map(Arc::new))
+            .transpose()?;
+        if let Some(sc) = &cfg.syncookie {
+            // Validate now so configuration errors surface before any worker starts.
+            SynCookieStage::new(sc, secret, tsc_hz)?;
+        }
+        let ratelimit = cfg
+            .ratelimit
+            .as_ref()
+            .map(|r| RateLimiter::new(r, tsc_hz))
+            .transpose()?;
+        let rules = cfg
+            .signature
+            .as_ref()
+            .map(|s| s.compile().map(Arc::new))
+            .transpose()?;
+        Ok(Policy {
+            non_ip: cfg.non_ip,
+            acl,
+            syncookie: cfg.syncookie.clone(),
+            secret,
+            ratelimit,
+            rules,
+            tsc_hz,
+        })
+    }
+
+    /// A worker's own pipeline: shared tables by reference, per-core state (allowlist, rate
+    /// tables, counters) fresh.
+    pub fn worker(&self) -> Pipeline {
+        Pipeline {
+            non_ip: self.non_ip,
+            acl: self.acl.as_ref().map(|t| AclStage::new(Arc::clone(t))),
+            syncookie: self.syncookie.as_ref().map(|c| {
+                SynCookieStage::new(c, self.secret, self.tsc_hz)
+                    .expect("validated in Policy::build")
+            }),
+            ratelimit: self.ratelimit.as_ref().map(RateLimiter::worker_stage),
+            signature: self
+                .rules
+                .as_ref()
+                .map(|r| SignatureStage::new(Arc::clone(r))),
+        }
+    }
+
+    pub fn rules(&self) -> Option<&Arc<CompiledRules>> {
+        self.rules.as_ref()
+    }
+}
 
 /// One worker's instance of the pipeline. Each worker owns its own, so nothing here is shared
-/// or locked on the per-packet path.
+/// mutably or locked on the per-packet path.
 pub struct Pipeline {
-    _cfg: PipelineConfig,
+    non_ip: NonIpAction,
+    pub acl: Option<AclStage>,
+    pub syncookie: Option<SynCookieStage>,
+    pub ratelimit: Option<RateLimitStage>,
+    pub signature: Option<SignatureStage>,
 }
 
 impl Pipeline {
-    pub fn new(cfg: PipelineConfig) -> Self {
-        Pipeline { _cfg: cfg }
+    /// A pipeline that only parses: malformed frames are dropped, everything else forwarded.
+    pub fn pass_through() -> Pipeline {
+        Pipeline {
+            non_ip: NonIpAction::Forward,
+            acl: None,
+            syncookie: None,
+            ratelimit: None,
+            signature: None,
+        }
+    }
+
+    /// Every stage's counters as (name, value), for reports: summed across workers by name.
+    pub fn stage_counters(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        if let Some(a) = &self.acl {
+            let c = &a.counters;
+            out.extend([
+                ("acl.allowed_src", c.allowed_src),
+                ("acl.allowed_dst", c.allowed_dst),
+                ("acl.denied_src", c.denied_src),
+                ("acl.denied_dst", c.denied_dst),
+                ("acl.no_match", c.no_match),
+            ]);
+        }
+        if let Some(sc) = &self.syncookie {
+            let c = sc.counters();
+            out.extend([
+                ("syncookie.syn_answered", c.syn_answered),
+                ("syncookie.auth_fallback_classic", c.auth_fallback_classic),
+                ("syncookie.rst_validated", c.rst_validated),
+                ("syncookie.ack_validated", c.ack_validated),
+                ("syncookie.cookie_invalid", c.cookie_invalid),
+                ("syncookie.unauthenticated", c.unauthenticated),
+                ("syncookie.allowlist_hits", c.allowlist_hits),
+                ("syncookie.allowlist_evictions", c.allowlist_evictions),
+                ("syncookie.rotations", c.rotations),
+            ]);
+        }
+        if let Some(rl) = &self.ratelimit {
+            let c = &rl.counters;
+            for (i, class) in crate::stage::ratelimit::LimitClass::ALL.iter().enumerate() {
+                out.push((RATE_PASSED[i], c.passed[usize::from(class.index())]));
+                out.push((RATE_DROPPED[i], c.dropped[usize::from(class.index())]));
+            }
+            out.extend([
+                ("ratelimit.unlimited", c.unlimited),
+                ("ratelimit.table_inserts", c.table_inserts),
+                ("ratelimit.table_evictions", c.table_evictions),
+                ("ratelimit.table_evictions_active", c.table_evictions_active),
+            ]);
+        }
+        out
+    }
+
+    /// Hits per signature rule index (empty without a signature stage).
+    pub fn signature_hits(&self) -> &[u64] {
+        self.signature.as_ref().map(|s| s.counters()).unwrap_or(&[])
     }
 
     /// Judge one frame: `buf[..len]` is the frame, the rest of `buf` is writable room after it,
     /// so a reply may be longer than the packet it answers (a SYN-ACK with options answering a
     /// bare SYN). A [`Verdict::Reply`] carries the new length, never more than `buf.len()`.
     #[inline]
-    pub fn process(&mut self, buf: &mut [u8], len: usize, _meta: &Meta) -> Verdict {
-        let _frame = buf.get(..len).unwrap_or(buf);
+    pub fn process(&mut self, buf: &mut [u8], len: usize, meta: &Meta) -> Verdict {
+        let len = len.min(buf.len());
+        let hdr = match parse(&buf[..len]) {
+            Ok(h) => h,
+            Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
+        };
+        match hdr.net {
+            Net::Ip(_) => {}
+            Net::Arp => return Verdict::Forward,
+            Net::Other => {
+                return match self.non_ip {
+                    NonIpAction::Forward => Verdict::Forward,
+                    NonIpAction::Drop => Verdict::Drop(DropReason::UnsupportedEthertype),
+                }
+            }
+        }
+        if let Some(acl) = &mut self.acl {
+            if let StageResult::Done(v) = acl.process(&hdr, meta) {
+                return v;
+            }
+        }
+        if let Some(sc) = &mut self.syncookie {
+            // The cookie stage gets the whole buffer: its replies may grow the frame.
+            if let StageResult::Done(v) = sc.process(buf, &hdr, meta) {
+                return v;
+            }
+        }
+        if let Some(rl) = &mut self.ratelimit {
+            if let StageResult::Done(v) = rl.process(&hdr, meta) {
+                return v;
+            }
+        }
+        if let Some(sig) = &mut self.signature {
+            if let StageResult::Done(v) = sig.process(&buf[..len], &hdr, meta) {
+                return v;
+            }
+        }
         Verdict::Forward
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Malformed;
+
+    const HZ: u64 = 1_000_000_000;
+
+    fn policy(toml_text: &str) -> Policy {
+        let cfg: PipelineConfig = toml::from_str(toml_text).expect("config parses");
+        Policy::build(&cfg, HZ, [7; 16]).expect("policy builds")
+    }
+
+    fn syn(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1000, 64240)
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .unwrap()
+            .write(&mut v, &[])
+            .unwrap();
+        v
+    }
+
+    fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+
+    fn run(p: &mut Pipeline, frame: &[u8], tsc: u64) -> (Verdict, Vec<u8>) {
+        let mut buf = frame.to_vec();
+        buf.resize(frame.len() + 128, 0);
+        let v = p.process(&mut buf, frame.len(), &Meta { port: 0, tsc });
+        (v, buf)
+    }
+
+    #[test]
+    fn empty_policy_forwards_valid_and_drops_malformed() {
+        let mut p = policy("").worker();
+        let f = udp([1, 1, 1, 1], [2, 2, 2, 2], 1000, 53, b"q");
+        assert_eq!(run(&mut p, &f, 0).0, Verdict::Forward);
+        assert_eq!(
+            run(&mut p, &f[..20], 0).0,
+            Verdict::Drop(DropReason::Malformed(Malformed::Ipv4Truncated))
+        );
+        let mut arp = vec![0xff; 12];
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.resize(42, 0);
+        assert_eq!(run(&mut p, &arp, 0).0, Verdict::Forward);
+    }
+
+    #[test]
+    fn non_ip_policy() {
+        let mut lldp = vec![0x01, 0x80, 0xc2, 0, 0, 0x0e, 2, 0, 0, 0, 0, 1, 0x88, 0xcc];
+        lldp.resize(60, 0);
+        let mut p = policy("non_ip = \"drop\"").worker();
+        assert_eq!(
+            run(&mut p, &lldp, 0).0,
+            Verdict::Drop(DropReason::UnsupportedEthertype)
+        );
+        let mut p = policy("").worker();
+        assert_eq!(run(&mut p, &lldp, 0).0, Verdict::Forward);
+    }
+
+    /// The stages run in the documented order: an ACL allow bypasses the SYN-cookie stage, a
+    /// deny beats everything, cookies answer before rate limits count.
+    #[test]
+    fn stage_order() {
+        let cfg = r#"
+[acl]
+allow = ["192.0.2.1"]
+deny = ["192.0.2.2"]
+[syncookie]
+protected = ["10.10.10.0/24"]
+[ratelimit.classes]
+tcp_syn = { rate = 1, burst = 1 }
+udp_reflection = { rate = 1, burst = 1 }
+"#;
+        let mut p = policy(cfg).worker();
+        let dst = [10, 10, 10, 10];
+        assert_eq!(
+            run(&mut p, &syn([192, 0, 2, 1], dst, 1, 80), 0).0,
+            Verdict::Forward,
+            "allow bypasses"
+        );
+        assert_eq!(
+            run(&mut p, &syn([192, 0, 2, 2], dst, 1, 80), 0).0,
+            Verdict::Drop(DropReason::AclDeny)
+        );
+        // Unauthenticated SYNs to the protected prefix are answered, never rate limited.
+        for i in 0..5 {
+            let (v, buf) = run(&mut p, &syn([198, 51, 100, 7], dst, 1000 + i, 80), 0);
+            assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+            // Flags of the reply: SYN|ACK.
+            assert_eq!(buf[14 + 20 + 13], 0x12);
+        }
+        // Unprotected destination: the SYN rate limit applies (burst 1).
+        let other = [10, 20, 0, 1];
+        assert_eq!(
+            run(&mut p, &syn([198, 51, 100, 7], other, 1, 80), 0).0,
+            Verdict::Forward
+        );
+        assert!(matches!(
+            run(&mut p, &syn([198, 51, 100, 7], other, 2, 80), 0).0,
+            Verdict::Drop(DropReason::RateLimited(_))
+        ));
+        assert_eq!(p.syncookie.as_ref().unwrap().counters().syn_answered, 5);
+    }
+
+    #[test]
+    fn signature_stage_sees_payload() {
+        let dir = std::env::temp_dir().join(format!("scrubd-pipeline-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = dir.join("t.rules");
+        std::fs::write(
+            &rules,
+            "drop udp any any -> any 11211 (msg:\"memcached\"; content:\"|00 00 00 00 00 01 00 00|stats\"; depth:13; sid:1;)\n",
+        )
+        .unwrap();
+        let mut p = policy(&format!(
+            "[signature]\nrule_files = [\"{}\"]\n",
+            rules.display()
+        ))
+        .worker();
+        let bad = udp(
+            [1, 1, 1, 1],
+            [2, 2, 2, 2],
+            5000,
+            11211,
+            b"\x00\x00\x00\x00\x00\x01\x00\x00stats\r\n",
+        );
+        let good = udp(
+            [1, 1, 1, 1],
+            [2, 2, 2, 2],
+            5000,
+            11211,
+            b"\x00\x00\x00\x00\x00\x01\x00\x00get k\r\n",
+        );
+        assert_eq!(
+            run(&mut p, &bad, 0).0,
+            Verdict::Drop(DropReason::Signature(0))
+        );
+        assert_eq!(run(&mut p, &good, 0).0, Verdict::Forward);
+        assert_eq!(p.signature.as_ref().unwrap().counters(), &[1]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn policy_errors_name_the_section() {
+        let cfg: PipelineConfig = toml::from_str("[acl]\ndeny = [\"10.0.0.1/8\"]").unwrap();
+        let e = Policy::build(&cfg, HZ, [0; 16])
+            .err()
+            .expect("host bits refused")
+            .to_string();
+        assert!(e.starts_with("pipeline.acl: "), "{e}");
+        let cfg: PipelineConfig =
+            toml::from_str("[ratelimit.classes]\ntcp_syn = { rate = 0, burst = 1 }").unwrap();
+        let e = Policy::build(&cfg, HZ, [0; 16])
+            .err()
+            .expect("rate 0 refused")
+            .to_string();
+        assert!(
+            e.starts_with("pipeline.ratelimit.classes.tcp_syn.rate"),
+            "{e}"
+        );
+        let cfg: PipelineConfig =
+            toml::from_str("[signature]\nrule_files = [\"/nonexistent.rules\"]").unwrap();
+        let e = Policy::build(&cfg, HZ, [0; 16])
+            .err()
+            .expect("missing file")
+            .to_string();
+        assert!(e.contains("/nonexistent.rules"), "{e}");
+        assert!(
+            toml::from_str::<PipelineConfig>("[acl]\nallwo = []").is_err(),
+            "unknown keys rejected"
+        );
+    }
+
+    proptest::proptest! {
+        /// The full pipeline never panics, whatever the bytes, and a reply always fits the buffer.
+        #[test]
+        fn full_pipeline_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), room in 0usize..64) {
+            let cfg: PipelineConfig = toml::from_str(r#"
+[acl]
+deny = ["203.0.113.0/24"]
+[syncookie]
+protected = ["0.0.0.0/0", "::/0"]
+[ratelimit.classes]
+other = { rate = 10, burst = 10 }
+"#).unwrap();
+            let mut p = Policy::build(&cfg, HZ, [1; 16]).unwrap().worker();
+            let mut buf = data.clone();
+            buf.resize(data.len() + room, 0);
+            let v = p.process(&mut buf, data.len(), &Meta { port: 0, tsc: 12345 });
+            if let Verdict::Reply { len } = v {
+                proptest::prop_assert!(usize::from(len) <= buf.len());
+            }
+        }
     }
 }
