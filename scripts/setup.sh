@@ -9,6 +9,6 @@ cargo build --release --workspace
 # so a kernel that refuses them is reported, not fatal.
 ./target/release/hugepage-setup reserve --pages "${SCRUBD_HUGEPAGES:-1024}" --allow-partial \
   || echo "setup: hugepages not reserved (the demo uses plain pages and still runs)"
-./target/release/scrubd-gen --out-dir out/demo --packets 10000
+./target/release/scrubd-gen --out-dir out/demo --packets 10000 --attack-every 4
 ./target/release/scrubd --config configs/demo.toml
 echo "setup: forwarded frames are in out/demo/inside-tx.pcap and out/demo/outside-tx.pcap"

@@ -217,6 +217,97 @@ pub fn frame(side: Side, i: u64, r: &mut Rng) -> Vec<u8> {
     buf
 }
 
+/// Kinds of attack frame [`attack_frame`] builds, in rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// Spoofed-source SYN to [`ATTACK_TARGET_V4`]:443 (a SYN-cookie target).
+    SpoofedSyn,
+    /// memcached reflection: UDP from port 11211 carrying a `VALUE ` answer.
+    MemcachedReflection,
+    /// An IPv4/TCP frame cut inside its IP header.
+    Truncated,
+}
+
+/// The address the attack mix floods with SYNs; the demo protects it.
+pub const ATTACK_TARGET_V4: [u8; 4] = [198, 51, 100, 20];
+
+/// Attack frame number `i` (kinds in rotation: SYN, memcached, truncated).
+pub fn attack_frame(i: u64, r: &mut Rng) -> (Attack, Vec<u8>) {
+    // Spoofed, but routable-looking: first octet 1..=223 without 127 (a scrubber rightly never
+    // answers loopback, multicast or broadcast sources).
+    let first = 1 + r.below(222) as u8;
+    let first = if first >= 127 { first + 1 } else { first };
+    let src = [
+        first,
+        r.below(256) as u8,
+        r.below(256) as u8,
+        (1 + r.below(254)) as u8,
+    ];
+    let mut buf = Vec::with_capacity(128);
+    let kind = match i % 3 {
+        0 => {
+            PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+                .ipv4(src, ATTACK_TARGET_V4, 64)
+                .tcp(1024 + r.below(60000) as u16, 443, r.next_u64() as u32, 0)
+                .syn()
+                .write(&mut buf, &[])
+                .expect("Vec");
+            Attack::SpoofedSyn
+        }
+        1 => {
+            PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+                .ipv4(src, SERVER_V4, 64)
+                .udp(11211, 1024 + r.below(60000) as u16)
+                .write(
+                    &mut buf,
+                    b"VALUE a 0 1024\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nEND\r\n",
+                )
+                .expect("Vec");
+            Attack::MemcachedReflection
+        }
+        _ => {
+            PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+                .ipv4(src, SERVER_V4, 64)
+                .tcp(1024, 80, 1, 1)
+                .ack(1)
+                .write(&mut buf, &[])
+                .expect("Vec");
+            buf.truncate(14 + 12);
+            Attack::Truncated
+        }
+    };
+    if buf.len() < 60 && kind != Attack::Truncated {
+        buf.resize(60, 0);
+    }
+    (kind, buf)
+}
+
+/// The outside mix with an attack frame after every `every` legitimate ones. Returns the frames
+/// and, for each, the attack kind (None for legitimate frames), so tests know what they sent.
+pub fn mix_with_attack(n: u64, seed: u64, every: u64) -> (Vec<Frame>, Vec<Option<Attack>>) {
+    let mut r = Rng::new(seed);
+    let mut a = Rng::new(seed ^ 0x5eed);
+    let (mut frames, mut kinds) = (Vec::new(), Vec::new());
+    let (mut legit, mut attacks) = (0u64, 0u64);
+    for i in 0..n {
+        let ts = Duration::from_micros(i * 10);
+        if every > 0 && i % (every + 1) == every {
+            let (k, data) = attack_frame(attacks, &mut a);
+            attacks += 1;
+            frames.push(Frame { ts, data });
+            kinds.push(Some(k));
+        } else {
+            frames.push(Frame {
+                ts,
+                data: frame(Side::Outside, legit, &mut r),
+            });
+            legit += 1;
+            kinds.push(None);
+        }
+    }
+    (frames, kinds)
+}
+
 /// `n` frames for `side`, 10 µs apart, reproducible from `seed`.
 pub fn mix(side: Side, n: u64, seed: u64) -> Vec<Frame> {
     let mut r = Rng::new(seed ^ if side == Side::Outside { 0 } else { 0xabcdef });

@@ -319,6 +319,14 @@ mod tests {
     }
 
     #[test]
+    fn rate_counter_names_follow_class_order() {
+        for (i, c) in crate::stage::ratelimit::LimitClass::ALL.iter().enumerate() {
+            assert_eq!(RATE_PASSED[i], format!("ratelimit.{}.passed", c.name()));
+            assert_eq!(RATE_DROPPED[i], format!("ratelimit.{}.dropped", c.name()));
+        }
+    }
+
+    #[test]
     fn non_ip_policy() {
         let mut lldp = vec![0x01, 0x80, 0xc2, 0, 0, 0x0e, 2, 0, 0, 0, 0, 1, 0x88, 0xcc];
         lldp.resize(60, 0);

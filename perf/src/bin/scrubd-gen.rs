@@ -19,6 +19,10 @@ struct Args {
     /// Seed; the same seed always gives the same bytes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Mix attack frames into outside.pcap: one after every N legitimate frames (spoofed SYNs
+    /// to 198.51.100.20:443, memcached reflection, truncated headers, in rotation). 0 = none.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    attack_every: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,7 +36,12 @@ fn main() -> std::process::ExitCode {
         (Side::Inside, "inside.pcap"),
     ] {
         let path = a.out_dir.join(name);
-        if let Err(e) = perf::pcap::write(&path, &mix(side, a.packets, a.seed)) {
+        let frames = if side == Side::Outside && a.attack_every > 0 {
+            perf::gen::mix_with_attack(a.packets, a.seed, a.attack_every).0
+        } else {
+            mix(side, a.packets, a.seed)
+        };
+        if let Err(e) = perf::pcap::write(&path, &frames) {
             eprintln!("scrubd-gen: cannot write {}: {e}", path.display());
             return std::process::ExitCode::FAILURE;
         }
