@@ -8,6 +8,7 @@ pub mod counters;
 pub mod headers;
 pub mod lpm;
 pub mod pipeline;
+pub mod prefix;
 pub mod stage;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;

@@ -1,4 +1,4 @@
-//! Address prefixes and the longest-prefix-match tables behind the ACL and the rate limiter.
+//! The longest-prefix-match tables behind the ACL and the rate limiter.
 //!
 //! IPv4 uses a DIR-24-8 table ([`Dir24_8`]): one or two dependent memory reads per lookup
 //! whatever the number of prefixes, which is what lets a deny list of hundreds of thousands of
@@ -6,173 +6,12 @@
 //! bitmap: a flat 2^24 table makes no sense for 128-bit keys, and IPv6 lists are short in practice.
 //! Measurements that drove the choice are in the ignored `measure_lpm` test at the bottom.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU8;
-use std::str::FromStr;
 
 use prefix_trie::PrefixMap;
 
-/// An IPv4 or IPv6 network: address plus prefix length, host bits always zero.
-///
-/// Text with host bits set (`10.1.2.3/8`) is rejected rather than masked: in a hand-written list
-/// such a line is far more often a typo for a longer prefix (`/24` meant, `/8` typed) than a
-/// deliberate wide range, and silently masking it would widen the rule by orders of magnitude.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Prefix {
-    V4 { addr: u32, len: u8 },
-    V6 { addr: u128, len: u8 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PrefixError {
-    #[error("`{0}` is not an IPv4 or IPv6 address")]
-    BadAddress(String),
-    #[error("prefix length `{0}` is not a number")]
-    BadLength(String),
-    #[error("prefix length {len} is longer than {max} for this address family")]
-    LengthTooLong { len: u32, max: u8 },
-    #[error("host bits are set (did you mean {canonical}?)")]
-    HostBitsSet { canonical: Prefix },
-}
-
-fn mask4(len: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32u32.saturating_sub(u32::from(len)))
-        .unwrap_or(0)
-}
-
-fn mask6(len: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128u32.saturating_sub(u32::from(len)))
-        .unwrap_or(0)
-}
-
-impl Prefix {
-    /// Builds an IPv4 prefix, rejecting lengths over 32 and set host bits.
-    pub fn v4(addr: Ipv4Addr, len: u8) -> Result<Prefix, PrefixError> {
-        if len > 32 {
-            return Err(PrefixError::LengthTooLong {
-                len: len.into(),
-                max: 32,
-            });
-        }
-        let bits = u32::from(addr);
-        let p = Prefix::V4 {
-            addr: bits & mask4(len),
-            len,
-        };
-        if bits & !mask4(len) != 0 {
-            return Err(PrefixError::HostBitsSet { canonical: p });
-        }
-        Ok(p)
-    }
-
-    /// Builds an IPv6 prefix, rejecting lengths over 128 and set host bits.
-    pub fn v6(addr: Ipv6Addr, len: u8) -> Result<Prefix, PrefixError> {
-        if len > 128 {
-            return Err(PrefixError::LengthTooLong {
-                len: len.into(),
-                max: 128,
-            });
-        }
-        let bits = u128::from(addr);
-        let p = Prefix::V6 {
-            addr: bits & mask6(len),
-            len,
-        };
-        if bits & !mask6(len) != 0 {
-            return Err(PrefixError::HostBitsSet { canonical: p });
-        }
-        Ok(p)
-    }
-
-    /// The network containing `addr` at `len` bits (lengths past the family's width are clamped):
-    /// the rate limiter's way of grouping sources, where host bits are expected.
-    pub fn masked(addr: IpAddr, len: u8) -> Prefix {
-        match addr {
-            IpAddr::V4(a) => {
-                let len = len.min(32);
-                Prefix::V4 {
-                    addr: u32::from(a) & mask4(len),
-                    len,
-                }
-            }
-            IpAddr::V6(a) => {
-                let len = len.min(128);
-                Prefix::V6 {
-                    addr: u128::from(a) & mask6(len),
-                    len,
-                }
-            }
-        }
-    }
-
-    #[allow(clippy::len_without_is_empty)] // the prefix length, not a collection size
-    pub fn len(&self) -> u8 {
-        match *self {
-            Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => len,
-        }
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        match *self {
-            Prefix::V4 { addr, .. } => IpAddr::V4(Ipv4Addr::from(addr)),
-            Prefix::V6 { addr, .. } => IpAddr::V6(Ipv6Addr::from(addr)),
-        }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (*self, ip) {
-            (Prefix::V4 { addr, len }, IpAddr::V4(a)) => u32::from(a) & mask4(len) == addr,
-            (Prefix::V6 { addr, len }, IpAddr::V6(a)) => u128::from(a) & mask6(len) == addr,
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Prefix {
-    type Err = PrefixError;
-
-    /// `addr/len`, or a bare address meaning a host route (/32 or /128).
-    fn from_str(s: &str) -> Result<Prefix, PrefixError> {
-        let s = s.trim();
-        let (addr_text, len_text) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| PrefixError::BadAddress(addr_text.to_string()))?;
-        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match len_text {
-            None => max,
-            Some(l) => {
-                // Digits only: `u32::from_str` would also take a leading `+`.
-                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(PrefixError::BadLength(l.to_string()));
-                }
-                let n: u32 = l
-                    .parse()
-                    .map_err(|_| PrefixError::BadLength(l.to_string()))?;
-                if n > u32::from(max) {
-                    return Err(PrefixError::LengthTooLong { len: n, max });
-                }
-                n as u8
-            }
-        };
-        match addr {
-            IpAddr::V4(a) => Prefix::v4(a, len),
-            IpAddr::V6(a) => Prefix::v6(a, len),
-        }
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr(), self.len())
-    }
-}
+use crate::prefix::{mask_v4, Prefix};
 
 /// DIR-24-8 longest-prefix match for IPv4 with small non-zero `u8` values.
 ///
@@ -201,7 +40,7 @@ impl Dir24_8 {
             .iter()
             .map(|&(a, l, v)| {
                 let l = l.min(32);
-                (a & mask4(l), l, v.get())
+                (a & mask_v4(l), l, v.get())
             })
             .collect();
         // Shorter first, so longer prefixes overwrite what they refine; stable so that for an
@@ -285,10 +124,10 @@ impl PrefixTable {
         let mut v4 = Vec::new();
         let mut v6 = PrefixMap::new();
         for &(p, v) in entries {
-            match p {
-                Prefix::V4 { addr, len } => v4.push((addr, len, v)),
-                Prefix::V6 { addr, len } => {
-                    v6.insert((addr, len), v);
+            match p.addr() {
+                IpAddr::V4(a) => v4.push((u32::from(a), p.prefix_len(), v)),
+                IpAddr::V6(a) => {
+                    v6.insert((u128::from(a), p.prefix_len()), v);
                 }
             }
         }
@@ -309,6 +148,7 @@ impl PrefixTable {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn nz(v: u8) -> NonZeroU8 {
         NonZeroU8::new(v).expect("test values are non-zero")
@@ -318,91 +158,11 @@ mod tests {
     fn oracle(entries: &[(Prefix, NonZeroU8)], ip: IpAddr) -> Option<NonZeroU8> {
         let mut best: Option<(u8, NonZeroU8)> = None;
         for &(p, v) in entries {
-            if p.contains(ip) && best.is_none_or(|(l, _)| p.len() >= l) {
-                best = Some((p.len(), v));
+            if p.contains(ip) && best.is_none_or(|(l, _)| p.prefix_len() >= l) {
+                best = Some((p.prefix_len(), v));
             }
         }
         best.map(|(_, v)| v)
-    }
-
-    #[test]
-    fn parse_forms() {
-        assert_eq!(
-            "10.0.0.0/8".parse(),
-            Ok(Prefix::V4 {
-                addr: 0x0a00_0000,
-                len: 8
-            })
-        );
-        assert_eq!(
-            "192.0.2.7".parse(),
-            Ok(Prefix::V4 {
-                addr: 0xc000_0207,
-                len: 32
-            })
-        );
-        assert_eq!(" 0.0.0.0/0 ".parse(), Ok(Prefix::V4 { addr: 0, len: 0 }));
-        assert_eq!(
-            "2001:db8::/32".parse(),
-            Ok(Prefix::V6 {
-                addr: 0x2001_0db8 << 96,
-                len: 32
-            })
-        );
-        assert_eq!("::1".parse(), Ok(Prefix::V6 { addr: 1, len: 128 }));
-        assert_eq!(
-            "2001:db8::/32".parse::<Prefix>().map(|p| p.to_string()),
-            Ok("2001:db8::/32".into())
-        );
-    }
-
-    #[test]
-    fn parse_errors() {
-        assert!(matches!(
-            "10.0.0/8".parse::<Prefix>(),
-            Err(PrefixError::BadAddress(_))
-        ));
-        assert!(matches!(
-            "10.0.0.0/".parse::<Prefix>(),
-            Err(PrefixError::BadLength(_))
-        ));
-        assert!(matches!(
-            "10.0.0.0/+8".parse::<Prefix>(),
-            Err(PrefixError::BadLength(_))
-        ));
-        assert!(matches!(
-            "10.0.0.0/99999999999".parse::<Prefix>(),
-            Err(PrefixError::BadLength(_))
-        ));
-        assert_eq!(
-            "10.0.0.0/33".parse::<Prefix>(),
-            Err(PrefixError::LengthTooLong { len: 33, max: 32 })
-        );
-        assert_eq!(
-            "::/129".parse::<Prefix>(),
-            Err(PrefixError::LengthTooLong { len: 129, max: 128 })
-        );
-        let e = "10.1.2.3/8".parse::<Prefix>().unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "host bits are set (did you mean 10.0.0.0/8?)"
-        );
-        assert!(matches!(
-            "2001:db8::1/64".parse::<Prefix>(),
-            Err(PrefixError::HostBitsSet { .. })
-        ));
-    }
-
-    #[test]
-    fn masked_groups_sources() {
-        let ip: IpAddr = "192.0.2.77".parse().unwrap();
-        assert_eq!(Prefix::masked(ip, 24), "192.0.2.0/24".parse().unwrap());
-        assert_eq!(Prefix::masked(ip, 200), "192.0.2.77/32".parse().unwrap());
-        let ip6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
-        assert_eq!(
-            Prefix::masked(ip6, 64),
-            "2001:db8:1:2::/64".parse().unwrap()
-        );
     }
 
     #[test]
@@ -442,14 +202,14 @@ mod tests {
     /// with low bits flipped) so matches and near misses are both exercised.
     fn probe(entries: &[(Prefix, NonZeroU8)], pick: usize, flip: u128, random: u128) -> IpAddr {
         if entries.is_empty() || pick.is_multiple_of(2) {
-            return match entries.first().map(|e| e.0) {
-                Some(Prefix::V6 { .. }) => IpAddr::V6(Ipv6Addr::from(random)),
+            return match entries.first().map(|e| e.0.addr()) {
+                Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from(random)),
                 _ => IpAddr::V4(Ipv4Addr::from(random as u32)),
             };
         }
-        match entries[pick % entries.len()].0 {
-            Prefix::V4 { addr, .. } => IpAddr::V4(Ipv4Addr::from(addr ^ (flip as u32 & 0x3ff))),
-            Prefix::V6 { addr, .. } => IpAddr::V6(Ipv6Addr::from(addr ^ (flip & 0xffff_ffff))),
+        match entries[pick % entries.len()].0.addr() {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) ^ (flip as u32 & 0x3ff))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) ^ (flip & 0xffff_ffff))),
         }
     }
 
@@ -482,10 +242,6 @@ mod tests {
             }
         }
 
-        #[test]
-        fn parse_display_round_trip(p in prop_oneof![arb_v4(), arb_v6()]) {
-            prop_assert_eq!(p.to_string().parse::<Prefix>(), Ok(p));
-        }
     }
 
     /// Build time and lookup cost of DIR-24-8 versus `prefix-trie` for IPv4, at 100k and 500k
@@ -515,7 +271,7 @@ mod tests {
                         let r = rnd();
                         let len = lens.0 + (r % u64::from(lens.1 - lens.0 + 1)) as u8;
                         (
-                            (r >> 32) as u32 & mask4(len),
+                            (r >> 32) as u32 & mask_v4(len),
                             len,
                             nz(1 + (r >> 8) as u8 % 2),
                         )

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::headers::Headers;
-use crate::lpm::{Prefix, PrefixError, PrefixTable};
+use crate::lpm::PrefixTable;
+use crate::prefix::{Prefix, PrefixError};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
@@ -642,8 +643,8 @@ mod tests {
                 let mut r: Option<(u8, AclAction)> = None;
                 for (list, act) in [(&allow, AclAction::Allow), (&deny, AclAction::Deny)] {
                     for q in list.iter().filter(|q| q.contains(a)) {
-                        if r.is_none_or(|(l, ra)| q.len() > l || (q.len() == l && act > ra)) {
-                            r = Some((q.len(), act));
+                        if r.is_none_or(|(l, ra)| q.prefix_len() > l || (q.prefix_len() == l && act > ra)) {
+                            r = Some((q.prefix_len(), act));
                         }
                     }
                 }

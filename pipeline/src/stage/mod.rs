@@ -1,7 +1,6 @@
 //! Scrubbing stages, run in this fixed order: ACL → SYN-cookie → rate limit → signatures.
 
 pub mod acl;
-pub mod prefix;
 pub mod ratelimit;
 pub mod signature;
 pub mod syncookie;

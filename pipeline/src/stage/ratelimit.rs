@@ -64,7 +64,7 @@ use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
 use crate::headers::{Frag, Headers, TcpInfo, Transport};
-use crate::lpm::{Prefix, PrefixError};
+use crate::prefix::{Prefix, PrefixError};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
@@ -571,9 +571,11 @@ impl RateLimitStage {
             } else {
                 self.config.source_prefix_v6
             },
-        ) {
-            Prefix::V4 { addr, .. } => (u128::from(addr), 0u8),
-            Prefix::V6 { addr, .. } => (addr, 1u8),
+        )
+        .addr()
+        {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 0u8),
+            IpAddr::V6(a) => (u128::from(a), 1u8),
         };
         let generation = self.generation.get(ci).copied().unwrap_or(0) & 0x7;
         let tag = 1 | v6 << 1 | (ci as u8) << 2 | generation << 5;
@@ -772,9 +774,10 @@ impl AggregateLimiter {
                 },
                 tsc_hz,
             )?;
-            let dup = match prefix {
-                Prefix::V4 { addr, len } => v4.insert((addr, len), index).is_some(),
-                Prefix::V6 { addr, len } => v6.insert((addr, len), index).is_some(),
+            let len = prefix.prefix_len();
+            let dup = match prefix.addr() {
+                IpAddr::V4(a) => v4.insert((u32::from(a), len), index).is_some(),
+                IpAddr::V6(a) => v6.insert((u128::from(a), len), index).is_some(),
             };
             if dup {
                 return Err(invalid(

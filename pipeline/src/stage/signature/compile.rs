@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
-use super::expr::{Cidr, Expr, PortRange, Vars};
+use super::expr::{Expr, PortRange, Vars};
 use super::parse::{
     parse_rules, Action, Direction, FlagsMatch, Location, NumMatch, Proto, Rule, RuleError,
     RuleErrors,
 };
 use super::SignatureError;
+use crate::prefix::Prefix;
 
 /// A rules file (or several) parsed and checked, not yet compiled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,9 +152,9 @@ pub(crate) struct CRule {
     pub action: Action,
     pub proto: Proto,
     pub direction: Direction,
-    pub src: Expr<Cidr>,
+    pub src: Expr<Prefix>,
     pub sport: Expr<PortRange>,
-    pub dst: Expr<Cidr>,
+    pub dst: Expr<Prefix>,
     pub dport: Expr<PortRange>,
     pub contents: Vec<CContent>,
     pub flags: Option<FlagsMatch>,

@@ -10,6 +10,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use crate::prefix::Prefix;
+
 /// A variable's value as the configuration gives it: one expression string (`"[10.0.0.0/8,
 /// 192.168.0.0/16]"`, `"any"`, `"80"`) or a list of item strings, read as a bracketed list.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -67,31 +69,11 @@ pub trait Matches {
     fn matches(&self, v: Self::Value) -> bool;
 }
 
-/// An IPv4 or IPv6 prefix. v4 prefixes never match v6 addresses and vice versa.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Matches for Cidr {
+/// Rule addresses are the pipeline's shared [`Prefix`]; families never mix, as there.
+impl Matches for Prefix {
     type Value = IpAddr;
     fn matches(&self, v: IpAddr) -> bool {
-        match (self.addr, v) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.contains(v)
     }
 }
 
@@ -123,7 +105,10 @@ pub trait LeafKind: Sized {
     fn parse_leaf(s: &str) -> Result<Self, String>;
 }
 
-impl LeafKind for Cidr {
+/// Rule text keeps Suricata's reading rather than the config's: host bits are allowed and
+/// masked off (`1.2.3.4/24` is 1.2.3.0/24), since published rule sets are written that way and
+/// refusing them would reject rules Suricata loads. Messages keep the rule parser's wording.
+impl LeafKind for Prefix {
     const WHAT: &'static str = "address";
     fn parse_leaf(s: &str) -> Result<Self, String> {
         let (a, p) = match s.split_once('/') {
@@ -132,14 +117,14 @@ impl LeafKind for Cidr {
         };
         let addr: IpAddr = a.parse().map_err(|_| format!("invalid address '{s}'"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
+        let len = match p {
             None => max,
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= max => n,
                 _ => return Err(format!("invalid prefix length in '{s}' (0..={max})")),
             },
         };
-        Ok(Cidr { addr, prefix })
+        Ok(Prefix::masked(addr, len))
     }
 }
 
@@ -382,6 +367,8 @@ mod tests {
             ("1.2.3.4", "1.2.3.5", false),
             ("10.0.0.0/8", "10.200.0.1", true),
             ("10.0.0.0/8", "11.0.0.1", false),
+            ("10.1.2.3/8", "10.200.0.1", true),
+            ("10.1.2.3/8", "11.1.2.3", false),
             ("0.0.0.0/0", "8.8.8.8", true),
             ("0.0.0.0/0", "::1", false),
             ("2001:db8::/32", "2001:db8:1::1", true),
@@ -403,7 +390,7 @@ mod tests {
             ("[$HOME,$PROTECTED]", "10.0.0.1", true),
         ];
         for (expr, addr, want) in cases {
-            let e: Expr<Cidr> = parse_expr(expr, &v).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
+            let e: Expr<Prefix> = parse_expr(expr, &v).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
             assert_eq!(e.matches(ip(addr)), *want, "{expr} vs {addr}");
         }
     }
@@ -466,7 +453,7 @@ mod tests {
             ("1.1.1.1]", 7, "unexpected ']' in address"),
         ];
         for (expr, off, msg) in cases {
-            let e = parse_expr::<Cidr>(expr, &v).unwrap_err();
+            let e = parse_expr::<Prefix>(expr, &v).unwrap_err();
             assert_eq!((e.off, e.message.as_str()), (*off, *msg), "{expr}");
         }
         let e = parse_expr::<PortRange>("2000:1000", &v).unwrap_err();

@@ -58,7 +58,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use compile::{CompiledRules, RuleInfo, RuleSet};
-pub use expr::{Cidr, Expr, PortRange, VarValue, Vars};
+pub use expr::{Expr, PortRange, VarValue, Vars};
 pub use matcher::{SignatureStage, BACKTRACK_BUDGET};
 pub use parse::{
     Action, Content, Direction, FlagsMatch, FlagsMode, Location, NumMatch, Proto, Rule, RuleError,

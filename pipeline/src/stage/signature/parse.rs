@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::expr::{parse_expr, Cidr, Expr, PortRange, Vars};
+use super::expr::{parse_expr, Expr, PortRange, Vars};
 use super::lexer::{header_tokens, logical_lines, split_options, LogicalLine, Span};
+use crate::prefix::Prefix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
@@ -133,10 +134,10 @@ impl NumMatch {
 pub struct Rule {
     pub action: Action,
     pub proto: Proto,
-    pub src: Expr<Cidr>,
+    pub src: Expr<Prefix>,
     pub sport: Expr<PortRange>,
     pub direction: Direction,
-    pub dst: Expr<Cidr>,
+    pub dst: Expr<Prefix>,
     pub dport: Expr<PortRange>,
     pub msg: String,
     pub sid: u32,
@@ -232,10 +233,10 @@ pub(crate) fn parse_rules(text: &str, file: &str, vars: &Vars) -> (Vec<Rule>, Ve
 struct Header {
     action: Option<Action>,
     proto: Option<Proto>,
-    src: Option<Expr<Cidr>>,
+    src: Option<Expr<Prefix>>,
     sport: Option<Expr<PortRange>>,
     direction: Option<Direction>,
-    dst: Option<Expr<Cidr>>,
+    dst: Option<Expr<Prefix>>,
     dport: Option<Expr<PortRange>>,
 }
 
@@ -396,8 +397,8 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
     h
 }
 
-fn addr(ctx: &mut Ctx<'_>, s: Span<'_>, vars: &Vars) -> Option<Expr<Cidr>> {
-    match parse_expr::<Cidr>(s.text, vars) {
+fn addr(ctx: &mut Ctx<'_>, s: Span<'_>, vars: &Vars) -> Option<Expr<Prefix>> {
+    match parse_expr::<Prefix>(s.text, vars) {
         Ok(e) => Some(e),
         Err(e) => {
             ctx.err(s.off + e.off, None, e.message);

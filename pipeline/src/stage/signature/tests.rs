@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::headers::{Frag, IpHeaders, IpVersion, Net, TcpInfo, TcpOptions, Transport};
+use crate::prefix::Prefix;
 use crate::stage::StageResult;
 use crate::{DropReason, Headers, Meta, Verdict};
 
@@ -124,12 +125,8 @@ fn base(action: Action, proto: Proto, sid: u32) -> Rule {
     }
 }
 
-fn cidr(s: &str) -> Expr<Cidr> {
-    let (a, p) = s.split_once('/').unwrap();
-    Expr::Leaf(Cidr {
-        addr: a.parse().unwrap(),
-        prefix: p.parse().unwrap(),
-    })
+fn cidr(s: &str) -> Expr<Prefix> {
+    Expr::Leaf(s.parse().unwrap())
 }
 
 fn ports(lo: u16, hi: u16) -> Expr<PortRange> {
