@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use pcap_file::pcap::PcapReader;
-use pcap_file::DataLink;
+use pcap_file::{DataLink, TsResolution};
 
 /// Environment variable that overrides where the captures are.
 pub const PCAPS_ENV: &str = "SCRUBD_PCAPS";
@@ -89,6 +89,24 @@ pub fn capture_files(dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
 /// Records are taken as captured, without pcap-file's length validation, because a short
 /// snaplen (the tcpdump NTP files use 600) makes it reject valid files.
 pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, CaptureError> {
+    Ok(read_timed_frames(path)?
+        .into_iter()
+        .map(|f| f.data)
+        .collect())
+}
+
+/// One captured frame with the time it was captured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedFrame {
+    /// Capture time in nanoseconds since the Unix epoch, whatever the file's resolution:
+    /// time-based stages (rate limits, cookie counters) replay the capture's own pacing from it.
+    pub ts_ns: u64,
+    /// The frame, with an Ethernet header as [`read_frames`] gives it.
+    pub data: Vec<u8>,
+}
+
+/// [`read_frames`] with each frame's capture timestamp.
+pub fn read_timed_frames(path: &Path) -> Result<Vec<TimedFrame>, CaptureError> {
     let pcap_err = |source| CaptureError::Pcap {
         path: path.to_path_buf(),
         source,
@@ -99,9 +117,15 @@ pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, CaptureError> {
     })?;
     let mut reader = PcapReader::new(std::io::BufReader::new(file)).map_err(pcap_err)?;
     let link = reader.header().datalink;
+    let frac_ns: u64 = match reader.header().ts_resolution {
+        TsResolution::MicroSecond => 1_000,
+        TsResolution::NanoSecond => 1,
+    };
     let mut frames = Vec::new();
     while let Some(rec) = reader.next_raw_packet() {
-        let data = rec.map_err(pcap_err)?.data;
+        let rec = rec.map_err(pcap_err)?;
+        let ts_ns = u64::from(rec.ts_sec) * 1_000_000_000 + u64::from(rec.ts_frac) * frac_ns;
+        let data = rec.data;
         let frame = match link {
             DataLink::ETHERNET => data.into_owned(),
             DataLink::NULL | DataLink::LOOP => loopback_to_ethernet(&data, link == DataLink::LOOP)
@@ -116,7 +140,7 @@ pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, CaptureError> {
                 })
             }
         };
-        frames.push(frame);
+        frames.push(TimedFrame { ts_ns, data: frame });
     }
     Ok(frames)
 }
