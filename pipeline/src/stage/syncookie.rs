@@ -43,9 +43,11 @@ mod reply;
 mod tests;
 
 pub use cookie::{mss_index, MSS_TABLE};
+/// Public so the cookie MAC can be fuzzed on its own (pipeline/fuzz `cookie` target), apart from
+/// the packet parsing in front of it; the stage remains the only user on the data path.
+pub use cookie::{CookieJar, Flow, Valid};
 
 use self::allowlist::{Allowlist, Inserted};
-use self::cookie::{CookieJar, Flow};
 use self::reply::Segment;
 use super::StageResult;
 use crate::prefix::Prefix;
