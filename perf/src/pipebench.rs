@@ -933,24 +933,27 @@ pub fn run_row(
     params: &RunParams,
     counter: Option<&mut dyn InstructionCounter>,
 ) -> Result<RowResult, String> {
-    let mut clock = Clock {
-        tsc: params.tsc_hz.saturating_mul(1000),
-        step: params.tsc_step,
-    };
-    let mut pipe = build_pipeline(stage, mix, rules, params.tsc_hz, &mut clock)?;
-    let mut frames = Frames::new(&mix.frames, params.room);
-    let mut warm = Tally::default();
-    // Inlined here, not through `pbench_measured_loop`, so callgrind never counts warm-up.
-    replay(
-        pipe.as_mut(),
-        &mut frames,
-        params.warmup,
-        &mut clock,
-        &mut warm,
-    );
     let mut counter = counter;
     let mut best: Option<(f64, Option<u64>, Tally)> = None;
     for _ in 0..params.repeat.max(1) {
+        // Every repetition starts from the same state (fresh pipeline, same clock, same
+        // warm-up): rate-limit buckets drain over a run, so a continued pipeline would make
+        // later repetitions measure a different verdict mix.
+        let mut clock = Clock {
+            tsc: params.tsc_hz.saturating_mul(1000),
+            step: params.tsc_step,
+        };
+        let mut pipe = build_pipeline(stage, mix, rules, params.tsc_hz, &mut clock)?;
+        let mut frames = Frames::new(&mix.frames, params.room);
+        let mut warm = Tally::default();
+        // Inlined here, not through `pbench_measured_loop`, so callgrind never counts warm-up.
+        replay(
+            pipe.as_mut(),
+            &mut frames,
+            params.warmup,
+            &mut clock,
+            &mut warm,
+        );
         let mut tally = Tally::default();
         if let Some(c) = counter.as_deref_mut() {
             c.start().map_err(|e| format!("perf counter: {e}"))?;

@@ -131,6 +131,8 @@ struct RowOut {
     callgrind_ir_per_pkt: Option<f64>,
     callgrind_marginal_ir: Option<f64>,
     verdicts: BTreeMap<&'static str, u64>,
+    /// Verdicts of the (much shorter) callgrind run of this row.
+    callgrind_verdicts: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Serialize)]
@@ -301,7 +303,7 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     let mut callgrind_note = None;
-    let mut callgrind: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut callgrind: CallgrindValues = BTreeMap::new();
     if args.instructions_via_callgrind {
         let (note, values) = callgrind_sweep(&args, &mixes)?;
         callgrind_note = Some(note);
@@ -344,7 +346,7 @@ fn run(args: Args) -> Result<(), String> {
                 .map(|r| {
                     let v = callgrind
                         .get(&(frames.mix.name().to_string(), r.stage.key()))
-                        .map(|ir| *ir as f64 / args.callgrind_packets as f64);
+                        .map(|(ir, _)| *ir as f64 / args.callgrind_packets as f64);
                     (r.stage, v)
                 })
                 .collect(),
@@ -366,6 +368,9 @@ fn run(args: Args) -> Result<(), String> {
                     callgrind_ir_per_pkt: cg.shown(s),
                     callgrind_marginal_ir: cg.marginal(s),
                     verdicts: r.tally.nonzero(),
+                    callgrind_verdicts: callgrind
+                        .get(&(frames.mix.name().to_string(), s.key()))
+                        .map(|(_, v)| v.clone()),
                 }
             })
             .collect();
@@ -441,6 +446,25 @@ fn print_tables(report: &Report, with_cg: bool) {
             line.push_str(&v.join(" "));
             println!("{line}");
         }
+        for r in &m.rows {
+            let Some(cv) = &r.callgrind_verdicts else {
+                continue;
+            };
+            let frac = |n: u64, total: u64| n as f64 / total.max(1) as f64;
+            let total_cg: u64 = cv.values().sum();
+            let differs = r.verdicts.iter().any(|(k, n)| {
+                let c = cv.get(*k).copied().unwrap_or(0);
+                (frac(*n, r.packets) - frac(c, total_cg)).abs() > 0.01
+            });
+            if differs {
+                let v: Vec<String> = cv.iter().map(|(k, c)| format!("{k}={c}")).collect();
+                println!(
+                    "note: {} Ir/pkt comes from a different verdict mix (short run, rate limits not yet binding): {}",
+                    r.row,
+                    v.join(" ")
+                );
+            }
+        }
         for r in m.rows.iter().filter(|r| r.row.starts_with("+signature")) {
             let mut t = format!(
                 "total {}: {} ns/pkt pipeline ({} with copy) = {} Mpps, instructions/pkt {}",
@@ -497,7 +521,8 @@ fn callgrind_totals(path: &Path) -> Result<u64, String> {
 }
 
 /// Runs every (mix, row) under callgrind, sequentially, within the time budget.
-type CallgrindValues = BTreeMap<(String, String), u64>;
+/// (mix, row key) → (Ir of the measured loop, verdicts of the callgrind run).
+type CallgrindValues = BTreeMap<(String, String), (u64, BTreeMap<String, u64>)>;
 
 fn callgrind_sweep(args: &Args, mixes: &[Mix]) -> Result<(String, CallgrindValues), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -516,8 +541,8 @@ fn callgrind_sweep(args: &Args, mixes: &[Mix]) -> Result<(String, CallgrindValue
                 continue;
             }
             match callgrind_one(args, &exe, &dir, *mix, stage, left) {
-                Ok(ir) => {
-                    values.insert((mix.name().to_string(), stage.key()), ir);
+                Ok(v) => {
+                    values.insert((mix.name().to_string(), stage.key()), v);
                 }
                 Err(e) => failed.push(format!("{}/{}: {e}", mix.name(), stage.key())),
             }
@@ -550,10 +575,12 @@ fn callgrind_one(
     mix: Mix,
     stage: Stage,
     limit: Duration,
-) -> Result<u64, String> {
+) -> Result<(u64, BTreeMap<String, u64>), String> {
     let out: PathBuf = dir.join(format!("{}.{}.out", mix.name(), stage.key()));
     let log = dir.join(format!("{}.{}.log", mix.name(), stage.key()));
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let verdict_path = dir.join(format!("{}.{}.verdicts", mix.name(), stage.key()));
+    let verdict_file = std::fs::File::create(&verdict_path).map_err(|e| e.to_string())?;
     let mut child = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
@@ -575,7 +602,7 @@ fn callgrind_one(
         .args(["--tsc-step", &args.tsc_step.to_string()])
         .args(["--room", &args.room.to_string()])
         .args(["--seed", &args.seed.to_string()])
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(verdict_file))
         .stderr(Stdio::from(log_file))
         .spawn()
         .map_err(|e| format!("cannot start valgrind: {e}"))?;
@@ -596,5 +623,9 @@ fn callgrind_one(
         let tail: Vec<&str> = tail.lines().rev().take(3).collect();
         return Err(format!("{status}: {}", tail.join(" | ")));
     }
-    callgrind_totals(&out)
+    let verdicts: BTreeMap<String, u64> = std::fs::read_to_string(&verdict_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(t.trim()).ok())
+        .unwrap_or_default();
+    Ok((callgrind_totals(&out)?, verdicts))
 }
