@@ -193,7 +193,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let elapsed = started.elapsed();
     let sum = summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
-    print!("{}", sum.render());
+    // A closed stdout (`scrubd ... | head`) must not stop the orderly shutdown below.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), sum.render().as_bytes());
     if let Some(path) = cli.summary_json.as_ref().or(cfg.run.summary_json.as_ref()) {
         std::fs::write(path, serde_json::to_string_pretty(&sum)?)
             .map_err(|e| format!("cannot write summary to {}: {e}", path.display()))?;

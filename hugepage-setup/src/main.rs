@@ -128,6 +128,10 @@ struct ReleaseArgs {
 }
 
 fn main() -> ExitCode {
+    // `hugepage-setup status | head` must end quietly, not panic on a closed stdout: take the
+    // default SIGPIPE action (terminate) that Rust's runtime replaces with "ignore".
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL is always valid.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let roots = Roots {
         sysfs: cli.sysfs_root,
