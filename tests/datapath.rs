@@ -162,9 +162,12 @@ fn sigterm_stops_gracefully_with_summary() {
 /// Real traffic nobody here wrote (shared captures) crosses untouched.
 #[test]
 fn real_captures_cross_untouched() {
-    let Some(dir) = perf::pcap::shared_pcaps() else {
-        eprintln!("skipped: shared/pcaps not found (set SCRUBD_PCAPS); CI always has it");
-        return;
+    let dir = match pipeline::testutil::pcaps_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: {e}; CI always has shared/pcaps");
+            return;
+        }
     };
     let _g = lock();
     let s = Scenario::new("real");

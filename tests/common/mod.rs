@@ -152,12 +152,7 @@ pub fn show(out: &Output) -> String {
 }
 
 pub fn read_frames(p: &Path) -> Vec<Vec<u8>> {
-    perf::pcap::read(p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .1
-        .into_iter()
-        .map(|f| f.data)
-        .collect()
+    pipeline::testutil::read_frames(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
 /// Check rx = forwarded + replied + Σ drops for every port of a summary, and return the ports.

@@ -34,8 +34,8 @@ struct Args {
 }
 
 fn count_frames(p: &Path) -> Result<usize, String> {
-    perf::pcap::read(p)
-        .map(|(_, f)| f.len())
+    pipeline::testutil::read_frames(p)
+        .map(|f| f.len())
         .map_err(|e| e.to_string())
 }
 
@@ -226,7 +226,9 @@ summary_json = "{summary}"
 fn main() -> std::process::ExitCode {
     let a = Args::parse();
     let pcap = match a.pcap.clone().or_else(|| {
-        perf::pcap::shared_pcaps().map(|d| d.join("stopddos/pkt.TCP.synflood.spoofed.pcap"))
+        pipeline::testutil::pcaps_dir()
+            .ok()
+            .map(|d| d.join("stopddos/pkt.TCP.synflood.spoofed.pcap"))
     }) {
         Some(p) => p,
         None => {

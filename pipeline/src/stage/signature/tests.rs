@@ -976,25 +976,9 @@ fn many_rules_sharing_a_fast_pattern_and_generation_wraparound() {
 
 // ---------------------------------------------------------------- suricata-verify rules
 
-fn pcaps_dir() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SCRUBD_PCAPS") {
-        return Some(PathBuf::from(p));
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let cand = dir.join("shared").join("pcaps");
-        if cand.is_dir() {
-            return Some(cand);
-        }
-        if !dir.pop() {
-            return None;
-        }
-    }
-}
-
 #[test]
 fn suricata_verify_rules_parse_or_fail_with_clear_errors() {
-    let Some(root) = pcaps_dir().map(|p| p.join("suricata-verify")) else {
+    let Ok(root) = crate::testutil::pcaps_dir().map(|p| p.join("suricata-verify")) else {
         println!("skipped: no shared/pcaps found (set SCRUBD_PCAPS)");
         return;
     };
