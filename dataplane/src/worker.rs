@@ -166,31 +166,25 @@ pub fn run_workers(
     }
 }
 
-/// Send `pkts` on (port, queue); free and count what the TX ring did not take.
+/// Send `pkts` on (port, queue) and free what the TX ring did not take. Returns how many were
+/// not sent, for the caller to move from its sent count to `tx_full`.
 #[inline]
-fn tx_or_free(
-    port: u16,
-    queue: u16,
-    pkts: &mut [*mut rte_mbuf],
-    sent_ok: &mut u64,
-    c: &mut VerdictCounters,
-) {
+fn tx_or_free(port: u16, queue: u16, pkts: &mut [*mut rte_mbuf]) -> u64 {
     if pkts.is_empty() {
-        return;
+        return 0;
     }
     // SAFETY: port/queue were validated at setup and this worker is the only user of this TX
     // queue; pkts holds valid mbufs owned by us, whose ownership passes to the PMD when sent.
     let sent = unsafe {
         dpdk_sys::shim_rte_eth_tx_burst(port, queue, pkts.as_mut_ptr(), pkts.len() as u16)
     } as usize;
-    if sent < pkts.len() {
-        let rest = &mut pkts[sent..];
+    let sent = sent.min(pkts.len());
+    let rest = &mut pkts[sent..];
+    if !rest.is_empty() {
         // SAFETY: the unsent tail is still ours; free_bulk handles refcounts and segments.
         unsafe { dpdk_sys::shim_rte_pktmbuf_free_bulk(rest.as_mut_ptr(), rest.len() as u32) };
-        let unsent = rest.len() as u64;
-        *sent_ok -= unsent;
-        c.drops[TX_FULL_SLOT] += unsent;
     }
+    rest.len() as u64
 }
 
 fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerReport {
@@ -238,37 +232,30 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
                 c.rx_packets += 1;
                 c.rx_bytes += u64::from(pkt_len);
                 let v = plan.pipeline.process(buf, len, &meta);
-                match v {
-                    Verdict::Forward => {
-                        c.forwarded += 1;
-                        fwd[nf] = m;
-                        nf += 1;
-                    }
-                    Verdict::Reply { len: new_len } => {
-                        // SAFETY: m is ours; set_len checks the new length against the buffer.
-                        if unsafe { crate::mbuf::set_len(m, new_len) } {
-                            c.replied += 1;
-                            rep[nr] = m;
-                            nr += 1;
-                        } else {
-                            c.drops[REPLY_FAILED_SLOT] += 1;
-                            drop[nd] = m;
-                            nd += 1;
-                        }
-                    }
-                    Verdict::Drop(r) => {
-                        c.drops[r.slot()] += 1;
+                if let Verdict::Reply { len: new_len } = v {
+                    // SAFETY: m is ours; set_len checks the new length against the buffer.
+                    if !unsafe { crate::mbuf::set_len(m, new_len) } {
+                        // A reply that does not fit its mbuf cannot be sent.
+                        c.drops[REPLY_FAILED_SLOT] += 1;
                         drop[nd] = m;
                         nd += 1;
+                        continue;
                     }
                 }
+                c.count(v);
+                let (list, n) = match v {
+                    Verdict::Forward => (&mut fwd, &mut nf),
+                    Verdict::Reply { .. } => (&mut rep, &mut nr),
+                    Verdict::Drop(_) => (&mut drop, &mut nd),
+                };
+                list[*n] = m;
+                *n += 1;
             }
-            let mut fwd_ok = c.forwarded;
-            tx_or_free(link.tx_port, q, &mut fwd[..nf], &mut fwd_ok, c);
-            c.forwarded = fwd_ok;
-            let mut rep_ok = c.replied;
-            tx_or_free(link.rx_port, q, &mut rep[..nr], &mut rep_ok, c);
-            c.replied = rep_ok;
+            let unsent_fwd = tx_or_free(link.tx_port, q, &mut fwd[..nf]);
+            let unsent_rep = tx_or_free(link.rx_port, q, &mut rep[..nr]);
+            c.forwarded -= unsent_fwd;
+            c.replied -= unsent_rep;
+            c.drops[TX_FULL_SLOT] += unsent_fwd + unsent_rep;
             if nd > 0 {
                 // SAFETY: these mbufs are ours and referenced nowhere else.
                 unsafe { dpdk_sys::shim_rte_pktmbuf_free_bulk(drop.as_mut_ptr(), nd as u32) };
