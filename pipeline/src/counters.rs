@@ -1,11 +1,11 @@
 //! Flat counter tables for verdicts, so a worker can count with one array increment and the
 //! control side can sum snapshots slot by slot.
 
+use crate::stage::ratelimit::LimitClass;
 use crate::verdict::{DropReason, Malformed, Verdict};
 
-/// Rate-limit class slots reserved in the flat table. The rate-limit stage defines what each
-/// class index means; the table only needs a fixed upper bound.
-pub const RATE_CLASSES: usize = 8;
+/// One slot per rate-limit class, in the class's own index order.
+pub const RATE_CLASSES: usize = LimitClass::COUNT;
 
 const FIXED: [&str; 6] = [
     "acl_deny",
@@ -50,11 +50,8 @@ pub fn slot_name(slot: usize) -> String {
     } else if slot < RATE_BASE {
         FIXED[slot - BASE].to_string()
     } else if slot < TX_FULL_SLOT {
-        let class = (slot - RATE_BASE) as u8;
-        match crate::stage::ratelimit::LimitClass::from_index(class) {
-            Some(c) => format!("rate_limited.{}", c.name()),
-            None => format!("rate_limited.{class}"),
-        }
+        let class = LimitClass::ALL[slot - RATE_BASE];
+        format!("rate_limited.{}", class.name())
     } else if slot == TX_FULL_SLOT {
         "tx_full".to_string()
     } else if slot == REPLY_FAILED_SLOT {
