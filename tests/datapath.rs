@@ -19,23 +19,12 @@ fn bidirectional_bit_exact_and_conserved() {
     let cfg = s.config(
         "0,1",
         &[1],
-        &format!(
-            "net_pcap0,rx_pcap={},tx_pcap={}",
-            out_rx.display(),
-            out_tx.display()
-        ),
-        &format!(
-            "net_pcap1,rx_pcap={},tx_pcap={}",
-            in_rx.display(),
-            in_tx.display()
-        ),
+        &pcap_vdev(0, &out_rx, &out_tx),
+        &pcap_vdev(1, &in_rx, &in_tx),
         "exit_when_idle_ms = 300",
         8191,
     );
-    let mut cmd = scrubd();
-    cmd.arg("--config").arg(&cfg);
-    let out = run_with_limit(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", show(&out));
+    let out = run_ok(&cfg);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("conservation (rx = forwarded + replied + dropped, every port): ok"),
@@ -98,10 +87,7 @@ fn two_workers_each_own_a_queue() {
         "exit_when_idle_ms = 500",
         16383,
     );
-    let mut cmd = scrubd();
-    cmd.arg("--config").arg(&cfg);
-    let out = run_with_limit(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", show(&out));
+    run_ok(&cfg);
     // Worker q reads queue q of the outside port and sends on queue q of the inside port.
     assert_eq!(read_frames(&tx("i0.pcap")), read_frames(&a));
     assert_eq!(read_frames(&tx("i1.pcap")), read_frames(&b));
@@ -177,23 +163,12 @@ fn real_captures_cross_untouched() {
     let cfg = s.config(
         "0,1",
         &[1],
-        &format!(
-            "net_pcap0,rx_pcap={},tx_pcap={}",
-            outside.display(),
-            out_tx.display()
-        ),
-        &format!(
-            "net_pcap1,rx_pcap={},tx_pcap={}",
-            inside.display(),
-            in_tx.display()
-        ),
+        &pcap_vdev(0, &outside, &out_tx),
+        &pcap_vdev(1, &inside, &in_tx),
         "exit_when_idle_ms = 300",
         8191,
     );
-    let mut cmd = scrubd();
-    cmd.arg("--config").arg(&cfg);
-    let out = run_with_limit(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", show(&out));
+    run_ok(&cfg);
     let (want_in, want_out) = (read_frames(&outside), read_frames(&inside));
     assert_eq!(want_in.len(), 254);
     assert_eq!(read_frames(&in_tx), want_in);
@@ -209,9 +184,7 @@ fn bad_config_exits_2_naming_file_and_key() {
         .unwrap()
         .replace("burst = 32", "burst = 999");
     std::fs::write(&cfg, text).unwrap();
-    let mut cmd = scrubd();
-    cmd.arg("--config").arg(&cfg);
-    let out = run_with_limit(cmd, Duration::from_secs(10));
+    let out = run_config(&cfg, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -235,9 +208,7 @@ fn missing_capture_is_a_clear_startup_error() {
         "",
         8191,
     );
-    let mut cmd = scrubd();
-    cmd.arg("--config").arg(&cfg);
-    let out = run_with_limit(cmd, Duration::from_secs(30));
+    let out = run_config(&cfg, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -285,16 +256,8 @@ fn pipeline_scrubs_attack_and_forwards_legit_in_the_data_path() {
     let cfg = s.config(
         "0,1",
         &[1],
-        &format!(
-            "net_pcap0,rx_pcap={},tx_pcap={}",
-            out_rx.display(),
-            out_tx.display()
-        ),
-        &format!(
-            "net_pcap1,rx_pcap={},tx_pcap={}",
-            in_rx.display(),
-            in_tx.display()
-        ),
+        &pcap_vdev(0, &out_rx, &out_tx),
+        &pcap_vdev(1, &in_rx, &in_tx),
         "exit_when_idle_ms = 300",
         8191,
     );
@@ -304,10 +267,7 @@ fn pipeline_scrubs_attack_and_forwards_legit_in_the_data_path() {
         rules.display()
     ));
     std::fs::write(&cfg, text).unwrap();
-    let mut cmd = scrubd();
-    cmd.arg("--config").arg(&cfg);
-    let out = run_with_limit(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", show(&out));
+    run_ok(&cfg);
 
     use perf::gen::Attack;
     let count = |k: Attack| kinds.iter().filter(|x| **x == Some(k)).count() as u64;

@@ -109,6 +109,29 @@ impl Drop for Scenario {
     }
 }
 
+/// A net_pcap vdev string replaying `rx` and writing what is sent to `tx`.
+pub fn pcap_vdev(index: u8, rx: &Path, tx: &Path) -> String {
+    format!(
+        "net_pcap{index},rx_pcap={},tx_pcap={}",
+        rx.display(),
+        tx.display()
+    )
+}
+
+/// Run `scrubd --config cfg` to completion within `limit`.
+pub fn run_config(cfg: &Path, limit: Duration) -> Output {
+    let mut cmd = scrubd();
+    cmd.arg("--config").arg(cfg);
+    run_with_limit(cmd, limit)
+}
+
+/// [`run_config`] that must exit 0 within a minute.
+pub fn run_ok(cfg: &Path) -> Output {
+    let out = run_config(cfg, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", show(&out));
+    out
+}
+
 pub fn scrubd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scrubd"))
 }
