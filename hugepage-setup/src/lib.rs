@@ -178,19 +178,32 @@ fn shortage_hint(size: PageSize) -> String {
     }
 }
 
-/// Maps permission failures to the "run as root" message; everything else keeps its own wording.
-fn write_error(path: &Path, source: io::Error) -> Error {
+/// Maps permission failures to the "run as root" message naming `action`; everything else
+/// keeps its own wording, built by `other`.
+fn permission_or(
+    source: io::Error,
+    action: impl FnOnce() -> String,
+    other: impl FnOnce(io::Error) -> Error,
+) -> Error {
     if is_permission(&source) {
         Error::NotRoot {
-            action: format!("write {}", path.display()),
+            action: action(),
             source,
         }
     } else {
-        Error::Write {
+        other(source)
+    }
+}
+
+fn write_error(path: &Path, source: io::Error) -> Error {
+    permission_or(
+        source,
+        || format!("write {}", path.display()),
+        |source| Error::Write {
             path: path.to_owned(),
             source,
-        }
-    }
+        },
+    )
 }
 
 fn is_permission(e: &io::Error) -> bool {
@@ -744,35 +757,29 @@ fn apply_step(step: &Step, host: &mut dyn Host) -> Result<Outcome, Error> {
             })
         }
         Step::CreateDir { path } => {
-            host.create_dir(path).map_err(|source| {
-                if is_permission(&source) {
-                    Error::NotRoot {
-                        action: format!("create {}", path.display()),
-                        source,
-                    }
-                } else {
-                    Error::CreateDir {
+            host.create_dir(path).map_err(|e| {
+                permission_or(
+                    e,
+                    || format!("create {}", path.display()),
+                    |source| Error::CreateDir {
                         path: path.clone(),
                         source,
-                    }
-                }
+                    },
+                )
             })?;
             Ok(Outcome::CreatedDir(path.clone()))
         }
         Step::Mount { target, size } => {
-            host.mount_hugetlbfs(target, *size).map_err(|source| {
-                if is_permission(&source) {
-                    Error::NotRoot {
-                        action: format!("mount hugetlbfs at {}", target.display()),
-                        source,
-                    }
-                } else {
-                    Error::Mount {
+            host.mount_hugetlbfs(target, *size).map_err(|e| {
+                permission_or(
+                    e,
+                    || format!("mount hugetlbfs at {}", target.display()),
+                    |source| Error::Mount {
                         target: target.clone(),
                         size: *size,
                         source,
-                    }
-                }
+                    },
+                )
             })?;
             Ok(Outcome::Mounted {
                 target: target.clone(),
@@ -780,18 +787,15 @@ fn apply_step(step: &Step, host: &mut dyn Host) -> Result<Outcome, Error> {
             })
         }
         Step::Unmount { target } => {
-            host.unmount(target).map_err(|source| {
-                if is_permission(&source) {
-                    Error::NotRoot {
-                        action: format!("unmount {}", target.display()),
-                        source,
-                    }
-                } else {
-                    Error::Unmount {
+            host.unmount(target).map_err(|e| {
+                permission_or(
+                    e,
+                    || format!("unmount {}", target.display()),
+                    |source| Error::Unmount {
                         target: target.clone(),
                         source,
-                    }
-                }
+                    },
+                )
             })?;
             Ok(Outcome::Unmounted(target.clone()))
         }
