@@ -13,14 +13,6 @@ char *shim_rte_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, cha
 uint16_t shim_rte_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
 uint32_t shim_rte_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
 uint16_t shim_rte_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
-int shim_rte_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len)
-{
-	if (m->nb_segs != 1 || (uint32_t)m->data_off + len > m->buf_len)
-		return -1;
-	m->data_len = len;
-	m->pkt_len = len;
-	return 0;
-}
 char *shim_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
 uint16_t shim_rte_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 uint64_t shim_rte_rdtsc(void) { return rte_rdtsc(); }

@@ -27,9 +27,6 @@ char *shim_rte_pktmbuf_mtod(struct rte_mbuf *m);
 uint16_t shim_rte_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t shim_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t shim_rte_pktmbuf_nb_segs(const struct rte_mbuf *m);
-/* Set the length of a single-segment mbuf (data_len and pkt_len together). Returns 0, or -1
- * when len does not fit the buffer's tailroom. */
-int shim_rte_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len);
 char *shim_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 uint16_t shim_rte_pktmbuf_tailroom(const struct rte_mbuf *m);
 uint64_t shim_rte_rdtsc(void);
