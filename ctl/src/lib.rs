@@ -1,1 +1,3 @@
-//! Placeholder; built out by its issue.
+//! scrubd's control socket: the versioned line-delimited JSON protocol, and `scrubctl`.
+
+pub mod protocol;

@@ -7,6 +7,7 @@
 pub mod counters;
 pub mod headers;
 pub mod lpm;
+pub mod offenders;
 pub mod pipeline;
 pub mod prefix;
 pub mod stage;

@@ -7,7 +7,9 @@
 //! survived the cheap ones.
 
 use crate::stage::acl::{AclConfig, AclError, AclStage, AclTable};
-use crate::stage::ratelimit::{RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter};
+use crate::stage::ratelimit::{
+    LimitClass, RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter,
+};
 use crate::stage::signature::{CompiledRules, SignatureConfig, SignatureError, SignatureStage};
 use crate::stage::syncookie::{self, SynCookieConfig, SynCookieStage};
 use crate::stage::StageResult;
@@ -52,6 +54,36 @@ pub enum PolicyError {
     #[error("pipeline.{0}")]
     Signature(#[from] SignatureError),
 }
+
+const ACL_COUNTERS: [&str; 5] = [
+    "acl.allowed_src",
+    "acl.allowed_dst",
+    "acl.denied_src",
+    "acl.denied_dst",
+    "acl.no_match",
+];
+const SYNCOOKIE_COUNTERS: [&str; 9] = [
+    "syncookie.syn_answered",
+    "syncookie.auth_fallback_classic",
+    "syncookie.rst_validated",
+    "syncookie.ack_validated",
+    "syncookie.cookie_invalid",
+    "syncookie.unauthenticated",
+    "syncookie.allowlist_hits",
+    "syncookie.allowlist_evictions",
+    "syncookie.rotations",
+];
+const RATELIMIT_COUNTERS: [&str; 4] = [
+    "ratelimit.unlimited",
+    "ratelimit.table_inserts",
+    "ratelimit.table_evictions",
+    "ratelimit.table_evictions_active",
+];
+/// Number of stage counters ([`Pipeline::stage_counter_names`]).
+pub const STAGE_COUNTERS: usize = ACL_COUNTERS.len()
+    + SYNCOOKIE_COUNTERS.len()
+    + RATELIMIT_COUNTERS.len()
+    + 2 * LimitClass::COUNT;
 
 /// Everything compiled from a [`PipelineConfig`] once, off the fast path, and shared by the
 /// workers: the ACL table and rule set behind `Arc`s, the rate limiter's shared aggregate
@@ -150,57 +182,87 @@ impl Pipeline {
         }
     }
 
-    /// Every stage's counters as (name, value), for reports: summed across workers by name.
-    pub fn stage_counters(&self) -> Vec<(Cow<'static, str>, u64)> {
-        let mut out: Vec<(Cow<'static, str>, u64)> = Vec::new();
-        let mut fixed = |names: &[(&'static str, u64)]| {
-            out.extend(names.iter().map(|&(n, v)| (Cow::Borrowed(n), v)));
-        };
+    /// Names of every stage counter any pipeline can have, in the order
+    /// [`Pipeline::fill_stage_counters`] writes them. The list is fixed for the process so a
+    /// worker can publish its counters into a preallocated array whatever stages a reload adds
+    /// or removes.
+    pub fn stage_counter_names() -> &'static [String] {
+        static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        NAMES.get_or_init(|| {
+            let mut v: Vec<String> = Vec::new();
+            v.extend(ACL_COUNTERS.iter().map(|s| s.to_string()));
+            v.extend(SYNCOOKIE_COUNTERS.iter().map(|s| s.to_string()));
+            v.extend(RATELIMIT_COUNTERS.iter().map(|s| s.to_string()));
+            for class in LimitClass::ALL {
+                v.push(format!("ratelimit.{}.passed", class.name()));
+                v.push(format!("ratelimit.{}.dropped", class.name()));
+            }
+            v
+        })
+    }
+
+    /// Writes every stage counter into `out` (indexed like [`Pipeline::stage_counter_names`];
+    /// absent stages write zeros). No allocation: workers call this when they publish stats.
+    pub fn fill_stage_counters(&self, out: &mut [u64]) {
+        let mut vals = [0u64; STAGE_COUNTERS];
         if let Some(a) = &self.acl {
             let c = &a.counters;
-            fixed(&[
-                ("acl.allowed_src", c.allowed_src),
-                ("acl.allowed_dst", c.allowed_dst),
-                ("acl.denied_src", c.denied_src),
-                ("acl.denied_dst", c.denied_dst),
-                ("acl.no_match", c.no_match),
+            vals[..5].copy_from_slice(&[
+                c.allowed_src,
+                c.allowed_dst,
+                c.denied_src,
+                c.denied_dst,
+                c.no_match,
             ]);
         }
         if let Some(sc) = &self.syncookie {
             let c = sc.counters();
-            fixed(&[
-                ("syncookie.syn_answered", c.syn_answered),
-                ("syncookie.auth_fallback_classic", c.auth_fallback_classic),
-                ("syncookie.rst_validated", c.rst_validated),
-                ("syncookie.ack_validated", c.ack_validated),
-                ("syncookie.cookie_invalid", c.cookie_invalid),
-                ("syncookie.unauthenticated", c.unauthenticated),
-                ("syncookie.allowlist_hits", c.allowlist_hits),
-                ("syncookie.allowlist_evictions", c.allowlist_evictions),
-                ("syncookie.rotations", c.rotations),
+            vals[5..14].copy_from_slice(&[
+                c.syn_answered,
+                c.auth_fallback_classic,
+                c.rst_validated,
+                c.ack_validated,
+                c.cookie_invalid,
+                c.unauthenticated,
+                c.allowlist_hits,
+                c.allowlist_evictions,
+                c.rotations,
             ]);
         }
         if let Some(rl) = &self.ratelimit {
             let c = &rl.counters;
-            fixed(&[
-                ("ratelimit.unlimited", c.unlimited),
-                ("ratelimit.table_inserts", c.table_inserts),
-                ("ratelimit.table_evictions", c.table_evictions),
-                ("ratelimit.table_evictions_active", c.table_evictions_active),
+            vals[14..18].copy_from_slice(&[
+                c.unlimited,
+                c.table_inserts,
+                c.table_evictions,
+                c.table_evictions_active,
             ]);
-            for class in crate::stage::ratelimit::LimitClass::ALL {
+            for class in LimitClass::ALL {
                 let i = usize::from(class.index());
-                out.push((
-                    format!("ratelimit.{}.passed", class.name()).into(),
-                    c.passed[i],
-                ));
-                out.push((
-                    format!("ratelimit.{}.dropped", class.name()).into(),
-                    c.dropped[i],
-                ));
+                vals[18 + 2 * i] = c.passed[i];
+                vals[18 + 2 * i + 1] = c.dropped[i];
             }
         }
-        out
+        for (o, v) in out.iter_mut().zip(vals.iter()) {
+            *o = *v;
+        }
+    }
+
+    /// The counters of the stages this pipeline runs as (name, value), for reports.
+    pub fn stage_counters(&self) -> Vec<(Cow<'static, str>, u64)> {
+        let mut vals = [0u64; STAGE_COUNTERS];
+        self.fill_stage_counters(&mut vals);
+        let present = |name: &str| {
+            (name.starts_with("acl.") && self.acl.is_some())
+                || (name.starts_with("syncookie.") && self.syncookie.is_some())
+                || (name.starts_with("ratelimit.") && self.ratelimit.is_some())
+        };
+        Pipeline::stage_counter_names()
+            .iter()
+            .zip(vals)
+            .filter(|(n, _)| present(n))
+            .map(|(n, v)| (Cow::Owned(n.clone()), v))
+            .collect()
     }
 
     /// Hits per signature rule index (empty without a signature stage).
@@ -293,6 +355,31 @@ mod tests {
         buf.resize(frame.len() + 128, 0);
         let v = p.process(&mut buf, frame.len(), &Meta { port: 0, tsc });
         (v, buf)
+    }
+
+    #[test]
+    fn stage_counter_names_cover_every_filled_slot() {
+        let names = Pipeline::stage_counter_names();
+        assert_eq!(names.len(), STAGE_COUNTERS);
+        let mut uniq = names.to_vec();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), names.len(), "duplicate stage counter names");
+        // A SYN to a protected address moves exactly the syn_answered slot.
+        let mut p = policy("[syncookie]\nprotected = [\"10.0.0.0/8\"]\n").worker();
+        let (v, _) = run(&mut p, &syn([1, 2, 3, 4], [10, 0, 0, 1], 1234, 80), 1);
+        assert!(matches!(v, Verdict::Reply { .. }));
+        let mut out = vec![0u64; STAGE_COUNTERS];
+        p.fill_stage_counters(&mut out);
+        let i = names
+            .iter()
+            .position(|n| n == "syncookie.syn_answered")
+            .unwrap();
+        assert_eq!(out[i], 1);
+        assert_eq!(out.iter().sum::<u64>(), 1);
+        let listed = p.stage_counters();
+        assert!(listed.iter().all(|(n, _)| n.starts_with("syncookie.")));
+        assert_eq!(listed.len(), SYNCOOKIE_COUNTERS.len());
     }
 
     #[test]
