@@ -2,6 +2,7 @@
 
 use hdrhistogram::Histogram;
 use pipeline::offenders::OffenderEntry;
+use pipeline::stage::syncookie::Status as SynCookieStatus;
 use pipeline::VerdictCounters;
 
 /// Largest latency a histogram tracks; longer ones are clamped to it (saturating record), so a
@@ -48,6 +49,8 @@ pub struct Snapshot {
     /// TSC ticks spent in non-empty bursts / in the loop, cumulative.
     pub busy_tsc: u64,
     pub total_tsc: u64,
+    /// The worker's SYN-cookie state (secret generation, allowlist use) when the stage runs.
+    pub syncookie: Option<SynCookieStatus>,
     /// Intervals at which the worker could not publish (no free buffer or ring full) since
     /// it started; their data is in this snapshot.
     pub deferred: u64,
@@ -70,6 +73,7 @@ impl Snapshot {
             offenders: Vec::new(),
             busy_tsc: 0,
             total_tsc: 0,
+            syncookie: None,
             deferred: 0,
         }
     }
