@@ -37,6 +37,62 @@ pub struct Config {
     pub run: RunConfig,
     #[serde(default)]
     pub pipeline: pipeline::PipelineConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// The control side: the operator socket, the stats path and the ecosystem hooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket scrubctl talks to. Its directory is created (0755) if missing.
+    pub socket: PathBuf,
+    /// "0600" (owner only, the default) or "0660" (owner and `socket_group`).
+    pub socket_mode: String,
+    /// Group that may use the socket with mode 0660.
+    pub socket_group: Option<String>,
+    /// Further uids allowed to connect (root and the daemon's own uid always are).
+    pub allowed_uids: Vec<u32>,
+    /// How often each worker publishes a stats snapshot.
+    pub stats_interval_ms: u64,
+    /// The span the rates (pps, bps) are computed over.
+    pub rate_window_s: f64,
+    /// The span of the "recent" latency histogram.
+    pub latency_window_s: u64,
+    /// Serve Prometheus text on http://ADDR/metrics (e.g. "127.0.0.1:9417"); off when absent.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// CPU the control thread is pinned to; default: the main lcore's CPU.
+    pub cpu: Option<usize>,
+    /// Register /scrubd/* commands with DPDK telemetry.
+    pub telemetry: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from("/run/scrubd/scrubd.sock"),
+            socket_mode: "0600".into(),
+            socket_group: None,
+            allowed_uids: Vec::new(),
+            stats_interval_ms: 100,
+            rate_window_s: 1.0,
+            latency_window_s: 10,
+            metrics_listen: None,
+            cpu: None,
+            telemetry: true,
+        }
+    }
+}
+
+impl ControlConfig {
+    /// The socket mode as a number (validated by `Config::validate`).
+    pub fn mode(&self) -> u32 {
+        if self.socket_mode == "0660" {
+            0o660
+        } else {
+            0o600
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -312,6 +368,50 @@ impl Config {
                 ),
             );
         }
+        let c = &self.control;
+        if c.socket.as_os_str().is_empty() {
+            return bad("control.socket", "must be a path".into());
+        }
+        if c.socket.as_os_str().len() > 107 {
+            return bad(
+                "control.socket",
+                "longer than a Unix socket path may be (107 bytes)".into(),
+            );
+        }
+        match c.socket_mode.as_str() {
+            "0600" => {}
+            "0660" if c.socket_group.is_some() => {}
+            "0660" => {
+                return bad(
+                    "control.socket_group",
+                    "socket_mode \"0660\" needs the group that may connect".into(),
+                )
+            }
+            m => {
+                return bad(
+                    "control.socket_mode",
+                    format!("\"{m}\" is not \"0600\" or \"0660\""),
+                )
+            }
+        }
+        if !(10..=10_000).contains(&c.stats_interval_ms) {
+            return bad(
+                "control.stats_interval_ms",
+                format!("must be 10..=10000, got {}", c.stats_interval_ms),
+            );
+        }
+        if !(c.rate_window_s >= 0.1 && c.rate_window_s <= 3600.0) {
+            return bad(
+                "control.rate_window_s",
+                format!("must be 0.1..=3600, got {}", c.rate_window_s),
+            );
+        }
+        if !(1..=3600).contains(&c.latency_window_s) {
+            return bad(
+                "control.latency_window_s",
+                format!("must be 1..=3600, got {}", c.latency_window_s),
+            );
+        }
         if let Some(s) = self.run.duration_s {
             if !(s >= 0.0 && s.is_finite()) {
                 return bad(
@@ -329,6 +429,20 @@ impl Config {
                 .map(|l| l[0])
                 .unwrap_or(0)
         })
+    }
+
+    /// The CPU an lcore runs on: the `@cpu` of an "lcore@cpu" entry, else the lcore number.
+    pub fn lcore_cpu(&self, lcore: u32) -> u32 {
+        for part in self.eal.lcores.split(',') {
+            if let Some((l, cpu)) = part.trim().split_once('@') {
+                if l.trim().parse::<u32>() == Ok(lcore) {
+                    if let Ok(c) = cpu.trim().parse() {
+                        return c;
+                    }
+                }
+            }
+        }
+        lcore
     }
 
     /// The EAL argument vector this config stands for.

@@ -1,14 +1,20 @@
 //! scrubd: an inline DDoS scrubber on DPDK.
 
 mod config;
+mod control;
 mod summary;
 
 use clap::Parser;
 use config::Config;
+use control::live::LivePolicy;
+use control::{lock, PortMeta, Shared};
 use dataplane::{run_workers, Control, Eal, Link, Mempool, Port, PortSetup, WorkerPlan};
-use pipeline::Policy;
+use pipeline::{Pipeline, Policy};
+use stats::aggregate::{Aggregator, AggregatorConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// scrubd sits inline between an outside and an inside port and forwards clean traffic in both
@@ -25,7 +31,11 @@ use std::time::{Duration, Instant};
 ///
 ///   scrubd --config my.toml --check              validate a config and print the EAL arguments
 ///
-/// Stop with Ctrl-C (SIGINT) or SIGTERM: workers stop, the summary is printed, ports are closed.
+/// While it runs, `scrubctl` steers it over the control socket (control.socket in the config):
+/// stats, latency, block/allow lists, rule reloads, rate limits, SYN-cookie rotation.
+///
+/// Stop with Ctrl-C (SIGINT), SIGTERM or `scrubctl shutdown`: workers stop, the summary with
+/// counters and latency percentiles is printed, ports are closed.
 #[derive(Parser, Debug)]
 #[command(name = "scrubd", version, verbatim_doc_comment)]
 struct Cli {
@@ -130,19 +140,102 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             rx_index: i as u16,
         });
     }
-    let plans = d
-        .workers
-        .iter()
-        .enumerate()
-        .map(|(q, &lcore)| WorkerPlan {
+    let tsc_hz = eal.tsc_hz();
+    let c = &cfg.control;
+    let stage_names = Pipeline::stage_counter_names().len();
+    let interval_tsc = (u128::from(tsc_hz) * u128::from(c.stats_interval_ms) / 1000) as u64;
+    let mut ends = Vec::with_capacity(d.workers.len());
+    let mut plans = Vec::with_capacity(d.workers.len());
+    for (q, &lcore) in d.workers.iter().enumerate() {
+        // Four buffers: the worker can publish while the control thread holds up to three.
+        let (wend, cend) = dataplane::channel::channel(q as u16, ports.len(), stage_names, 4, 4);
+        ends.push(cend);
+        plans.push(WorkerPlan {
             lcore,
             queue: q as u16,
             burst: d.burst,
             links: links.clone(),
             ports: ports.len(),
             pipeline: policy.worker(),
+            channel: wend,
+            stats_interval_tsc: interval_tsc,
+            tsc_hz,
+        });
+    }
+    let mut agg = Aggregator::new(AggregatorConfig {
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        workers: d.workers.len(),
+        tsc_hz,
+        window: Duration::from_secs(c.latency_window_s),
+        rate_window: Duration::from_secs_f64(c.rate_window_s),
+    });
+    agg.set_rules(0, rule_info(policy.rules().map(|r| r.as_ref())));
+    let live = LivePolicy::new(cli.config.clone(), cfg, policy.rules().cloned(), tsc_hz)?;
+    let port_meta = ports
+        .iter()
+        .zip(&cfg.ports)
+        .map(|(p, pc)| PortMeta {
+            name: pc.name.clone(),
+            device: pc.device_name().to_string(),
+            driver: p.driver().to_string(),
+            rx_queues: queues,
+            tx_queues: queues,
+            handle: p.handle(),
         })
         .collect();
+    let pc = &cfg.pipeline;
+    let stages: Vec<String> = [
+        ("acl", pc.acl.is_some()),
+        ("syncookie", pc.syncookie.is_some()),
+        ("ratelimit", pc.ratelimit.is_some()),
+        ("signature", pc.signature.is_some()),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n.to_string())
+    .collect();
+    let shared = Arc::new(Shared::new(
+        cli.config.clone(),
+        port_meta,
+        c.stats_interval_ms,
+        tsc_hz,
+        agg,
+        live,
+        pc.syncookie.clone(),
+        policy.rate_limiter().map(|r| Arc::clone(r.aggregate())),
+        ends,
+        stages,
+    ));
+    let ctl_stop = Arc::new(AtomicBool::new(false));
+    let cpu = c.cpu.unwrap_or(cfg.lcore_cpu(eal.main_lcore()) as usize);
+    let ctl_thread = control::spawn_control_thread(Arc::clone(&shared), Arc::clone(&ctl_stop), cpu)?;
+    let server = ctl::server::serve(
+        ctl::server::ServerConfig {
+            path: c.socket.clone(),
+            mode: c.mode(),
+            group: c.socket_group.clone(),
+            allowed_uids: c.allowed_uids.clone(),
+            ..ctl::server::ServerConfig::default()
+        },
+        Arc::new(control::handler::Handler {
+            shared: Arc::clone(&shared),
+        }),
+    )
+    .map_err(|e| format!("control socket {}: {e}", c.socket.display()))?;
+    eprintln!("scrubd: control socket {} (scrubctl --socket {0})", c.socket.display());
+    let metrics = match c.metrics_listen {
+        Some(addr) => {
+            let sh = Arc::clone(&shared);
+            let m = ctl::http::serve_metrics(
+                addr,
+                Arc::new(move || lock(&sh.agg).prometheus(Instant::now())),
+            )
+            .map_err(|e| format!("control.metrics_listen {addr}: {e}"))?;
+            eprintln!("scrubd: Prometheus metrics on http://{addr}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
 
     let duration = cli
         .duration
@@ -150,49 +243,60 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         .filter(|s| *s > 0.0)
         .map(Duration::from_secs_f64);
     let idle = cfg.run.exit_when_idle_ms.map(Duration::from_millis);
-    let tsc_hz = eal.tsc_hz();
     let control = Control::new(d.workers.len());
     let started = Instant::now();
     eprintln!(
-        "scrubd: {} worker(s) on lcores {:?}; Ctrl-C to stop",
+        "scrubd: {} worker(s) on lcores {:?}; Ctrl-C, SIGTERM or `scrubctl shutdown` to stop",
         d.workers.len(),
         d.workers
     );
     let mut stop_reason = "signal";
-    let reports = run_workers(&eal, plans, &control, |ctl| {
+    let result = run_workers(&eal, plans, &control, |ctl| {
         std::thread::sleep(Duration::from_millis(10));
-        if dataplane::signals::stop_requested() {
-            stop_reason = "signal";
-            return false;
-        }
-        if let Some(dur) = duration {
-            if started.elapsed() >= dur {
-                stop_reason = "duration";
-                return false;
+        let stop = if dataplane::signals::stop_requested() {
+            Some("signal")
+        } else if shared.shutdown.load(Ordering::Acquire) {
+            Some("scrubctl shutdown")
+        } else if duration.is_some_and(|dur| started.elapsed() >= dur) {
+            Some("duration")
+        } else if idle.is_some_and(|idle| idle_for(ctl, tsc_hz) >= idle.as_secs_f64()) {
+            Some("idle")
+        } else {
+            None
+        };
+        match stop {
+            Some(r) => {
+                stop_reason = r;
+                // From here on updates are refused: the workers are about to leave their loops.
+                shared.stopping.store(true, Ordering::Release);
+                false
             }
+            None => true,
         }
-        if let Some(idle) = idle {
-            let last = ctl
-                .live
-                .iter()
-                .map(|l| l.last_rx_tsc.load(std::sync::atomic::Ordering::Relaxed))
-                .max();
-            let seen = ctl
-                .live
-                .iter()
-                .any(|l| l.rx_packets.load(std::sync::atomic::Ordering::Relaxed) > 0);
-            if let (true, Some(last)) = (seen, last) {
-                let idle_ticks = dataplane::rdtsc().saturating_sub(last);
-                if idle_ticks as f64 / tsc_hz as f64 >= idle.as_secs_f64() {
-                    stop_reason = "idle";
-                    return false;
-                }
-            }
-        }
-        true
-    })?;
+    });
+    shared.stopping.store(true, Ordering::Release);
+    // The workers published their final snapshots before returning; drain them, then stop.
+    ctl_stop.store(true, Ordering::Release);
+    if ctl_thread.join().is_err() {
+        eprintln!("scrubd: the control thread panicked");
+    }
+    server.shutdown();
+    if let Some(m) = metrics {
+        m.shutdown();
+    }
+    let reports = result?;
     let elapsed = started.elapsed();
-    let sum = summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
+    let now = Instant::now();
+    let (stats_report, latency, totals) = {
+        let mut agg = lock(&shared.agg);
+        (
+            agg.stats_report(now),
+            agg.latency_report(now, false, false),
+            agg.totals(),
+        )
+    };
+    let mut sum = summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
+    sum.add_control_view(&reports, &totals, stats_report, latency);
     // A closed stdout (`scrubd ... | head`) must not stop the orderly shutdown below.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), sum.render().as_bytes());
     if let Some(path) = cli.summary_json.as_ref().or(cfg.run.summary_json.as_ref()) {
@@ -206,7 +310,35 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     if !sum.conserved {
         return Err("packet conservation violated: see the summary".into());
     }
+    if !sum.stats_path_exact {
+        return Err("the control side's totals differ from the workers' final counters".into());
+    }
     Ok(())
+}
+
+/// Seconds since the newest packet on any worker (0 before the first packet).
+fn idle_for(ctl: &Control, tsc_hz: u64) -> f64 {
+    let seen = ctl
+        .live
+        .iter()
+        .any(|l| l.rx_packets.load(Ordering::Relaxed) > 0);
+    let last = ctl
+        .live
+        .iter()
+        .map(|l| l.last_rx_tsc.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    if !seen {
+        return 0.0;
+    }
+    dataplane::rdtsc().saturating_sub(last) as f64 / tsc_hz.max(1) as f64
+}
+
+/// (sid, msg) per rule index, as the aggregator names signature hits.
+fn rule_info(rules: Option<&pipeline::stage::signature::CompiledRules>) -> Vec<(u32, String)> {
+    rules
+        .map(|r| r.rules_info().iter().map(|i| (i.sid, i.msg.clone())).collect())
+        .unwrap_or_default()
 }
 
 /// 128 random bits keying the SYN cookies, read once at start-up (never on the packet path).

@@ -58,6 +58,12 @@ pub struct Summary {
     /// Signature rules that matched at least once.
     pub signature_hits: Vec<RuleHits>,
     pub conserved: bool,
+    /// Latency percentiles (ns) from the control side's histograms: all workers merged, then
+    /// each worker.
+    pub latency: Vec<ctl::protocol::LatencyRow>,
+    /// The control side's totals (sum of the workers' final snapshots) equal the workers' own
+    /// counters, port by port: nothing was lost or counted twice on the stats path.
+    pub stats_path_exact: bool,
 }
 
 impl Summary {
@@ -170,7 +176,47 @@ impl Summary {
             stages,
             signature_hits,
             conserved,
+            latency: Vec::new(),
+            stats_path_exact: true,
         }
+    }
+
+    /// Add what the control side saw: latency, and whether its totals match the workers'.
+    /// Signature hits come from it too, because after a `rules reload` the workers' own stages
+    /// hold only the newest rule set's hits.
+    pub fn add_control_view(
+        &mut self,
+        reports: &[WorkerReport],
+        totals: &[VerdictCounters],
+        stats: ctl::protocol::StatsReport,
+        latency: ctl::protocol::LatencyReport,
+    ) {
+        let mut per_port = vec![VerdictCounters::default(); totals.len()];
+        for r in reports {
+            for (acc, c) in per_port.iter_mut().zip(&r.per_port) {
+                acc.add(c);
+            }
+        }
+        self.stats_path_exact =
+            reports.iter().all(|r| r.final_published) && per_port.as_slice() == totals;
+        let actions: BTreeMap<u32, String> = self
+            .signature_hits
+            .iter()
+            .map(|h| (h.sid, h.action.clone()))
+            .collect();
+        self.signature_hits = stats
+            .signature_hits
+            .into_iter()
+            .map(|h| RuleHits {
+                action: actions.get(&h.sid).cloned().unwrap_or_else(|| "-".into()),
+                sid: h.sid,
+                msg: h.msg,
+                hits: h.hits,
+            })
+            .collect();
+        self.latency = std::iter::once(latency.merged)
+            .chain(latency.workers)
+            .collect();
     }
 
     pub fn render(&self) -> String {
@@ -241,10 +287,37 @@ impl Summary {
             "total rx {} packets in {:.3} s active: {:.3} Mpps",
             self.rx_total, self.active_s, self.mpps
         );
+        if !self.latency.is_empty() {
+            let _ = writeln!(
+                s,
+                "latency (µs, RX burst to TX/free) {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "packets", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+            );
+            let us = |ns: u64| ns as f64 / 1000.0;
+            for l in &self.latency {
+                let _ = writeln!(
+                    s,
+                    "  {:<32} {:>12} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                    l.label,
+                    l.count,
+                    us(l.p50),
+                    us(l.p90),
+                    us(l.p99),
+                    us(l.p999),
+                    us(l.p9999),
+                    us(l.max)
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "conservation (rx = forwarded + replied + dropped, every port): {}",
             if self.conserved { "ok" } else { "VIOLATED" }
+        );
+        let _ = writeln!(
+            s,
+            "stats path (control-side totals = workers' final counters): {}",
+            if self.stats_path_exact { "exact" } else { "MISMATCH" }
         );
         s
     }

@@ -3,6 +3,7 @@
 //! All `unsafe` of the project lives here and in `dpdk-sys`. Objects borrow the [`Eal`] token so
 //! the EAL outlives them, and ports borrow their mempool so buffers outlive the queues.
 
+pub mod channel;
 pub mod eal;
 pub mod error;
 pub mod mbuf;
@@ -14,5 +15,5 @@ pub mod worker;
 pub use eal::{rdtsc, Eal};
 pub use error::DpdkError;
 pub use mempool::Mempool;
-pub use port::{port_id_by_name, LinkStatus, Port, PortSetup, PortStats, RssState};
+pub use port::{port_id_by_name, LinkStatus, Port, PortHandle, PortSetup, PortStats, RssState};
 pub use worker::{run_workers, Control, Link, WorkerPlan, WorkerReport, MAX_BURST};

@@ -239,8 +239,41 @@ impl<'a> Port<'a> {
     }
 
     pub fn link(&self) -> LinkStatus {
+        self.handle().link()
+    }
+
+    pub fn stats(&self) -> PortStats {
+        self.handle().stats()
+    }
+
+    /// Extended statistics as (name, value) pairs, as the PMD names them.
+    pub fn xstats(&self) -> Vec<(String, u64)> {
+        self.handle().xstats()
+    }
+
+    /// A copyable handle for reading this port's link and counters from control threads.
+    pub fn handle(&self) -> PortHandle {
+        PortHandle { id: self.id }
+    }
+}
+
+/// Read-only access to a port's link state and counters from any thread (the control socket's
+/// client threads). DPDK's stats and link queries validate the port id and only read the
+/// PMD's counters, so they are safe next to the workers' bursts; on a port that was closed in
+/// the meantime they report zeros instead of failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortHandle {
+    id: u16,
+}
+
+impl PortHandle {
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    pub fn link(&self) -> LinkStatus {
         let mut l = dpdk_sys::rte_eth_link::default();
-        // SAFETY: id is valid; l is a valid out pointer.
+        // SAFETY: rte_eth_link_get_nowait validates the id; l is a valid out pointer.
         unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l) };
         LinkStatus {
             up: l.link_status() != 0,
@@ -251,7 +284,7 @@ impl<'a> Port<'a> {
 
     pub fn stats(&self) -> PortStats {
         let mut s = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: id is valid; s is a valid out pointer.
+        // SAFETY: rte_eth_stats_get validates the id; s is a valid out pointer.
         unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) };
         PortStats {
             ipackets: s.ipackets,
@@ -265,7 +298,6 @@ impl<'a> Port<'a> {
         }
     }
 
-    /// Extended statistics as (name, value) pairs, as the PMD names them.
     pub fn xstats(&self) -> Vec<(String, u64)> {
         // SAFETY: a null array with size 0 asks for the count.
         let n = unsafe { dpdk_sys::rte_eth_xstats_get_names(self.id, std::ptr::null_mut(), 0) };

@@ -1,5 +1,6 @@
 //! Poll-mode workers: one per lcore, each owning one RX and one TX queue on every port.
 
+use crate::channel::{ToCtl, Update, WorkerEnd};
 use crate::eal::{rdtsc, Eal};
 use crate::error::DpdkError;
 use dpdk_sys::rte_mbuf;
@@ -32,6 +33,12 @@ pub struct WorkerPlan {
     /// Number of ports in the daemon's list, for sizing the per-port counters.
     pub ports: usize,
     pub pipeline: Pipeline,
+    /// The worker's end of its rings to the control thread.
+    pub channel: WorkerEnd,
+    /// TSC ticks between two stats snapshots.
+    pub stats_interval_tsc: u64,
+    /// TSC frequency, to turn latency ticks into nanoseconds.
+    pub tsc_hz: u64,
 }
 
 /// Values a worker publishes for the main lcore while it runs: plain atomics written once per
@@ -58,6 +65,12 @@ pub struct WorkerReport {
     pub last_rx_tsc: u64,
     /// The worker's pipeline, handed back with its per-stage counters.
     pub pipeline: Pipeline,
+    /// Snapshots published, and intervals deferred because no buffer was free.
+    pub snapshots: u64,
+    pub deferred: u64,
+    /// Whether the last snapshot (taken after the loop stopped) reached the control side, so
+    /// the control side's totals equal this report's.
+    pub final_published: bool,
 }
 
 /// Shared stop flag plus per-worker live values.
@@ -187,6 +200,154 @@ fn tx_or_free(port: u16, queue: u16, pkts: &mut [*mut rte_mbuf]) -> u64 {
     rest.len() as u64
 }
 
+/// Everything a worker needs to publish stats, kept apart from the packet loop's state.
+struct Publisher {
+    channel: WorkerEnd,
+    worker: u16,
+    lcore: u32,
+    queue: u16,
+    /// Latency of packets finished since the last published snapshot.
+    pending: hdrhistogram::Histogram<u64>,
+    /// Nanoseconds per TSC tick, scaled by 2^16 so the conversion is one multiply and a shift.
+    ns_per_tick_q16: u64,
+    seq: u64,
+    deferred: u64,
+    rules_generation: u64,
+    /// Acks that met a full ring (cannot happen with the ring sizes `channel` picks; kept
+    /// rather than lost if it ever does).
+    outbox: Vec<Box<Update>>,
+}
+
+impl Publisher {
+    #[inline]
+    fn record_latency(&mut self, ticks: u64, packets: u64) {
+        let ns = (u128::from(ticks) * u128::from(self.ns_per_tick_q16)) >> 16;
+        let ns = (ns as u64).clamp(1, stats::LATENCY_MAX_NS);
+        // In range by the clamp above, and the histogram does not auto-resize, so this neither
+        // fails nor allocates.
+        let _ = self.pending.record_n(ns, packets);
+    }
+
+    /// Fill a free buffer and send it; without one, count a deferral (the data stays here and
+    /// goes out with the next snapshot).
+    fn publish(
+        &mut self,
+        counters: &[VerdictCounters],
+        pipeline: &Pipeline,
+        tsc: u64,
+        busy: u64,
+        total: u64,
+        count_deferral: bool,
+    ) -> bool {
+        let Some(mut buf) = self.channel.take_free() else {
+            self.deferred += u64::from(count_deferral);
+            return false;
+        };
+        self.seq += 1;
+        buf.worker = self.worker;
+        buf.lcore = self.lcore;
+        buf.queue = self.queue;
+        buf.seq = self.seq;
+        buf.tsc = tsc;
+        for (dst, src) in buf.per_port.iter_mut().zip(counters) {
+            dst.clone_from(src);
+        }
+        pipeline.fill_stage_counters(&mut buf.stages);
+        buf.rules_generation = self.rules_generation;
+        buf.signature_hits.clear();
+        // Reallocates only the first time after a reload brought more rules.
+        buf.signature_hits
+            .extend_from_slice(pipeline.signature_hits());
+        buf.offenders.clear();
+        buf.syncookie = pipeline.syncookie.as_ref().map(|s| s.status(tsc));
+        // The control side resets histograms before recycling them, so the swap leaves an
+        // empty pending histogram here without touching its memory.
+        std::mem::swap(&mut buf.latency, &mut self.pending);
+        buf.busy_tsc = busy;
+        buf.total_tsc = total;
+        buf.deferred = self.deferred;
+        if let Err(item) = self.channel.send(ToCtl::Snapshot(buf)) {
+            // Cannot happen (the ring holds the whole pool); undo so nothing is lost.
+            if let ToCtl::Snapshot(mut b) = item {
+                std::mem::swap(&mut b.latency, &mut self.pending);
+                self.pending.add(&b.latency).ok();
+            }
+            self.seq -= 1;
+            self.deferred += u64::from(count_deferral);
+            return false;
+        }
+        true
+    }
+
+    /// Apply one queued update at a burst boundary and send the box back with what it replaced.
+    fn apply_update(&mut self, pipeline: &mut Pipeline) {
+        if !self.outbox.is_empty() {
+            self.flush_outbox();
+            // Take no new update while an ack is still waiting: its ring room is reserved.
+            if !self.outbox.is_empty() {
+                return;
+            }
+        }
+        let Some(mut u) = self.channel.next_update() else {
+            return;
+        };
+        match u.as_mut() {
+            Update::Acl(table) => install_acl(pipeline, table),
+            Update::Rules {
+                acl,
+                generation,
+                stage,
+            } => {
+                install_acl(pipeline, acl);
+                std::mem::swap(&mut pipeline.signature, stage);
+                std::mem::swap(&mut self.rules_generation, generation);
+            }
+            Update::RateClass {
+                class,
+                limit,
+                applied,
+            } => {
+                *applied = Some(match &mut pipeline.ratelimit {
+                    Some(rl) => rl.set_class(*class, *limit).map_err(|e| e.to_string()),
+                    None => Err("rate limiting is not configured".into()),
+                });
+            }
+            Update::RotateCookie { applied } => {
+                if let Some(sc) = &mut pipeline.syncookie {
+                    sc.rotate();
+                    *applied = true;
+                }
+            }
+        }
+        if let Err(ToCtl::Applied(u)) = self.channel.send(ToCtl::Applied(u)) {
+            self.outbox.push(u);
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        while let Some(u) = self.outbox.pop() {
+            if let Err(ToCtl::Applied(u)) = self.channel.send(ToCtl::Applied(u)) {
+                self.outbox.push(u);
+                return;
+            }
+        }
+    }
+}
+
+/// Swap `table` into the pipeline's ACL stage (creating the stage if there was none), leaving
+/// the replaced table in `table` for the control side to free.
+fn install_acl(pipeline: &mut Pipeline, table: &mut Option<std::sync::Arc<pipeline::stage::acl::AclTable>>) {
+    if let Some(new) = table.take() {
+        match &mut pipeline.acl {
+            Some(stage) => {
+                *table = Some(std::sync::Arc::clone(stage.table()));
+                stage.set_table(new);
+            }
+            None => pipeline.acl = Some(pipeline::stage::acl::AclStage::new(new)),
+        }
+    }
+}
+
 fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerReport {
     // A normal thread gets no mempool cache; EAL lcores do. Workers always run on EAL lcores.
     let q = plan.queue;
@@ -197,10 +358,24 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
     let mut rep: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
     let mut drop: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
     let live = &control.live[idx];
+    let mut publisher = Publisher {
+        channel: plan.channel,
+        worker: idx as u16,
+        lcore: plan.lcore,
+        queue: q,
+        pending: stats::new_latency_histogram(),
+        ns_per_tick_q16: ((1_000_000_000u128 << 16) / u128::from(plan.tsc_hz.max(1))) as u64,
+        seq: 0,
+        deferred: 0,
+        rules_generation: 0,
+        outbox: Vec::with_capacity(4),
+    };
+    let interval = plan.stats_interval_tsc.max(1);
     let mut rx_total: u64 = 0;
     let mut busy: u64 = 0;
     let (mut first_rx, mut last_rx) = (0u64, 0u64);
     let start = rdtsc();
+    let mut next_publish = start.wrapping_add(interval);
     while !control.stop.load(Ordering::Relaxed) {
         for link in &plan.links {
             // SAFETY: port/queue validated at setup; this worker owns RX queue q of the port;
@@ -263,17 +438,56 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             rx_total += n as u64;
             live.rx_packets.store(rx_total, Ordering::Relaxed);
             live.last_rx_tsc.store(t0, Ordering::Relaxed);
-            busy += rdtsc().wrapping_sub(t0);
+            // Every packet of the burst was received at t0 and has left (sent or freed) by
+            // now: that span is its latency through scrubd.
+            let spent = rdtsc().wrapping_sub(t0);
+            publisher.record_latency(spent, n as u64);
+            busy += spent;
         }
+        let now = rdtsc();
+        if now >= next_publish {
+            publisher.publish(
+                &counters,
+                &plan.pipeline,
+                now,
+                busy,
+                now.wrapping_sub(start),
+                true,
+            );
+            next_publish = now.wrapping_add(interval);
+        }
+        publisher.apply_update(&mut plan.pipeline);
+    }
+    // The final snapshot must reach the control side so its totals equal this report. The
+    // control thread keeps recycling buffers until every worker has stopped; wait for one a
+    // bounded time (one second) rather than forever.
+    let end = rdtsc();
+    let deadline = end.wrapping_add(plan.tsc_hz.max(1));
+    let mut final_published = false;
+    loop {
+        publisher.flush_outbox();
+        let total = end.wrapping_sub(start);
+        if publisher.publish(&counters, &plan.pipeline, end, busy, total, false) {
+            final_published = true;
+            break;
+        }
+        if rdtsc() >= deadline {
+            break;
+        }
+        // SAFETY: a CPU pause hint, no memory effects.
+        unsafe { dpdk_sys::shim_rte_pause() };
     }
     WorkerReport {
         lcore: plan.lcore,
         queue: q,
         per_port: counters,
         busy_tsc: busy,
-        total_tsc: rdtsc().wrapping_sub(start),
+        total_tsc: end.wrapping_sub(start),
         first_rx_tsc: first_rx,
         last_rx_tsc: last_rx,
         pipeline: plan.pipeline,
+        snapshots: publisher.seq,
+        deferred: publisher.deferred,
+        final_published,
     }
 }

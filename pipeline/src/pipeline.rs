@@ -158,6 +158,11 @@ impl Policy {
     pub fn rules(&self) -> Option<&Arc<CompiledRules>> {
         self.rules.as_ref()
     }
+
+    /// The shared rate limiter (its aggregate budgets are read by `ratelimit show`).
+    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.ratelimit.as_ref()
+    }
 }
 
 /// One worker's instance of the pipeline. Each worker owns its own, so nothing here is shared

@@ -1,0 +1,421 @@
+//! The commands behind the control socket. Each returns a reply payload from
+//! `ctl::protocol` or an error with a code the client can act on.
+
+use super::live::list_name;
+use super::{lock, Shared};
+use ctl::protocol::{
+    AggregateRow, Command, Done, ErrorBody, ErrorCode, ListEntry, ListReport, MetricsReport,
+    PortInfo, PortsReport, RateClassRow, RatelimitReport, ReloadReport, StatusReport,
+    SyncookieReport, SyncookieWorkerRow,
+};
+use dataplane::channel::Update;
+use pipeline::stage::acl::AclAction;
+use pipeline::stage::ratelimit::{ClassLimit, LimitClass, LimitMode};
+use pipeline::stage::signature::SignatureStage;
+use pipeline::stage::syncookie::Mode;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+type Reply = Result<Value, ErrorBody>;
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        code,
+        message: message.into(),
+    }
+}
+
+fn ok<T: Serialize>(v: T) -> Reply {
+    serde_json::to_value(v).map_err(|e| err(ErrorCode::Internal, e.to_string()))
+}
+
+fn done(message: String) -> Reply {
+    ok(Done { message })
+}
+
+/// Adapter that the socket server calls on its client threads.
+pub struct Handler {
+    pub shared: Arc<Shared>,
+}
+
+impl ctl::server::Handler for Handler {
+    fn handle(&self, cmd: Command) -> Result<Value, ErrorBody> {
+        self.shared.handle(cmd)
+    }
+}
+
+impl Shared {
+    pub fn handle(&self, cmd: Command) -> Reply {
+        let now = Instant::now();
+        match cmd {
+            Command::Status => ok(self.status()),
+            Command::Stats => ok(lock(&self.agg).stats_report(now)),
+            Command::Latency { reset, hgrm } => ok(lock(&self.agg).latency_report(now, reset, hgrm)),
+            Command::Metrics => ok(MetricsReport {
+                text: lock(&self.agg).prometheus(now),
+            }),
+            Command::RulesReload => self.reload(),
+            Command::BlockAdd { prefix, ttl_s } => self.list_add(AclAction::Deny, &prefix, ttl_s),
+            Command::BlockDel { prefix } => self.list_del(AclAction::Deny, &prefix),
+            Command::BlockList => ok(self.list(AclAction::Deny, now)),
+            Command::AllowAdd { prefix, ttl_s } => self.list_add(AclAction::Allow, &prefix, ttl_s),
+            Command::AllowDel { prefix } => self.list_del(AclAction::Allow, &prefix),
+            Command::AllowList => ok(self.list(AclAction::Allow, now)),
+            Command::RatelimitShow => ok(self.ratelimit_show(now)),
+            Command::RatelimitSet {
+                class,
+                rate,
+                burst,
+                mode,
+                off,
+            } => self.ratelimit_set(&class, rate, burst, mode.as_deref(), off),
+            Command::SyncookieStatus => ok(self.syncookie_status(now)),
+            Command::SyncookieRotate => self.syncookie_rotate(),
+            Command::Ports => ok(self.ports_report()),
+            Command::Offenders { limit, reason } => lock(&self.agg)
+                .offenders_report(limit.unwrap_or(10), reason.as_deref())
+                .map_err(|e| err(ErrorCode::Invalid, e.to_string()))
+                .and_then(ok),
+            Command::Shutdown => {
+                self.shutdown.store(true, Ordering::Release);
+                done("shutting down: workers stop, the final report follows on scrubd's stdout".into())
+            }
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let live = lock(&self.live);
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            config: self.config_path.display().to_string(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            workers: self.workers(),
+            ports: self.ports.iter().map(|p| p.name.clone()).collect(),
+            stats_interval_ms: self.stats_interval_ms,
+            stages: lock(&self.stages).clone(),
+            rules_generation: live.rules_generation,
+            rules: live.rules.as_ref().map_or(0, |r| r.len()),
+            acl_entries: live.acl.len(),
+            stopping: self.stopping.load(Ordering::Acquire),
+        }
+    }
+
+    fn reload(&self) -> Reply {
+        let t = Instant::now();
+        // The live policy stays locked while the workers switch, so a concurrent block add
+        // cannot publish a table built from the old base in between.
+        let mut live = lock(&self.live);
+        let r = live
+            .reload()
+            .map_err(|e| err(ErrorCode::Invalid, format!("reload refused, running rules unchanged: {e}")))?;
+        let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+        let info: Vec<(u32, String)> = r
+            .rules
+            .as_ref()
+            .map(|c| c.rules_info().iter().map(|i| (i.sid, i.msg.clone())).collect())
+            .unwrap_or_default();
+        lock(&self.agg).set_rules(r.rules_generation, info);
+        // Each worker gets its own stage (hit counters and scratch are per core), built here;
+        // the ACL and the rules switch in one step between two bursts.
+        let stages: Vec<_> = (0..self.workers())
+            .map(|_| r.rules.as_ref().map(|c| SignatureStage::new(Arc::clone(c))))
+            .collect();
+        let stages = std::sync::Mutex::new(stages);
+        let applied = self
+            .publish(|w| Update::Rules {
+                acl: Some(Arc::clone(&r.acl)),
+                generation: r.rules_generation,
+                stage: lock(&stages).get_mut(w).and_then(|s| s.take()),
+            })
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        self.set_stage("signature", r.rules.is_some());
+        self.set_stage("acl", true);
+        ok(ReloadReport {
+            rules_generation: r.rules_generation,
+            rules: r.rules.as_ref().map_or(0, |c| c.len()),
+            acl_entries: r.acl.len(),
+            workers_applied: applied,
+            compile_ms,
+        })
+    }
+
+    fn set_stage(&self, name: &str, present: bool) {
+        let mut s = lock(&self.stages);
+        let has = s.iter().any(|x| x == name);
+        if present && !has {
+            s.push(name.to_string());
+        } else if !present && has {
+            s.retain(|x| x != name);
+        }
+    }
+
+    fn list_add(&self, action: AclAction, prefix: &str, ttl_s: Option<u64>) -> Reply {
+        let mut live = lock(&self.live);
+        let table = live
+            .add(action, prefix, ttl_s, Instant::now())
+            .map_err(|e| err(ErrorCode::Invalid, e))?;
+        let n = self
+            .publish(|_| Update::Acl(Some(Arc::clone(&table))))
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        self.set_stage("acl", true);
+        let ttl = ttl_s.map(|t| format!(" for {t} s")).unwrap_or_default();
+        done(format!(
+            "{} {}{ttl}: applied on {n}/{} workers",
+            prefix.trim(),
+            if action == AclAction::Deny { "blocked" } else { "allowed" },
+            self.workers()
+        ))
+    }
+
+    fn list_del(&self, action: AclAction, prefix: &str) -> Reply {
+        let mut live = lock(&self.live);
+        let table = live
+            .del(action, prefix)
+            .map_err(|e| err(ErrorCode::Invalid, e))?;
+        let n = self
+            .publish(|_| Update::Acl(Some(Arc::clone(&table))))
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        done(format!(
+            "{} removed from the {} list: applied on {n}/{} workers",
+            prefix.trim(),
+            list_name(action),
+            self.workers()
+        ))
+    }
+
+    fn list(&self, action: AclAction, now: Instant) -> ListReport {
+        let entries = lock(&self.live)
+            .list(action, now)
+            .into_iter()
+            .map(|(p, from_config, left)| ListEntry {
+                prefix: p.to_string(),
+                source: if from_config { "config" } else { "dynamic" }.into(),
+                expires_in_s: left,
+            })
+            .collect();
+        ListReport {
+            list: list_name(action).into(),
+            entries,
+        }
+    }
+
+    fn ratelimit_show(&self, now: Instant) -> RatelimitReport {
+        let stages = lock(&self.agg).stats_report(now).stages;
+        let live = lock(&self.live);
+        let Some(cfg) = &live.ratelimit else {
+            return RatelimitReport::default();
+        };
+        let c = &cfg.classes;
+        let classes = LimitClass::ALL
+            .iter()
+            .filter_map(|&class| {
+                let limit = match class {
+                    LimitClass::UdpReflection => c.udp_reflection,
+                    LimitClass::Icmp => c.icmp,
+                    LimitClass::TcpSyn => c.tcp_syn,
+                    LimitClass::IpFragment => c.ip_fragment,
+                    LimitClass::Other => c.other,
+                    LimitClass::Aggregate => return None,
+                };
+                let get = |k: &str| {
+                    stages
+                        .get(&format!("ratelimit.{}.{k}", class.name()))
+                        .copied()
+                        .unwrap_or(0)
+                };
+                Some(RateClassRow {
+                    class: class.name().into(),
+                    enabled: limit.is_some(),
+                    rate: limit.map_or(0, |l| l.rate),
+                    burst: limit.map_or(0, |l| l.burst),
+                    mode: limit.map_or("-".into(), |l| mode_name(l.mode).into()),
+                    passed: get("passed"),
+                    dropped: get("dropped"),
+                })
+            })
+            .collect();
+        let aggregate = self
+            .aggregate
+            .as_ref()
+            .map(|a| {
+                a.entries()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (p, c))| AggregateRow {
+                        dst: p.to_string(),
+                        rate: c.rate,
+                        burst: c.burst,
+                        available: a.available(i),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        RatelimitReport {
+            enabled: true,
+            table_capacity: cfg.table_capacity,
+            classes,
+            aggregate,
+        }
+    }
+
+    fn ratelimit_set(
+        &self,
+        class: &str,
+        rate: Option<u64>,
+        burst: Option<u64>,
+        mode: Option<&str>,
+        off: bool,
+    ) -> Reply {
+        let cls = LimitClass::from_name(class)
+            .filter(|c| *c != LimitClass::Aggregate)
+            .ok_or_else(|| {
+                let names: Vec<&str> = LimitClass::ALL
+                    .iter()
+                    .filter(|c| **c != LimitClass::Aggregate)
+                    .map(|c| c.name())
+                    .collect();
+                err(
+                    ErrorCode::Invalid,
+                    format!("unknown class \"{class}\"; classes: {}", names.join(", ")),
+                )
+            })?;
+        let limit = match (off, rate, burst) {
+            (true, None, None) => None,
+            (true, _, _) => {
+                return Err(err(ErrorCode::Invalid, "give either --off or --rate and --burst"))
+            }
+            (false, Some(rate), Some(burst)) => {
+                let mode = match mode {
+                    None | Some("token_bucket") => LimitMode::TokenBucket,
+                    Some("fixed_window") => LimitMode::FixedWindow,
+                    Some(m) => {
+                        return Err(err(
+                            ErrorCode::Invalid,
+                            format!("mode \"{m}\": use token_bucket or fixed_window"),
+                        ))
+                    }
+                };
+                Some(ClassLimit { rate, burst, mode })
+            }
+            _ => return Err(err(ErrorCode::Invalid, "both rate and burst are needed (or off)")),
+        };
+        let mut live = lock(&self.live);
+        live.set_class(cls, limit).map_err(|e| err(ErrorCode::Invalid, e))?;
+        let n = self
+            .publish(|_| Update::RateClass {
+                class: cls,
+                limit,
+                applied: None,
+            })
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        let what = match limit {
+            Some(l) => format!("{} pps, burst {}, {}", l.rate, l.burst, mode_name(l.mode)),
+            None => "off".into(),
+        };
+        done(format!(
+            "{}: {what}; applied on {n}/{} workers",
+            cls.name(),
+            self.workers()
+        ))
+    }
+
+    fn syncookie_status(&self, now: Instant) -> SyncookieReport {
+        let Some(cfg) = &self.syncookie else {
+            return SyncookieReport::default();
+        };
+        let stages = lock(&self.agg).stats_report(now).stages;
+        let counters: BTreeMap<String, u64> = stages
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("syncookie."))
+            .collect();
+        let workers = self
+            .cookie_status()
+            .iter()
+            .enumerate()
+            .filter_map(|(w, s)| {
+                s.map(|s| SyncookieWorkerRow {
+                    worker: w as u16,
+                    secret_generation: s.secret_generation,
+                    allowlist_occupied: s.allowlist_occupied,
+                    allowlist_capacity: s.allowlist_capacity,
+                })
+            })
+            .collect();
+        SyncookieReport {
+            enabled: true,
+            mode: match cfg.mode {
+                Mode::Auth => "auth",
+                Mode::Classic => "classic",
+            }
+            .into(),
+            protected: cfg.protected.iter().map(|p| p.to_string()).collect(),
+            rotate_every_s: cfg.rotate_every_s,
+            counter_period_s: cfg.counter_period_s,
+            workers,
+            counters,
+        }
+    }
+
+    fn syncookie_rotate(&self) -> Reply {
+        if self.syncookie.is_none() {
+            return Err(err(
+                ErrorCode::Unavailable,
+                "SYN cookies are not configured: add a [pipeline.syncookie] section",
+            ));
+        }
+        let n = self
+            .publish(|_| Update::RotateCookie { applied: false })
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        done(format!(
+            "SYN-cookie secret rotated on {n}/{} workers; cookies issued before stay valid until the next rotation",
+            self.workers()
+        ))
+    }
+
+    fn ports_report(&self) -> PortsReport {
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| {
+                let link = p.handle.link();
+                let s = p.handle.stats();
+                let stats = BTreeMap::from([
+                    ("ipackets".to_string(), s.ipackets),
+                    ("opackets".to_string(), s.opackets),
+                    ("ibytes".to_string(), s.ibytes),
+                    ("obytes".to_string(), s.obytes),
+                    ("imissed".to_string(), s.imissed),
+                    ("ierrors".to_string(), s.ierrors),
+                    ("oerrors".to_string(), s.oerrors),
+                    ("rx_nombuf".to_string(), s.rx_nombuf),
+                ]);
+                PortInfo {
+                    name: p.name.clone(),
+                    id: p.handle.id(),
+                    device: p.device.clone(),
+                    driver: p.driver.clone(),
+                    link_up: link.up,
+                    speed_mbps: link.speed_mbps,
+                    full_duplex: link.full_duplex,
+                    rx_queues: p.rx_queues,
+                    tx_queues: p.tx_queues,
+                    stats,
+                    xstats: p.handle.xstats().into_iter().collect(),
+                }
+            })
+            .collect();
+        PortsReport { ports }
+    }
+}
+
+fn mode_name(m: LimitMode) -> &'static str {
+    match m {
+        LimitMode::TokenBucket => "token_bucket",
+        LimitMode::FixedWindow => "fixed_window",
+    }
+}

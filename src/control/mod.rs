@@ -1,0 +1,232 @@
+//! The control side of the daemon: the thread that drains the workers' rings into the stats
+//! aggregator, the live policy the operator edits, and the command handler behind the socket.
+//!
+//! Nothing here runs on a worker lcore. Workers talk to it only through their lock-free rings
+//! (`dataplane::channel`), so a slow or stuck control side can never stall packet processing:
+//! at worst their snapshots are deferred (and merged into later ones).
+
+pub mod handler;
+pub mod live;
+
+use dataplane::channel::{ControlEnd, ToCtl, Update};
+use dataplane::PortHandle;
+use live::LivePolicy;
+use pipeline::stage::ratelimit::AggregateLimiter;
+use pipeline::stage::syncookie::{Status as SynCookieStatus, SynCookieConfig};
+use stats::aggregate::Aggregator;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What the handler reports about a port without touching the `Port` object the main thread
+/// owns.
+#[derive(Clone, Debug)]
+pub struct PortMeta {
+    pub name: String,
+    pub device: String,
+    pub driver: String,
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub handle: PortHandle,
+}
+
+/// State shared by the control thread, the socket's client threads and the main lcore.
+pub struct Shared {
+    pub started: Instant,
+    pub config_path: PathBuf,
+    pub ports: Vec<PortMeta>,
+    pub stats_interval_ms: u64,
+    pub tsc_hz: u64,
+    pub agg: Mutex<Aggregator>,
+    pub live: Mutex<LivePolicy>,
+    pub syncookie: Option<SynCookieConfig>,
+    pub aggregate: Option<Arc<AggregateLimiter>>,
+    /// Per worker: its rings, updates sent and updates acknowledged.
+    ends: Vec<ControlEnd>,
+    sent: Vec<AtomicU64>,
+    acked: Vec<AtomicU64>,
+    /// Newest SYN-cookie status each worker reported.
+    cookie_status: Mutex<Vec<Option<SynCookieStatus>>>,
+    /// Serialises updates so every worker applies them in the same order.
+    update_lock: Mutex<()>,
+    /// One drainer at a time, so each ring's items are handled in the order the worker sent
+    /// them (a rule set's final hits before the first snapshot of its successor).
+    drain_lock: Mutex<()>,
+    /// Set by `scrubctl shutdown`; the main lcore's monitor loop acts on it.
+    pub shutdown: AtomicBool,
+    /// Set once the workers are told to stop: updates are refused from then on.
+    pub stopping: AtomicBool,
+    /// Stages the workers run now (for `status`).
+    pub stages: Mutex<Vec<String>>,
+}
+
+/// Lock a mutex, recovering the data if a panicking thread poisoned it: the control side must
+/// keep answering even after a bug in one request.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a command waits for every worker to acknowledge an update.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config_path: PathBuf,
+        ports: Vec<PortMeta>,
+        stats_interval_ms: u64,
+        tsc_hz: u64,
+        agg: Aggregator,
+        live: LivePolicy,
+        syncookie: Option<SynCookieConfig>,
+        aggregate: Option<Arc<AggregateLimiter>>,
+        ends: Vec<ControlEnd>,
+        stages: Vec<String>,
+    ) -> Shared {
+        let n = ends.len();
+        Shared {
+            started: Instant::now(),
+            config_path,
+            ports,
+            stats_interval_ms,
+            tsc_hz,
+            agg: Mutex::new(agg),
+            live: Mutex::new(live),
+            syncookie,
+            aggregate,
+            sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            acked: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            cookie_status: Mutex::new(vec![None; n]),
+            ends,
+            update_lock: Mutex::new(()),
+            drain_lock: Mutex::new(()),
+            shutdown: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            stages: Mutex::new(stages),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn cookie_status(&self) -> Vec<Option<SynCookieStatus>> {
+        lock(&self.cookie_status).clone()
+    }
+
+    /// Move everything the workers published into the aggregator; return emptied buffers.
+    pub fn drain(&self) {
+        let _one = lock(&self.drain_lock);
+        for (w, end) in self.ends.iter().enumerate() {
+            while let Some(item) = end.recv() {
+                match item {
+                    ToCtl::Snapshot(mut s) => {
+                        if let Some(slot) = lock(&self.cookie_status).get_mut(w) {
+                            if s.syncookie.is_some() {
+                                *slot = s.syncookie;
+                            }
+                        }
+                        lock(&self.agg).ingest(&s, Instant::now());
+                        s.latency.reset();
+                        end.recycle(s);
+                    }
+                    ToCtl::Applied(u) => {
+                        self.on_applied(w, *u);
+                        self.acked[w].fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The worker is done with whatever the update replaced: account for it and free it here.
+    fn on_applied(&self, w: usize, u: Update) {
+        match u {
+            Update::Rules {
+                generation, stage, ..
+            } => {
+                let hits = stage.as_ref().map(|s| s.counters()).unwrap_or(&[]);
+                lock(&self.agg).retire_rules(w as u16, generation, hits);
+            }
+            Update::RateClass {
+                applied: Some(Err(e)),
+                ..
+            } => {
+                eprintln!("scrubd: worker {w} rejected a rate-limit change: {e}");
+            }
+            Update::Acl(_) | Update::RateClass { .. } | Update::RotateCookie { .. } => {}
+        }
+    }
+
+    /// Send one update to every worker (built per worker by `make`) and wait until all have
+    /// applied it. Returns how many did within the timeout.
+    pub fn publish(&self, make: impl Fn(usize) -> Update) -> Result<usize, String> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("scrubd is shutting down".into());
+        }
+        let _order = lock(&self.update_lock);
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        let mut targets = Vec::with_capacity(self.ends.len());
+        for (w, end) in self.ends.iter().enumerate() {
+            let mut u = Box::new(make(w));
+            loop {
+                match end.send(u) {
+                    Ok(()) => break,
+                    Err((_, back)) if Instant::now() < deadline => {
+                        u = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(format!("worker {w}: {e}")),
+                }
+            }
+            targets.push(self.sent[w].fetch_add(1, Ordering::AcqRel) + 1);
+        }
+        loop {
+            let done = targets
+                .iter()
+                .enumerate()
+                .filter(|(w, t)| self.acked[*w].load(Ordering::Acquire) >= **t)
+                .count();
+            if done == targets.len() || Instant::now() >= deadline {
+                return Ok(done);
+            }
+            // Acks arrive through the rings: drain here too, so a publish from the control
+            // thread itself (ACL expiry) does not wait on its own loop.
+            self.drain();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The control thread: pinned to a non-worker CPU, drains the rings every few milliseconds and
+/// expires dynamic ACL entries, until `stop` is set; then drains one last time.
+pub fn spawn_control_thread(
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    cpu: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("scrubd-ctl".into())
+        .spawn(move || {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                eprintln!("scrubd: control thread: cannot pin to CPU {cpu}; running unpinned");
+            }
+            let mut next_expiry = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                shared.drain();
+                let now = Instant::now();
+                if now >= next_expiry {
+                    next_expiry = now + Duration::from_millis(250);
+                    let lapsed = lock(&shared.live).expire(now);
+                    if let Some(table) = lapsed {
+                        if let Err(e) = shared.publish(|_| Update::Acl(Some(Arc::clone(&table)))) {
+                            eprintln!("scrubd: publishing expired ACL entries: {e}");
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            shared.drain();
+        })
+}
