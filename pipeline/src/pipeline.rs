@@ -6,6 +6,7 @@
 //! instead of filling rate-limit tables; signatures, the most expensive stage, see only what
 //! survived the cheap ones.
 
+use crate::offenders::{OffenderEntry, Offenders, MAX_CAPACITY as MAX_OFFENDERS_CAPACITY};
 use crate::stage::acl::{AclConfig, AclError, AclStage, AclTable};
 use crate::stage::ratelimit::{
     LimitClass, RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter,
@@ -15,7 +16,7 @@ use crate::stage::syncookie::{self, SynCookieConfig, SynCookieStage};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::wire::parse::parse;
-use crate::{Meta, Net};
+use crate::{Headers, Meta, Net};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -32,15 +33,41 @@ pub enum NonIpAction {
 
 /// The `[pipeline]` section of the daemon's config. Every stage is optional: a stage that is
 /// not configured is not run.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     #[serde(default)]
     pub non_ip: NonIpAction,
+    /// Counters per side of each worker's offender sketch ([`Offenders`]); 0 turns it off.
+    /// The default keeps the top of any realistic attack with a few tens of KiB per worker.
+    #[serde(default = "default_offenders_capacity")]
+    pub offenders_capacity: usize,
     pub acl: Option<AclConfig>,
     pub syncookie: Option<SynCookieConfig>,
     pub ratelimit: Option<RateLimitConfig>,
     pub signature: Option<SignatureConfig>,
+}
+
+/// Default of [`PipelineConfig::offenders_capacity`].
+pub const DEFAULT_OFFENDERS_CAPACITY: usize = 256;
+
+fn default_offenders_capacity() -> usize {
+    DEFAULT_OFFENDERS_CAPACITY
+}
+
+/// The same as an empty `[pipeline]` section, so code that builds a config by hand gets the
+/// sketch the daemon would.
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            non_ip: NonIpAction::default(),
+            offenders_capacity: DEFAULT_OFFENDERS_CAPACITY,
+            acl: None,
+            syncookie: None,
+            ratelimit: None,
+            signature: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +80,8 @@ pub enum PolicyError {
     RateLimit(#[from] RateLimitError),
     #[error("pipeline.{0}")]
     Signature(#[from] SignatureError),
+    #[error("pipeline.offenders_capacity: {0} is above the maximum of {max}", max = MAX_OFFENDERS_CAPACITY)]
+    OffendersCapacity(usize),
 }
 
 const ACL_COUNTERS: [&str; 5] = [
@@ -96,6 +125,7 @@ pub struct Policy {
     ratelimit: Option<RateLimiter>,
     rules: Option<Arc<CompiledRules>>,
     tsc_hz: u64,
+    offenders_capacity: usize,
 }
 
 impl Policy {
@@ -107,6 +137,9 @@ impl Policy {
         tsc_hz: u64,
         secret: [u8; 16],
     ) -> Result<Policy, PolicyError> {
+        if cfg.offenders_capacity > MAX_OFFENDERS_CAPACITY {
+            return Err(PolicyError::OffendersCapacity(cfg.offenders_capacity));
+        }
         let acl = cfg
             .acl
             .as_ref()
@@ -134,11 +167,12 @@ impl Policy {
             ratelimit,
             rules,
             tsc_hz,
+            offenders_capacity: cfg.offenders_capacity,
         })
     }
 
     /// A worker's own pipeline: shared tables by reference, per-core state (allowlist, rate
-    /// tables, counters) fresh.
+    /// tables, counters, offender sketch with its own hash key) fresh.
     pub fn worker(&self) -> Pipeline {
         Pipeline {
             non_ip: self.non_ip,
@@ -152,6 +186,8 @@ impl Policy {
                 .rules
                 .as_ref()
                 .map(|r| SignatureStage::new(Arc::clone(r))),
+            offenders: (self.offenders_capacity > 0)
+                .then(|| Offenders::new(self.offenders_capacity)),
         }
     }
 
@@ -173,10 +209,12 @@ pub struct Pipeline {
     pub syncookie: Option<SynCookieStage>,
     pub ratelimit: Option<RateLimitStage>,
     pub signature: Option<SignatureStage>,
+    offenders: Option<Offenders>,
 }
 
 impl Pipeline {
     /// A pipeline that only parses: malformed frames are dropped, everything else forwarded.
+    /// No offender sketch: the only drops it makes are malformed frames, which are not recorded.
     pub fn pass_through() -> Pipeline {
         Pipeline {
             non_ip: NonIpAction::Forward,
@@ -184,6 +222,21 @@ impl Pipeline {
             syncookie: None,
             ratelimit: None,
             signature: None,
+            offenders: None,
+        }
+    }
+
+    /// This worker's offender sketch; `None` when `offenders_capacity` is 0.
+    pub fn offenders(&self) -> Option<&Offenders> {
+        self.offenders.as_ref()
+    }
+
+    /// Fills `out` with the sketch's entries (cleared, and left empty without a sketch). Give
+    /// it a `Vec` with [`Offenders::max_entries`] capacity and the worker does not allocate.
+    pub fn export_offenders(&self, out: &mut Vec<OffenderEntry>) {
+        match &self.offenders {
+            Some(o) => o.export_into(out),
+            None => out.clear(),
         }
     }
 
@@ -278,6 +331,12 @@ impl Pipeline {
     /// Judge one frame: `buf[..len]` is the frame, the rest of `buf` is writable room after it,
     /// so a reply may be longer than the packet it answers (a SYN-ACK with options answering a
     /// bare SYN). A [`Verdict::Reply`] carries the new length, never more than `buf.len()`.
+    ///
+    /// Drops of IP packets are counted in the offender sketch by source and destination.
+    /// Malformed frames are not: their parse failed, so whatever bytes sit where the addresses
+    /// would be are untrustworthy (and a flood of garbage would churn real offenders out of
+    /// the sketch); their count per sub-reason is in the verdict counters already. Non-IP
+    /// drops have no addresses to record.
     #[inline]
     pub fn process(&mut self, buf: &mut [u8], len: usize, meta: &Meta) -> Verdict {
         let len = len.min(buf.len());
@@ -285,8 +344,8 @@ impl Pipeline {
             Ok(h) => h,
             Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
         };
-        match hdr.net {
-            Net::Ip(_) => {}
+        let (src, dst) = match hdr.net {
+            Net::Ip(ip) => (ip.src, ip.dst),
             Net::Arp => return Verdict::Forward,
             Net::Other => {
                 return match self.non_ip {
@@ -294,25 +353,37 @@ impl Pipeline {
                     NonIpAction::Drop => Verdict::Drop(DropReason::UnsupportedEthertype),
                 }
             }
+        };
+        let v = self.stages(buf, len, &hdr, meta);
+        if let (Verdict::Drop(reason), Some(o)) = (v, &mut self.offenders) {
+            // Slots are a few dozen; the fallback only keeps a future overflow visible.
+            let slot = u16::try_from(reason.slot()).unwrap_or(u16::MAX);
+            o.record(Some(src), Some(dst), slot);
         }
+        v
+    }
+
+    /// The stages in order, on a frame already parsed as IP.
+    #[inline(always)]
+    fn stages(&mut self, buf: &mut [u8], len: usize, hdr: &Headers, meta: &Meta) -> Verdict {
         if let Some(acl) = &mut self.acl {
-            if let StageResult::Done(v) = acl.process(&hdr, meta) {
+            if let StageResult::Done(v) = acl.process(hdr, meta) {
                 return v;
             }
         }
         if let Some(sc) = &mut self.syncookie {
             // The cookie stage gets the whole buffer: its replies may grow the frame.
-            if let StageResult::Done(v) = sc.process(buf, &hdr, meta) {
+            if let StageResult::Done(v) = sc.process(buf, hdr, meta) {
                 return v;
             }
         }
         if let Some(rl) = &mut self.ratelimit {
-            if let StageResult::Done(v) = rl.process(&hdr, meta) {
+            if let StageResult::Done(v) = rl.process(hdr, meta) {
                 return v;
             }
         }
         if let Some(sig) = &mut self.signature {
-            if let StageResult::Done(v) = sig.process(&buf[..len], &hdr, meta) {
+            if let StageResult::Done(v) = sig.process(&buf[..len], hdr, meta) {
                 return v;
             }
         }
@@ -323,7 +394,9 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offenders::Side;
     use crate::Malformed;
+    use std::net::IpAddr;
 
     const HZ: u64 = 1_000_000_000;
 
@@ -528,6 +601,129 @@ udp_reflection = { rate = 1, burst = 1 }
             toml::from_str::<PipelineConfig>("[acl]\nallwo = []").is_err(),
             "unknown keys rejected"
         );
+    }
+
+    /// An attacker hidden among one-packet spoofed sources in a denied range: the sketch's top
+    /// source is the attacker under the ACL slot, the victim tops the destinations, and
+    /// neither forwarded nor malformed frames are recorded.
+    #[test]
+    fn offenders_name_the_attacker_of_a_denied_stream() {
+        let mut p = policy("offenders_capacity = 16\n[acl]\ndeny = [\"100.64.0.0/10\"]\n").worker();
+        assert_eq!(p.offenders().unwrap().capacity(), 16);
+        let attacker = [100, 64, 0, 66];
+        let victim = [10, 0, 0, 5];
+        let acl = u16::try_from(DropReason::AclDeny.slot()).unwrap();
+        let mut x: u32 = 7;
+        for i in 0..1800u32 {
+            let src = if i.is_multiple_of(6) {
+                attacker
+            } else {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let b = x.to_be_bytes();
+                [100, 64 | (b[0] & 0x3f), b[1], b[2]]
+            };
+            let f = udp(src, victim, 4000, 53, b"x");
+            assert_eq!(run(&mut p, &f, 0).0, Verdict::Drop(DropReason::AclDeny));
+            // Clean and malformed traffic in between must leave no trace.
+            let clean = udp([1, 1, 1, 1], [10, 0, 0, 9], 4000, 53, b"y");
+            assert_eq!(run(&mut p, &clean, 0).0, Verdict::Forward);
+            assert!(matches!(
+                run(&mut p, &clean[..20], 0).0,
+                Verdict::Drop(DropReason::Malformed(_))
+            ));
+        }
+        let o = p.offenders().unwrap();
+        assert_eq!(o.recorded(Side::Src), 1800);
+        assert_eq!(o.recorded(Side::Dst), 1800);
+        let mut out = Vec::with_capacity(o.max_entries());
+        p.export_offenders(&mut out);
+        let top = out[0];
+        assert_eq!((top.side, top.reason), (Side::Src, acl));
+        assert_eq!(top.addr, IpAddr::from(attacker));
+        assert!(top.count >= 300 && top.count - top.error <= 300, "{top:?}");
+        let dst: Vec<_> = out.iter().filter(|e| e.side == Side::Dst).collect();
+        assert_eq!(dst.len(), 1);
+        assert_eq!(
+            (dst[0].addr, dst[0].reason, dst[0].count, dst[0].error),
+            (IpAddr::from(victim), acl, 1800, 0)
+        );
+        assert!(out.iter().all(|e| e.addr != IpAddr::from([1, 1, 1, 1])));
+    }
+
+    /// Rate-limit drops of IPv6 traffic land under the rate-limit class's slot, not the ACL's.
+    #[test]
+    fn offenders_separate_reasons_and_handle_ipv6() {
+        let mut p = policy("[ratelimit.classes]\nother = { rate = 1, burst = 1 }\n").worker();
+        let src: IpAddr = "2001:db8::66".parse().unwrap();
+        let dst: IpAddr = "2001:db8:1::5".parse().unwrap();
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv6(
+                "2001:db8::66"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+                "2001:db8:1::5"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+                64,
+            )
+            .udp(4000, 5000)
+            .write(&mut f, b"z")
+            .unwrap();
+        let mut slot = None;
+        for _ in 0..10 {
+            if let Verdict::Drop(r) = run(&mut p, &f, 0).0 {
+                assert!(matches!(r, DropReason::RateLimited(_)), "{r:?}");
+                slot = Some(u16::try_from(r.slot()).unwrap());
+            }
+        }
+        let slot = slot.expect("the limit binds");
+        let mut out = Vec::new();
+        p.export_offenders(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].side, out[0].addr, out[0].reason),
+            (Side::Src, src, slot)
+        );
+        assert_eq!(
+            (out[1].side, out[1].addr, out[1].reason),
+            (Side::Dst, dst, slot)
+        );
+        assert_eq!(out[0].count, 9);
+    }
+
+    #[test]
+    fn offenders_capacity_config() {
+        let cfg: PipelineConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg.offenders_capacity, DEFAULT_OFFENDERS_CAPACITY);
+        assert_eq!(
+            PipelineConfig::default().offenders_capacity,
+            DEFAULT_OFFENDERS_CAPACITY
+        );
+        let p = policy("").worker();
+        assert_eq!(
+            p.offenders().map(|o| o.capacity()),
+            Some(DEFAULT_OFFENDERS_CAPACITY)
+        );
+        let mut p = policy("offenders_capacity = 0\n[acl]\ndeny = [\"1.1.1.1\"]").worker();
+        assert!(p.offenders().is_none());
+        let f = udp([1, 1, 1, 1], [2, 2, 2, 2], 1, 2, b"");
+        assert_eq!(run(&mut p, &f, 0).0, Verdict::Drop(DropReason::AclDeny));
+        let mut out = vec![];
+        p.export_offenders(&mut out);
+        assert!(out.is_empty());
+        assert!(Pipeline::pass_through().offenders().is_none());
+        let cfg: PipelineConfig = toml::from_str("offenders_capacity = 65537").unwrap();
+        let e = Policy::build(&cfg, HZ, [0; 16])
+            .err()
+            .expect("too large")
+            .to_string();
+        assert!(e.starts_with("pipeline.offenders_capacity: 65537"), "{e}");
+        let cfg: PipelineConfig = toml::from_str("offenders_capacity = 65536").unwrap();
+        assert!(Policy::build(&cfg, HZ, [0; 16]).is_ok());
+        assert!(toml::from_str::<PipelineConfig>("offenders_capacity = -1").is_err());
     }
 
     proptest::proptest! {
