@@ -1,0 +1,394 @@
+//! scrubctl: the operator's command line for a running scrubd.
+//!
+//! Exit codes: 0 ok; 1 the daemon returned an error (or the conversation broke off, or a file
+//! could not be written); 2 usage; 3 cannot connect to the socket.
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use ctl::client::{code_name, Client, ClientError};
+use ctl::protocol::{
+    Command, Done, LatencyReport, ListReport, MetricsReport, OffendersReport, PortsReport,
+    RatelimitReport, ReloadReport, StatsReport, StatusReport, SyncookieReport,
+};
+use ctl::render;
+use ctl::server::DEFAULT_SOCKET_PATH;
+use serde::de::DeserializeOwned;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "scrubctl",
+    version,
+    about = "Inspect and steer a running scrubd over its control socket",
+    after_help = "Examples:\n  scrubctl status\n  scrubctl --socket /tmp/scrubd.sock stats --json\n  scrubctl block add 203.0.113.0/24 --ttl 600\n\nExit codes: 0 ok, 1 daemon error, 2 usage, 3 cannot connect."
+)]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", env = "SCRUBD_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    socket: PathBuf,
+    /// Print the reply's data as JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Daemon version, uptime, ports, active stages and rule generation.
+    #[command(after_help = "Example:\n  scrubctl status")]
+    Status,
+    /// Per-port verdict counters and rates, drops by reason, workers, stage counters.
+    #[command(after_help = "Example:\n  scrubctl stats --json | jq .total")]
+    Stats,
+    /// Forwarding latency percentiles per worker, merged and recent.
+    #[command(after_help = "Example:\n  scrubctl latency --hgrm /tmp/scrubd.hgrm --reset")]
+    Latency {
+        /// Clear the since-start histograms after reading them.
+        #[arg(long)]
+        reset: bool,
+        /// Also fetch the merged histogram and write it as HdrHistogram .hgrm text to FILE.
+        #[arg(long, value_name = "FILE")]
+        hgrm: Option<PathBuf>,
+    },
+    /// Live view of stats and rates, redrawn every interval (plain text when not a terminal).
+    #[command(after_help = "Example:\n  scrubctl top --interval 2")]
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Prometheus text exposition of every counter and latency quantile.
+    #[command(after_help = "Example:\n  scrubctl metrics | grep scrubd_dropped")]
+    Metrics,
+    /// Signature rules and ACLs.
+    #[command(subcommand, after_help = "Example:\n  scrubctl rules reload")]
+    Rules(RulesCmd),
+    /// Dynamic block list: drop everything from these prefixes.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  scrubctl block add 203.0.113.0/24 --ttl 600"
+    )]
+    Block(ListCmd),
+    /// Dynamic allow list: never scrub these prefixes.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  scrubctl allow add 192.0.2.10/32"
+    )]
+    Allow(ListCmd),
+    /// Per-source rate-limit classes.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  scrubctl ratelimit set icmp --rate 100 --burst 200"
+    )]
+    Ratelimit(RatelimitCmd),
+    /// SYN cookie state.
+    #[command(subcommand, after_help = "Example:\n  scrubctl syncookie rotate")]
+    Syncookie(SyncookieCmd),
+    /// NIC ports: link, queues, ethdev and extended statistics.
+    #[command(after_help = "Example:\n  scrubctl ports")]
+    Ports,
+    /// Heaviest dropped sources and destinations (estimated counts).
+    #[command(
+        after_help = "Example:\n  scrubctl offenders --limit 20 --reason rate_limited.udp_reflection"
+    )]
+    Offenders {
+        /// Entries per side (daemon default 10).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Only this drop reason, named as in `stats`.
+        #[arg(long, value_name = "NAME")]
+        reason: Option<String>,
+    },
+    /// Stop the daemon (it drains, prints its summary and exits).
+    #[command(after_help = "Example:\n  scrubctl shutdown")]
+    Shutdown,
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Re-read signature rules and ACLs from the config file and publish them atomically.
+    #[command(after_help = "Example:\n  scrubctl rules reload")]
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum ListCmd {
+    /// Add a prefix (optionally expiring).
+    #[command(after_help = "Example:\n  scrubctl block add 203.0.113.0/24 --ttl 600")]
+    Add {
+        /// IPv4 or IPv6 prefix, e.g. 203.0.113.0/24 or 2001:db8::/32.
+        prefix: String,
+        /// Remove it again after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
+    },
+    /// Remove a prefix added with `add`.
+    #[command(after_help = "Example:\n  scrubctl block del 203.0.113.0/24")]
+    Del { prefix: String },
+    /// Show entries from the config file and dynamic ones with their expiry.
+    #[command(after_help = "Example:\n  scrubctl block list")]
+    List,
+}
+
+#[derive(Subcommand)]
+enum RatelimitCmd {
+    /// Classes with their limits and pass/drop counters.
+    #[command(after_help = "Example:\n  scrubctl ratelimit show")]
+    Show,
+    /// Change or remove the limit of one class.
+    #[command(
+        after_help = "Examples:\n  scrubctl ratelimit set udp_reflection --rate 1000 --burst 2000 --mode fixed_window\n  scrubctl ratelimit set icmp --off"
+    )]
+    Set(RatelimitSet),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("limit").required(true).args(["rate", "off"])))]
+struct RatelimitSet {
+    /// udp_reflection, icmp, tcp_syn, ip_fragment or other.
+    class: String,
+    /// Packets per second per source.
+    #[arg(long, value_name = "PPS", requires = "burst")]
+    rate: Option<u64>,
+    /// Packets a source may send at once above the rate.
+    #[arg(long, value_name = "N", requires = "rate")]
+    burst: Option<u64>,
+    #[arg(long, requires = "rate", value_parser = ["token_bucket", "fixed_window"])]
+    mode: Option<String>,
+    /// Remove the limit of this class.
+    #[arg(long, conflicts_with_all = ["rate", "burst", "mode"])]
+    off: bool,
+}
+
+#[derive(Subcommand)]
+enum SyncookieCmd {
+    /// Mode, protected prefixes, secret generations and counters.
+    #[command(after_help = "Example:\n  scrubctl syncookie status")]
+    Status,
+    /// Start a new secret generation now (cookies of the previous one stay valid).
+    #[command(after_help = "Example:\n  scrubctl syncookie rotate")]
+    Rotate,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err("must be a number of seconds greater than 0".into()),
+    }
+}
+
+/// Why scrubctl stops early; mapped to the exit code.
+enum Fail {
+    Client(ClientError),
+    Local(String),
+}
+
+impl From<ClientError> for Fail {
+    fn from(e: ClientError) -> Self {
+        Fail::Client(e)
+    }
+}
+
+type Out = Result<(), Fail>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Client(ClientError::Connect { path, source })) => {
+            eprintln!(
+                "scrubctl: cannot connect to scrubd at {}: {source}\n  is scrubd running? point at its control socket with --socket PATH or SCRUBD_SOCKET",
+                path.display()
+            );
+            ExitCode::from(3)
+        }
+        Err(Fail::Client(ClientError::Daemon { code, message })) => {
+            eprintln!("scrubctl: daemon error {}: {message}", code_name(code));
+            ExitCode::from(1)
+        }
+        Err(Fail::Client(e)) => {
+            eprintln!("scrubctl: {e}");
+            ExitCode::from(1)
+        }
+        Err(Fail::Local(msg)) => {
+            eprintln!("scrubctl: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`scrubctl stats | head`) is not an error worth reporting.
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_json(v: &serde_json::Value) {
+    print(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    ));
+}
+
+/// Call, then print as JSON or through `human` applied to the typed reply.
+fn show<T: DeserializeOwned>(
+    client: &mut Client,
+    json: bool,
+    cmd: Command,
+    human: fn(&T) -> String,
+) -> Out {
+    let v = client.call(cmd)?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    let r: T = serde_json::from_value(v)
+        .map_err(|e| Fail::Client(ClientError::Protocol(format!("unexpected reply data: {e}"))))?;
+    print(&human(&r));
+    Ok(())
+}
+
+fn list_cmd(c: &ListCmd, block: bool) -> Command {
+    match (c, block) {
+        (ListCmd::Add { prefix, ttl }, true) => Command::BlockAdd {
+            prefix: prefix.clone(),
+            ttl_s: *ttl,
+        },
+        (ListCmd::Add { prefix, ttl }, false) => Command::AllowAdd {
+            prefix: prefix.clone(),
+            ttl_s: *ttl,
+        },
+        (ListCmd::Del { prefix }, true) => Command::BlockDel {
+            prefix: prefix.clone(),
+        },
+        (ListCmd::Del { prefix }, false) => Command::AllowDel {
+            prefix: prefix.clone(),
+        },
+        (ListCmd::List, true) => Command::BlockList,
+        (ListCmd::List, false) => Command::AllowList,
+    }
+}
+
+fn run(cli: &Cli) -> Out {
+    let mut client = Client::connect(&cli.socket)?;
+    let json = cli.json;
+    let c = &mut client;
+    match &cli.cmd {
+        Cmd::Status => show::<StatusReport>(c, json, Command::Status, render::status),
+        Cmd::Stats => show::<StatsReport>(c, json, Command::Stats, render::stats),
+        Cmd::Latency { reset, hgrm } => latency(c, json, *reset, hgrm.as_deref()),
+        Cmd::Top { interval, count } => top(c, json, *interval, *count),
+        Cmd::Metrics => {
+            let v = c.call(Command::Metrics)?;
+            if json {
+                print_json(&v);
+            } else {
+                let m: MetricsReport = serde_json::from_value(v).map_err(|e| {
+                    Fail::Client(ClientError::Protocol(format!("unexpected reply data: {e}")))
+                })?;
+                print(&m.text);
+            }
+            Ok(())
+        }
+        Cmd::Rules(RulesCmd::Reload) => {
+            show::<ReloadReport>(c, json, Command::RulesReload, render::reload)
+        }
+        Cmd::Block(ListCmd::List) => show::<ListReport>(c, json, Command::BlockList, render::list),
+        Cmd::Allow(ListCmd::List) => show::<ListReport>(c, json, Command::AllowList, render::list),
+        Cmd::Block(l) => show::<Done>(c, json, list_cmd(l, true), render::done),
+        Cmd::Allow(l) => show::<Done>(c, json, list_cmd(l, false), render::done),
+        Cmd::Ratelimit(RatelimitCmd::Show) => {
+            show::<RatelimitReport>(c, json, Command::RatelimitShow, render::ratelimit)
+        }
+        Cmd::Ratelimit(RatelimitCmd::Set(s)) => show::<Done>(
+            c,
+            json,
+            Command::RatelimitSet {
+                class: s.class.clone(),
+                rate: s.rate,
+                burst: s.burst,
+                mode: s.mode.clone(),
+                off: s.off,
+            },
+            render::done,
+        ),
+        Cmd::Syncookie(SyncookieCmd::Status) => {
+            show::<SyncookieReport>(c, json, Command::SyncookieStatus, render::syncookie)
+        }
+        Cmd::Syncookie(SyncookieCmd::Rotate) => {
+            show::<Done>(c, json, Command::SyncookieRotate, render::done)
+        }
+        Cmd::Ports => show::<PortsReport>(c, json, Command::Ports, render::ports),
+        Cmd::Offenders { limit, reason } => show::<OffendersReport>(
+            c,
+            json,
+            Command::Offenders {
+                limit: *limit,
+                reason: reason.clone(),
+            },
+            render::offenders,
+        ),
+        Cmd::Shutdown => show::<Done>(c, json, Command::Shutdown, render::done),
+    }
+}
+
+fn latency(c: &mut Client, json: bool, reset: bool, hgrm: Option<&Path>) -> Out {
+    let v = c.call(Command::Latency {
+        reset,
+        hgrm: hgrm.is_some(),
+    })?;
+    let r: LatencyReport = serde_json::from_value(v.clone())
+        .map_err(|e| Fail::Client(ClientError::Protocol(format!("unexpected reply data: {e}"))))?;
+    if let Some(file) = hgrm {
+        let text = r
+            .hgrm
+            .as_deref()
+            .ok_or_else(|| Fail::Local("the daemon sent no hgrm histogram".into()))?;
+        std::fs::write(file, text)
+            .map_err(|e| Fail::Local(format!("cannot write {}: {e}", file.display())))?;
+    }
+    if json {
+        print_json(&v);
+    } else {
+        print(&render::latency(&r));
+        if let Some(file) = hgrm {
+            print(&format!("histogram written to {}\n", file.display()));
+        }
+    }
+    Ok(())
+}
+
+fn top(c: &mut Client, json: bool, interval: f64, count: Option<u64>) -> Out {
+    let tty = std::io::stdout().is_terminal();
+    let pause = Duration::from_secs_f64(interval);
+    let mut n: u64 = 0;
+    loop {
+        n = n.saturating_add(1);
+        let v = c.call(Command::Stats)?;
+        if json {
+            // One JSON document per line per refresh.
+            print(&format!("{v}\n"));
+        } else {
+            let r: StatsReport = serde_json::from_value(v).map_err(|e| {
+                Fail::Client(ClientError::Protocol(format!("unexpected reply data: {e}")))
+            })?;
+            let frame = render::top_frame(&r, n, interval);
+            if tty {
+                print(&format!("\x1b[2J\x1b[H{frame}"));
+            } else {
+                print(&format!("{frame}\n"));
+            }
+        }
+        if count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(pause);
+    }
+}
