@@ -4,6 +4,10 @@
 //! the worker's previous published snapshot) and hand them to the control thread over SPSC rings;
 //! everything here runs on the control side or is plain data, so it is tested without DPDK.
 
+pub mod aggregate;
+pub mod exposition;
+pub mod hgrm;
 pub mod snapshot;
 
+pub use aggregate::{Aggregator, AggregatorConfig, StatsConfig};
 pub use snapshot::{new_latency_histogram, Snapshot, LATENCY_MAX_NS};

@@ -1,0 +1,1784 @@
+//! The control thread's view of all workers, built from their snapshots.
+//!
+//! Exactness comes from the snapshot contract: counters are cumulative, so keeping only each
+//! worker's newest snapshot (by `seq`) and summing across workers gives exact totals no matter
+//! how many publishes were deferred, duplicated or drained late. The latency histogram is the
+//! one delta, so it is merged exactly once, when its snapshot is first accepted.
+//!
+//! Nothing here trusts a snapshot's shape: ports, stages or rule indices beyond what the
+//! aggregator knows are ignored or reported as unknown, never indexed blindly.
+
+use crate::exposition::{Kind, Writer};
+use crate::hgrm;
+use crate::snapshot::{new_latency_histogram, Snapshot};
+use ctl::protocol::{
+    Counters, LatencyReport, LatencyRow, Offender, OffendersReport, PortStatsRow, Rates,
+    SignatureHit, StatsReport, SyncookieWorkerRow, WorkerStatsRow,
+};
+use hdrhistogram::Histogram;
+use pipeline::counters::{slot_name, DROP_SLOTS};
+use pipeline::offenders::{OffenderEntry, Side};
+use pipeline::stage::syncookie::Status as SynCookieStatus;
+use pipeline::{Pipeline, VerdictCounters};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// The recent-latency window is kept as this many equal slices; expiring a whole slice at a
+/// time keeps ingest O(1) while the covered span stays within one slice of the configured one.
+pub const RECENT_SLICES: u64 = 10;
+
+/// Refuse to merge a latency delta past this many recorded values: the histogram's own
+/// percentile scan adds counts without saturation, and a corrupt snapshot must not be able to
+/// make a report panic. At a billion packets per second it takes a century to get here.
+const MAX_LATENCY_COUNT: u64 = 1 << 62;
+
+/// Quantiles every latency view reports, with their Prometheus label spelling.
+const QUANTILES: [(f64, &str); 5] = [
+    (0.5, "0.5"),
+    (0.9, "0.9"),
+    (0.99, "0.99"),
+    (0.999, "0.999"),
+    (0.9999, "0.9999"),
+];
+
+/// The `[stats]` section of the daemon config: how far back rates and "recent" latency look.
+///
+/// ```toml
+/// [stats]
+/// window_ms = 10000      # recent latency window (default 10 s)
+/// rate_window_ms = 1000  # rates are averaged over this span (default 1 s)
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    #[serde(default = "default_rate_window_ms")]
+    pub rate_window_ms: u64,
+}
+
+fn default_window_ms() -> u64 {
+    10_000
+}
+
+fn default_rate_window_ms() -> u64 {
+    1_000
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            window_ms: default_window_ms(),
+            rate_window_ms: default_rate_window_ms(),
+        }
+    }
+}
+
+/// Longest window accepted: beyond a day "recent" stops meaning anything and the rate
+/// history would grow without purpose.
+const MAX_WINDOW_MS: u64 = 86_400_000;
+/// Shortest recent window: each of its slices must be at least a millisecond.
+const MIN_WINDOW_MS: u64 = RECENT_SLICES;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl StatsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_ms("stats.window_ms", self.window_ms, MIN_WINDOW_MS)?;
+        check_ms("stats.rate_window_ms", self.rate_window_ms, 1)
+    }
+
+    /// The aggregator settings for a daemon with these ports and workers.
+    pub fn aggregator(
+        &self,
+        port_names: Vec<String>,
+        workers: usize,
+        tsc_hz: u64,
+    ) -> Result<AggregatorConfig, ConfigError> {
+        self.validate()?;
+        Ok(AggregatorConfig {
+            port_names,
+            workers,
+            tsc_hz,
+            window: Duration::from_millis(self.window_ms),
+            rate_window: Duration::from_millis(self.rate_window_ms),
+        })
+    }
+}
+
+fn check_ms(field: &'static str, v: u64, min: u64) -> Result<(), ConfigError> {
+    if v < min || v > MAX_WINDOW_MS {
+        return Err(ConfigError {
+            field,
+            problem: format!("{v} ms is outside {min}..={MAX_WINDOW_MS} ms"),
+        });
+    }
+    Ok(())
+}
+
+/// What the aggregator is told at start; built by the daemon (see [`StatsConfig::aggregator`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregatorConfig {
+    /// RX ports in the daemon's order; a snapshot's `per_port[i]` is `port_names[i]`.
+    pub port_names: Vec<String>,
+    pub workers: usize,
+    /// TSC frequency of the workers' clock, kept for consumers converting `Snapshot::tsc`.
+    pub tsc_hz: u64,
+    /// Span of the "recent" latency view.
+    pub window: Duration,
+    /// Span rates are averaged over.
+    pub rate_window: Duration,
+}
+
+impl AggregatorConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        check_ms("window", ms(self.window), MIN_WINDOW_MS)?;
+        check_ms("rate_window", ms(self.rate_window), 1)?;
+        if self.workers > usize::from(u16::MAX) + 1 {
+            return Err(ConfigError {
+                field: "workers",
+                problem: format!("{} workers cannot be numbered by a u16", self.workers),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What [`Aggregator::ingest`] did with a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    Accepted,
+    /// Its `seq` was not newer than the worker's newest accepted one (a duplicate or a late
+    /// one); nothing of it was counted.
+    Stale,
+    /// Its worker index is not one the aggregator was configured with.
+    UnknownWorker,
+}
+
+/// A reason name `offenders` was asked to filter by that is no drop reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown drop reason {name:?}; valid reasons: {}", valid.join(", "))]
+pub struct UnknownReason {
+    pub name: String,
+    pub valid: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RetireError {
+    #[error("worker {0} is not one of the configured workers")]
+    UnknownWorker(u16),
+    /// Retiring twice would count the final hits twice.
+    #[error("worker {worker} already retired rule generation {generation}")]
+    AlreadyRetired { worker: u16, generation: u64 },
+}
+
+/// One worker's newest accepted state plus its since-start latency.
+struct WorkerState {
+    seq: u64,
+    snapshots: u64,
+    last_at: Option<Instant>,
+    lcore: u32,
+    queue: u16,
+    per_port: Vec<VerdictCounters>,
+    stages: Vec<u64>,
+    rules_generation: u64,
+    signature_hits: Vec<u64>,
+    offenders: Vec<OffenderEntry>,
+    busy_tsc: u64,
+    total_tsc: u64,
+    deferred: u64,
+    syncookie: Option<SynCookieStatus>,
+    latency: Histogram<u64>,
+    /// Rule generations whose final hits this worker handed over with `retire_rules`; its
+    /// snapshots of these generations no longer count.
+    retired: BTreeSet<u64>,
+}
+
+impl WorkerState {
+    fn new(ports: usize, stages: usize) -> WorkerState {
+        WorkerState {
+            seq: 0,
+            snapshots: 0,
+            last_at: None,
+            lcore: 0,
+            queue: 0,
+            per_port: vec![VerdictCounters::default(); ports],
+            stages: vec![0; stages],
+            rules_generation: 0,
+            signature_hits: Vec::new(),
+            offenders: Vec::new(),
+            busy_tsc: 0,
+            total_tsc: 0,
+            deferred: 0,
+            syncookie: None,
+            latency: new_latency_histogram(),
+            retired: BTreeSet::new(),
+        }
+    }
+
+    fn counters(&self) -> VerdictCounters {
+        let mut sum = VerdictCounters::default();
+        for c in &self.per_port {
+            add_saturating(&mut sum, c);
+        }
+        sum
+    }
+}
+
+/// Cumulative totals at one ingest time, for rates.
+struct RateSample {
+    at: Instant,
+    ports: Vec<VerdictCounters>,
+    /// Per worker: rx packets, busy TSC, total TSC.
+    workers: Vec<(u64, u64, u64)>,
+}
+
+struct Slice {
+    idx: u64,
+    hist: Histogram<u64>,
+}
+
+/// Where hits of a rule index end up: its sid when the generation's rule table is known,
+/// otherwise kept apart so nothing is lost or merged wrongly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum HitKey {
+    Sid(u32),
+    Unknown { generation: u64, index: usize },
+}
+
+/// Offender estimates are merged per (side, address, drop slot).
+type OffenderKey = (Side, IpAddr, u16);
+
+/// Control-side state fed by every worker's snapshots.
+pub struct Aggregator {
+    cfg: AggregatorConfig,
+    start: Instant,
+    workers: Vec<WorkerState>,
+    stage_names: &'static [String],
+    merged_latency: Histogram<u64>,
+    latency_since: Instant,
+    slice_len: Duration,
+    recent: VecDeque<Slice>,
+    spare_slices: Vec<Histogram<u64>>,
+    samples: VecDeque<RateSample>,
+    rules: BTreeMap<u64, Vec<(u32, String)>>,
+    sid_msg: HashMap<u32, String>,
+    /// Final hits of retired generations, summed over workers, by rule index.
+    retired_hits: BTreeMap<u64, Vec<u64>>,
+}
+
+impl Aggregator {
+    pub fn new(cfg: AggregatorConfig) -> Result<Aggregator, ConfigError> {
+        Aggregator::new_at(cfg, Instant::now())
+    }
+
+    /// As [`Aggregator::new`] with an explicit start time, so tests drive time themselves.
+    pub fn new_at(cfg: AggregatorConfig, start: Instant) -> Result<Aggregator, ConfigError> {
+        cfg.validate()?;
+        let stage_names = Pipeline::stage_counter_names();
+        let ports = cfg.port_names.len();
+        let workers = (0..cfg.workers)
+            .map(|_| WorkerState::new(ports, stage_names.len()))
+            .collect();
+        // Validated above: the window is at least RECENT_SLICES ms, so a slice is >= 1 ms.
+        let slice_len = cfg.window / RECENT_SLICES as u32;
+        Ok(Aggregator {
+            cfg,
+            start,
+            workers,
+            stage_names,
+            merged_latency: new_latency_histogram(),
+            latency_since: start,
+            slice_len,
+            recent: VecDeque::new(),
+            spare_slices: Vec::new(),
+            samples: VecDeque::new(),
+            rules: BTreeMap::new(),
+            sid_msg: HashMap::new(),
+            retired_hits: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &AggregatorConfig {
+        &self.cfg
+    }
+
+    /// Takes in one snapshot drained at `now`.
+    pub fn ingest(&mut self, snap: &Snapshot, now: Instant) -> Ingested {
+        let cur = self.slice_index(now);
+        self.expire_slices(cur);
+        let Some(w) = self.workers.get_mut(usize::from(snap.worker)) else {
+            return Ingested::UnknownWorker;
+        };
+        if snap.seq <= w.seq {
+            return Ingested::Stale;
+        }
+        w.seq = snap.seq;
+        w.snapshots = w.snapshots.saturating_add(1);
+        w.last_at = Some(now);
+        w.lcore = snap.lcore;
+        w.queue = snap.queue;
+        // Ports or stages the snapshot lacks keep their previous (cumulative) values; extra
+        // ones are not ours to report.
+        for (dst, src) in w.per_port.iter_mut().zip(&snap.per_port) {
+            dst.clone_from(src);
+        }
+        for (dst, src) in w.stages.iter_mut().zip(&snap.stages) {
+            *dst = *src;
+        }
+        w.rules_generation = snap.rules_generation;
+        w.signature_hits.clone_from(&snap.signature_hits);
+        w.offenders.clone_from(&snap.offenders);
+        w.busy_tsc = snap.busy_tsc;
+        w.total_tsc = snap.total_tsc;
+        w.deferred = snap.deferred;
+        w.syncookie = snap.syncookie;
+
+        // Every since-start view takes the delta or none does, so they never disagree.
+        let fits = [&w.latency, &self.merged_latency]
+            .iter()
+            .all(|h| h.len().saturating_add(snap.latency.len()) <= MAX_LATENCY_COUNT);
+        if fits {
+            merge_histogram(&mut w.latency, &snap.latency);
+            merge_histogram(&mut self.merged_latency, &snap.latency);
+            match self.recent.back_mut() {
+                // A `now` older than the newest slice (clock handed in out of order) goes to
+                // the newest slice rather than being dropped.
+                Some(s) if s.idx >= cur => merge_histogram(&mut s.hist, &snap.latency),
+                _ => {
+                    let mut hist = self
+                        .spare_slices
+                        .pop()
+                        .unwrap_or_else(new_latency_histogram);
+                    merge_histogram(&mut hist, &snap.latency);
+                    self.recent.push_back(Slice { idx: cur, hist });
+                }
+            }
+        }
+        self.push_sample(now);
+        Ingested::Accepted
+    }
+
+    /// Registers the meaning of rule index `i` of `generation`: `rules[i]` is (sid, msg).
+    pub fn set_rules(&mut self, generation: u64, rules: Vec<(u32, String)>) {
+        for (sid, msg) in &rules {
+            self.sid_msg.insert(*sid, msg.clone());
+        }
+        self.rules.insert(generation, rules);
+    }
+
+    /// Hands over `worker`'s final hit counts of `generation` (which it no longer runs); from
+    /// now on its snapshots of that generation do not count towards hits.
+    pub fn retire_rules(
+        &mut self,
+        worker: u16,
+        generation: u64,
+        final_hits: &[u64],
+    ) -> Result<(), RetireError> {
+        let w = self
+            .workers
+            .get_mut(usize::from(worker))
+            .ok_or(RetireError::UnknownWorker(worker))?;
+        if !w.retired.insert(generation) {
+            return Err(RetireError::AlreadyRetired { worker, generation });
+        }
+        let acc = self.retired_hits.entry(generation).or_default();
+        if acc.len() < final_hits.len() {
+            acc.resize(final_hits.len(), 0);
+        }
+        for (a, h) in acc.iter_mut().zip(final_hits) {
+            *a = a.saturating_add(*h);
+        }
+        Ok(())
+    }
+
+    /// Per port, summed over workers' newest snapshots.
+    pub fn totals(&self) -> Vec<VerdictCounters> {
+        let mut t = vec![VerdictCounters::default(); self.cfg.port_names.len()];
+        for w in &self.workers {
+            for (acc, c) in t.iter_mut().zip(&w.per_port) {
+                add_saturating(acc, c);
+            }
+        }
+        t
+    }
+
+    /// Hits by rule over all generations and workers, rules with hits only, most hits first.
+    pub fn signature_hits(&self) -> Vec<SignatureHit> {
+        let mut by_key: BTreeMap<HitKey, u64> = BTreeMap::new();
+        for (generation, hits) in &self.retired_hits {
+            self.attribute_hits(&mut by_key, *generation, hits);
+        }
+        for w in &self.workers {
+            if !w.retired.contains(&w.rules_generation) {
+                self.attribute_hits(&mut by_key, w.rules_generation, &w.signature_hits);
+            }
+        }
+        let mut out: Vec<SignatureHit> = by_key
+            .into_iter()
+            .filter(|(_, hits)| *hits > 0)
+            .map(|(key, hits)| match key {
+                HitKey::Sid(sid) => SignatureHit {
+                    sid,
+                    msg: self.sid_msg.get(&sid).cloned().unwrap_or_default(),
+                    hits,
+                },
+                HitKey::Unknown { generation, index } => SignatureHit {
+                    sid: 0,
+                    msg: format!("unknown rule {index} of generation {generation}"),
+                    hits,
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.hits
+                .cmp(&a.hits)
+                .then(a.sid.cmp(&b.sid))
+                .then_with(|| a.msg.cmp(&b.msg))
+        });
+        out
+    }
+
+    fn attribute_hits(&self, by_key: &mut BTreeMap<HitKey, u64>, generation: u64, hits: &[u64]) {
+        let table = self.rules.get(&generation);
+        for (index, &n) in hits.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let key = match table.and_then(|t| t.get(index)) {
+                Some((sid, _)) => HitKey::Sid(*sid),
+                None => HitKey::Unknown { generation, index },
+            };
+            let e = by_key.entry(key).or_insert(0);
+            *e = e.saturating_add(n);
+        }
+    }
+
+    /// Each worker's SYN-cookie state from its newest snapshot, for workers that run the stage.
+    pub fn syncookie_workers(&self) -> Vec<SyncookieWorkerRow> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let s = w.syncookie.as_ref()?;
+                Some(SyncookieWorkerRow {
+                    worker: u16::try_from(i).unwrap_or(u16::MAX),
+                    secret_generation: s.secret_generation,
+                    allowlist_occupied: s.allowlist_occupied,
+                    allowlist_capacity: s.allowlist_capacity,
+                })
+            })
+            .collect()
+    }
+
+    /// Stage counters summed over workers, by name.
+    pub fn stage_totals(&self) -> BTreeMap<String, u64> {
+        let mut sums = vec![0u64; self.stage_names.len()];
+        for w in &self.workers {
+            for (s, v) in sums.iter_mut().zip(&w.stages) {
+                *s = s.saturating_add(*v);
+            }
+        }
+        self.stage_names.iter().cloned().zip(sums).collect()
+    }
+
+    pub fn stats_report(&self, now: Instant) -> StatsReport {
+        let totals = self.totals();
+        let span = self.rate_span();
+        let mut ports = Vec::with_capacity(totals.len());
+        for (i, (name, c)) in self.cfg.port_names.iter().zip(&totals).enumerate() {
+            let rates = span
+                .and_then(|(a, b, dt)| Some(rates(a.ports.get(i)?, b.ports.get(i)?, dt)))
+                .unwrap_or_default();
+            ports.push(PortStatsRow {
+                name: name.clone(),
+                counters: counters(c),
+                rates,
+            });
+        }
+        let mut total = VerdictCounters::default();
+        for c in &totals {
+            add_saturating(&mut total, c);
+        }
+        let total_rates = span
+            .map(|(a, b, dt)| rates(&sum_counters(&a.ports), &sum_counters(&b.ports), dt))
+            .unwrap_or_default();
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let ticks =
+                    span.and_then(|(a, b, dt)| Some((a.workers.get(i)?, b.workers.get(i)?, dt)));
+                let rx_pps = ticks
+                    .map(|(a, b, dt)| b.0.saturating_sub(a.0) as f64 / dt)
+                    .unwrap_or(0.0);
+                // Busy share over the rate window when there is one, else since start.
+                let busy_pct = match ticks {
+                    Some((a, b, _)) if b.2 > a.2 => {
+                        pct(b.1.saturating_sub(a.1), b.2.saturating_sub(a.2))
+                    }
+                    _ => pct(w.busy_tsc, w.total_tsc),
+                };
+                let age = w
+                    .last_at
+                    .map_or(now.saturating_duration_since(self.start), |t| {
+                        now.saturating_duration_since(t)
+                    });
+                WorkerStatsRow {
+                    worker: u16::try_from(i).unwrap_or(u16::MAX),
+                    lcore: w.lcore,
+                    queue: w.queue,
+                    counters: counters(&w.counters()),
+                    rx_pps,
+                    busy_pct,
+                    snapshots: w.snapshots,
+                    deferred: w.deferred,
+                    last_snapshot_age_ms: age.as_secs_f64() * 1000.0,
+                }
+            })
+            .collect();
+        StatsReport {
+            uptime_s: now.saturating_duration_since(self.start).as_secs_f64(),
+            rate_window_s: span.map_or(0.0, |(_, _, dt)| dt),
+            ports,
+            workers,
+            total: counters(&total),
+            total_rates,
+            stages: self.stage_totals(),
+            signature_hits: self.signature_hits(),
+        }
+    }
+
+    /// Latency percentiles; with `reset`, the since-start histograms start over after this
+    /// read (the recent window is left alone: it expires by itself).
+    pub fn latency_report(&mut self, now: Instant, reset: bool, hgrm: bool) -> LatencyReport {
+        let cur = self.slice_index(now);
+        self.expire_slices(cur);
+        let first = cur.saturating_sub(RECENT_SLICES - 1);
+        let mut recent = new_latency_histogram();
+        for s in self.recent.iter().filter(|s| s.idx >= first) {
+            merge_histogram(&mut recent, &s.hist);
+        }
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+        let window_s = (elapsed - first as f64 * self.slice_len.as_secs_f64()).max(0.0);
+        let report = LatencyReport {
+            unit: "ns".to_string(),
+            since_s: now
+                .saturating_duration_since(self.latency_since)
+                .as_secs_f64(),
+            window_s,
+            workers: self
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| latency_row(format!("worker {i}"), &w.latency))
+                .collect(),
+            merged: latency_row("all".to_string(), &self.merged_latency),
+            recent: latency_row("all (recent)".to_string(), &recent),
+            hgrm: hgrm.then(|| hgrm::write_percentiles(&self.merged_latency, 1.0)),
+            reset,
+        };
+        if reset {
+            for w in &mut self.workers {
+                w.latency.reset();
+            }
+            self.merged_latency.reset();
+            self.latency_since = now;
+        }
+        report
+    }
+
+    /// The workers' offender sketches merged: estimates of equal (side, address, reason) keys
+    /// are summed, counts and error bounds alike. A key one worker's sketch no longer tracks
+    /// adds nothing for that worker, so the sum can undercount such a key by at most that
+    /// sketch's smallest count.
+    pub fn offenders_report(
+        &self,
+        limit: usize,
+        reason: Option<&str>,
+    ) -> Result<OffendersReport, UnknownReason> {
+        let slot = match reason {
+            None => None,
+            Some(name) => Some((0..DROP_SLOTS).find(|&s| slot_name(s) == name).ok_or_else(
+                || UnknownReason {
+                    name: name.to_string(),
+                    valid: (0..DROP_SLOTS).map(slot_name).collect(),
+                },
+            )?),
+        };
+        let mut merged: HashMap<OffenderKey, (u64, u64)> = HashMap::new();
+        for e in self.workers.iter().flat_map(|w| &w.offenders) {
+            if slot.is_some_and(|s| usize::from(e.reason) != s) {
+                continue;
+            }
+            let acc = merged.entry((e.side, e.addr, e.reason)).or_insert((0, 0));
+            acc.0 = acc.0.saturating_add(e.count);
+            acc.1 = acc.1.saturating_add(e.error);
+        }
+        let mut rows: Vec<(OffenderKey, (u64, u64))> = merged.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+        let side = |want: Side| -> Vec<Offender> {
+            rows.iter()
+                .filter(|((s, _, _), _)| *s == want)
+                .take(limit)
+                .map(|((_, addr, r), (packets, error))| Offender {
+                    addr: addr.to_string(),
+                    reason: slot_name(usize::from(*r)),
+                    packets: *packets,
+                    error: *error,
+                })
+                .collect()
+        };
+        Ok(OffendersReport {
+            reason: reason.map(str::to_string),
+            sources: side(Side::Src),
+            destinations: side(Side::Dst),
+        })
+    }
+
+    /// Everything in Prometheus text format 0.0.4.
+    pub fn prometheus(&self, now: Instant) -> String {
+        let mut w = Writer::new();
+        w.family(
+            "scrubd_uptime_seconds",
+            Kind::Gauge,
+            "Seconds since the stats aggregator started.",
+        );
+        w.sample(
+            "scrubd_uptime_seconds",
+            &[],
+            now.saturating_duration_since(self.start).as_secs_f64(),
+        );
+
+        let totals = self.totals();
+        let ports: Vec<(&str, &VerdictCounters)> = self
+            .cfg
+            .port_names
+            .iter()
+            .map(String::as_str)
+            .zip(&totals)
+            .collect();
+        type Get = fn(&VerdictCounters) -> u64;
+        let per_port: [(&str, &str, Get); 5] = [
+            ("scrubd_rx_packets_total", "Packets received.", |c| {
+                c.rx_packets
+            }),
+            ("scrubd_rx_bytes_total", "Bytes received.", |c| c.rx_bytes),
+            (
+                "scrubd_forwarded_packets_total",
+                "Packets forwarded.",
+                |c| c.forwarded,
+            ),
+            (
+                "scrubd_replied_packets_total",
+                "Packets answered in place (SYN cookies and the like).",
+                |c| c.replied,
+            ),
+            ("scrubd_dropped_packets_total", "Packets dropped.", |c| {
+                sum_drops(c)
+            }),
+        ];
+        for (name, help, get) in per_port {
+            w.family(name, Kind::Counter, &format!("{help} By RX port."));
+            for (port, c) in &ports {
+                w.sample(name, &[("port", port)], get(c));
+            }
+        }
+        w.family(
+            "scrubd_drops_total",
+            Kind::Counter,
+            "Packets dropped, by RX port and drop reason.",
+        );
+        let reasons: Vec<String> = (0..DROP_SLOTS).map(slot_name).collect();
+        for (port, c) in &ports {
+            for (reason, n) in reasons.iter().zip(c.drops.iter()) {
+                w.sample(
+                    "scrubd_drops_total",
+                    &[("port", port), ("reason", reason)],
+                    *n,
+                );
+            }
+        }
+
+        let labels: Vec<String> = (0..self.workers.len()).map(|i| i.to_string()).collect();
+        let worker_counters: Vec<VerdictCounters> =
+            self.workers.iter().map(WorkerState::counters).collect();
+        for (name, help, get) in per_port {
+            let name = name.replacen("scrubd_", "scrubd_worker_", 1);
+            w.family(&name, Kind::Counter, &format!("{help} By worker."));
+            for (l, c) in labels.iter().zip(&worker_counters) {
+                w.sample(&name, &[("worker", l)], get(c));
+            }
+        }
+        type WGet = fn(&WorkerState) -> u64;
+        let worker_plain: [(&str, &str, WGet); 4] = [
+            (
+                "scrubd_worker_snapshots_total",
+                "Stats snapshots received from the worker.",
+                |w| w.snapshots,
+            ),
+            (
+                "scrubd_worker_deferred_total",
+                "Stats intervals the worker could not publish (their data came later).",
+                |w| w.deferred,
+            ),
+            (
+                "scrubd_worker_busy_tsc_total",
+                "TSC ticks the worker spent on non-empty bursts.",
+                |w| w.busy_tsc,
+            ),
+            (
+                "scrubd_worker_loop_tsc_total",
+                "TSC ticks the worker spent in its loop.",
+                |w| w.total_tsc,
+            ),
+        ];
+        for (name, help, get) in worker_plain {
+            w.family(name, Kind::Counter, help);
+            for (l, ws) in labels.iter().zip(&self.workers) {
+                w.sample(name, &[("worker", l)], get(ws));
+            }
+        }
+
+        w.family(
+            "scrubd_stage_events_total",
+            Kind::Counter,
+            "Pipeline stage counters summed over workers.",
+        );
+        for (name, v) in self.stage_totals() {
+            w.sample("scrubd_stage_events_total", &[("counter", &name)], v);
+        }
+
+        w.family(
+            "scrubd_signature_hits_total",
+            Kind::Counter,
+            "Signature rule matches over all rule generations.",
+        );
+        for h in self.signature_hits() {
+            w.sample(
+                "scrubd_signature_hits_total",
+                &[("sid", &h.sid.to_string()), ("msg", &h.msg)],
+                h.hits,
+            );
+        }
+
+        let h = &self.merged_latency;
+        w.family(
+            "scrubd_latency_ns",
+            Kind::Summary,
+            "Packet latency from RX burst to TX or free, nanoseconds, since start or the last \
+             latency reset. _sum is estimated from the histogram mean.",
+        );
+        for (q, label) in QUANTILES {
+            w.sample("scrubd_latency_ns", &[("quantile", label)], quantile(h, q));
+        }
+        w.sample("scrubd_latency_ns_sum", &[], h.mean() * h.len() as f64);
+        w.sample("scrubd_latency_ns_count", &[], h.len());
+        w.family(
+            "scrubd_latency_max_ns",
+            Kind::Gauge,
+            "Largest packet latency since start or the last latency reset, nanoseconds.",
+        );
+        w.sample(
+            "scrubd_latency_max_ns",
+            &[],
+            if h.is_empty() { 0 } else { h.max() },
+        );
+        w.finish()
+    }
+
+    fn slice_index(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos();
+        let slice = self.slice_len.as_nanos().max(1);
+        u64::try_from(elapsed / slice).unwrap_or(u64::MAX)
+    }
+
+    fn expire_slices(&mut self, cur: u64) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|s| s.idx.saturating_add(RECENT_SLICES) <= cur)
+        {
+            if let Some(mut s) = self.recent.pop_front() {
+                if self.spare_slices.len() < RECENT_SLICES as usize {
+                    s.hist.reset();
+                    self.spare_slices.push(s.hist);
+                }
+            }
+        }
+    }
+
+    fn push_sample(&mut self, now: Instant) {
+        let ports = self.totals();
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| (w.counters().rx_packets, w.busy_tsc, w.total_tsc))
+            .collect();
+        match self.samples.back_mut() {
+            // Snapshots drained in one batch share a `now`: one sample holds all of them.
+            Some(last) if last.at >= now => {
+                last.ports = ports;
+                last.workers = workers;
+            }
+            _ => self.samples.push_back(RateSample {
+                at: now,
+                ports,
+                workers,
+            }),
+        }
+        // Keep exactly one sample at or before the window's start as the baseline.
+        if let Some(newest) = self.samples.back().map(|s| s.at) {
+            while self.samples.len() >= 2
+                && self
+                    .samples
+                    .get(1)
+                    .is_some_and(|s| newest.saturating_duration_since(s.at) >= self.cfg.rate_window)
+            {
+                self.samples.pop_front();
+            }
+        }
+    }
+
+    /// Baseline, newest sample and the seconds between them, when they differ.
+    fn rate_span(&self) -> Option<(&RateSample, &RateSample, f64)> {
+        let a = self.samples.front()?;
+        let b = self.samples.back()?;
+        let dt = b.at.saturating_duration_since(a.at).as_secs_f64();
+        (dt > 0.0).then_some((a, b, dt))
+    }
+}
+
+fn add_saturating(acc: &mut VerdictCounters, o: &VerdictCounters) {
+    acc.rx_packets = acc.rx_packets.saturating_add(o.rx_packets);
+    acc.rx_bytes = acc.rx_bytes.saturating_add(o.rx_bytes);
+    acc.forwarded = acc.forwarded.saturating_add(o.forwarded);
+    acc.replied = acc.replied.saturating_add(o.replied);
+    for (a, b) in acc.drops.iter_mut().zip(o.drops.iter()) {
+        *a = a.saturating_add(*b);
+    }
+}
+
+fn sum_counters(cs: &[VerdictCounters]) -> VerdictCounters {
+    let mut t = VerdictCounters::default();
+    for c in cs {
+        add_saturating(&mut t, c);
+    }
+    t
+}
+
+fn sum_drops(c: &VerdictCounters) -> u64 {
+    c.drops.iter().fold(0u64, |a, d| a.saturating_add(*d))
+}
+
+fn counters(c: &VerdictCounters) -> Counters {
+    let dropped = sum_drops(c);
+    // Checked, not saturating: a saturated sum must not pass as conserved.
+    let exact_out = c
+        .drops
+        .iter()
+        .try_fold(0u64, |a, d| a.checked_add(*d))
+        .and_then(|d| d.checked_add(c.forwarded))
+        .and_then(|d| d.checked_add(c.replied));
+    Counters {
+        rx_packets: c.rx_packets,
+        rx_bytes: c.rx_bytes,
+        forwarded: c.forwarded,
+        replied: c.replied,
+        dropped,
+        drops: c
+            .drops
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (slot_name(i), *n))
+            .collect(),
+        conserved: exact_out == Some(c.rx_packets),
+    }
+}
+
+/// Per-second rates between two cumulative readings; a counter that went backwards (a worker
+/// restarted) counts as no progress rather than a huge wrap.
+fn rates(a: &VerdictCounters, b: &VerdictCounters, dt: f64) -> Rates {
+    let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt;
+    Rates {
+        rx_pps: per_s(a.rx_packets, b.rx_packets),
+        rx_bps: per_s(a.rx_bytes, b.rx_bytes) * 8.0,
+        forwarded_pps: per_s(a.forwarded, b.forwarded),
+        replied_pps: per_s(a.replied, b.replied),
+        dropped_pps: per_s(sum_drops(a), sum_drops(b)),
+        drops_pps: a
+            .drops
+            .iter()
+            .zip(b.drops.iter())
+            .enumerate()
+            .filter(|(_, (x, y))| y > x)
+            .map(|(i, (x, y))| (slot_name(i), per_s(*x, *y)))
+            .collect(),
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64 * 100.0).clamp(0.0, 100.0)
+    }
+}
+
+fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
+    }
+}
+
+fn latency_row(label: String, h: &Histogram<u64>) -> LatencyRow {
+    let empty = h.is_empty();
+    LatencyRow {
+        label,
+        count: h.len(),
+        min: if empty { 0 } else { h.min() },
+        mean: h.mean(),
+        p50: quantile(h, 0.5),
+        p90: quantile(h, 0.9),
+        p99: quantile(h, 0.99),
+        p999: quantile(h, 0.999),
+        p9999: quantile(h, 0.9999),
+        max: if empty { 0 } else { h.max() },
+    }
+}
+
+/// Adds `src` into `dst` without ever failing: histograms of our own layout are added
+/// directly (saturating counts); any other layout is re-recorded value by value, clamped to
+/// our range, so a foreign or corrupt histogram degrades to clamped values instead of an error.
+fn merge_histogram(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
+    if src.is_empty() {
+        return;
+    }
+    let same_layout =
+        src.low() == dst.low() && src.high() == dst.high() && src.sigfig() == dst.sigfig();
+    if same_layout && dst.add(src).is_ok() {
+        return;
+    }
+    for v in src.iter_recorded() {
+        dst.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::validate;
+    use crate::snapshot::LATENCY_MAX_NS;
+    use pipeline::verdict::{DropReason, Verdict};
+    use proptest::prelude::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn config(ports: usize, workers: usize) -> AggregatorConfig {
+        AggregatorConfig {
+            port_names: (0..ports).map(|i| format!("port{i}")).collect(),
+            workers,
+            tsc_hz: 1_000_000_000,
+            window: Duration::from_secs(10),
+            rate_window: SEC,
+        }
+    }
+
+    fn stages() -> usize {
+        Pipeline::stage_counter_names().len()
+    }
+
+    /// A worker as the data path runs it: true counters, a pending latency histogram that is
+    /// only cleared by a successful publish, and a seq that advances per publish.
+    struct SimWorker {
+        id: u16,
+        seq: u64,
+        ports: Vec<VerdictCounters>,
+        stages: Vec<u64>,
+        pending: Histogram<u64>,
+        deferred: u64,
+        last: Option<Snapshot>,
+        busy: u64,
+        total: u64,
+    }
+
+    impl SimWorker {
+        fn new(id: u16, ports: usize) -> SimWorker {
+            SimWorker {
+                id,
+                seq: 0,
+                ports: vec![VerdictCounters::default(); ports],
+                stages: vec![0; stages()],
+                pending: new_latency_histogram(),
+                deferred: 0,
+                last: None,
+                busy: 0,
+                total: 0,
+            }
+        }
+
+        fn packets(&mut self, port: usize, n: u64, v: Verdict, bytes: u64, latency_ns: u64) {
+            let c = &mut self.ports[port];
+            for _ in 0..n {
+                c.rx_packets += 1;
+                c.rx_bytes += bytes;
+                c.count(v);
+                self.pending.record(latency_ns).unwrap();
+            }
+            let stage = usize::try_from(latency_ns).unwrap() % self.stages.len();
+            self.stages[stage] += n;
+            self.busy += n;
+            self.total += 2 * n + 1;
+        }
+
+        /// A publish attempt; a failed one is only counted as deferred.
+        fn publish(&mut self, ok: bool) -> Option<Snapshot> {
+            if !ok {
+                self.deferred += 1;
+                return None;
+            }
+            self.seq += 1;
+            let mut s = Snapshot::new(self.id, self.ports.len(), self.stages.len());
+            s.seq = self.seq;
+            s.per_port.clone_from(&self.ports);
+            s.stages.clone_from(&self.stages);
+            s.latency = self.pending.clone();
+            s.busy_tsc = self.busy;
+            s.total_tsc = self.total;
+            s.deferred = self.deferred;
+            self.pending.reset();
+            self.last = Some(s.clone());
+            Some(s)
+        }
+    }
+
+    fn verdict(k: u8) -> Verdict {
+        match k % 4 {
+            0 => Verdict::Forward,
+            1 => Verdict::Reply { len: 60 },
+            2 => Verdict::Drop(DropReason::AclDeny),
+            _ => Verdict::Drop(DropReason::RateLimited(0)),
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Ev {
+        Packets {
+            worker: usize,
+            port: usize,
+            n: u64,
+            kind: u8,
+        },
+        Publish {
+            worker: usize,
+            ok: bool,
+        },
+        /// The control side sees the worker's previous snapshot again.
+        Redeliver {
+            worker: usize,
+        },
+    }
+
+    fn event() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            (0..3usize, 0..2usize, 1..20u64, any::<u8>()).prop_map(|(worker, port, n, kind)| {
+                Ev::Packets {
+                    worker,
+                    port,
+                    n,
+                    kind,
+                }
+            }),
+            (0..3usize, any::<bool>()).prop_map(|(worker, ok)| Ev::Publish { worker, ok }),
+            (0..3usize).prop_map(|worker| Ev::Redeliver { worker }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever mix of deferred publishes and duplicate deliveries, the totals equal what
+        /// the workers really counted, the workers' rows add up to the ports, and every packet's
+        /// latency is in the merged histogram exactly once.
+        #[test]
+        fn totals_are_exact(events in proptest::collection::vec(event(), 0..120)) {
+            let t0 = Instant::now();
+            let mut agg = Aggregator::new_at(config(2, 3), t0).unwrap();
+            let mut sims: Vec<SimWorker> = (0..3).map(|i| SimWorker::new(i, 2)).collect();
+            let mut recorded = 0u64;
+            for (step, ev) in events.iter().enumerate() {
+                let now = t0 + Duration::from_millis(step as u64 * 10);
+                match *ev {
+                    Ev::Packets { worker, port, n, kind } => {
+                        sims[worker].packets(port, n, verdict(kind), 100, 1000 + step as u64);
+                        recorded += n;
+                    }
+                    Ev::Publish { worker, ok } => {
+                        if let Some(s) = sims[worker].publish(ok) {
+                            prop_assert_eq!(agg.ingest(&s, now), Ingested::Accepted);
+                        }
+                    }
+                    Ev::Redeliver { worker } => {
+                        if let Some(s) = sims[worker].last.clone() {
+                            prop_assert_eq!(agg.ingest(&s, now), Ingested::Stale);
+                        }
+                    }
+                }
+            }
+            let end = t0 + Duration::from_secs(5);
+            for s in &mut sims {
+                let snap = s.publish(true).unwrap();
+                agg.ingest(&snap, end);
+            }
+            let truth: Vec<VerdictCounters> = (0..2)
+                .map(|p| sum_counters(&sims.iter().map(|s| s.ports[p].clone()).collect::<Vec<_>>()))
+                .collect();
+            prop_assert_eq!(agg.totals(), truth.clone());
+            let report = agg.stats_report(end);
+            prop_assert_eq!(&report.total, &counters(&sum_counters(&truth)));
+            prop_assert!(report.total.conserved);
+            let mut by_workers = VerdictCounters::default();
+            for (row, sim) in report.workers.iter().zip(&sims) {
+                prop_assert_eq!(&row.counters, &counters(&sum_counters(&sim.ports)));
+                prop_assert_eq!(row.deferred, sim.deferred);
+                prop_assert_eq!(row.snapshots, sim.seq);
+                add_saturating(&mut by_workers, &sum_counters(&sim.ports));
+            }
+            prop_assert_eq!(counters(&by_workers), report.total);
+            let lat = agg.latency_report(end, false, false);
+            prop_assert_eq!(lat.merged.count, recorded);
+            prop_assert_eq!(lat.workers.iter().map(|r| r.count).sum::<u64>(), recorded);
+            let stage_sum: u64 = report.stages.values().sum();
+            prop_assert_eq!(stage_sum, recorded);
+        }
+    }
+
+    #[test]
+    fn older_and_duplicate_seq_are_ignored() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 1), t0).unwrap();
+        let mut w = SimWorker::new(0, 1);
+        w.packets(0, 5, Verdict::Forward, 64, 100);
+        let first = w.publish(true).unwrap();
+        w.packets(0, 7, Verdict::Forward, 64, 200);
+        let second = w.publish(true).unwrap();
+        assert_eq!(agg.ingest(&second, t0), Ingested::Accepted);
+        // The older one arrives late: counters must not go back, its latency is not added.
+        assert_eq!(agg.ingest(&first, t0), Ingested::Stale);
+        assert_eq!(agg.ingest(&second, t0), Ingested::Stale);
+        assert_eq!(agg.totals()[0].rx_packets, 12);
+        assert_eq!(agg.latency_report(t0, false, false).merged.count, 7);
+        let mut zero = Snapshot::new(0, 1, stages());
+        zero.seq = 0;
+        assert_eq!(agg.ingest(&zero, t0), Ingested::Stale);
+    }
+
+    #[test]
+    fn deferred_publishes_lose_nothing() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 2), t0).unwrap();
+        let mut a = SimWorker::new(0, 1);
+        let mut b = SimWorker::new(1, 1);
+        for round in 0..10u64 {
+            a.packets(0, 3, Verdict::Forward, 60, 500);
+            b.packets(0, 2, Verdict::Drop(DropReason::AclDeny), 60, 900);
+            // Worker b can publish only every third interval.
+            for (w, ok) in [(&mut a, true), (&mut b, round % 3 == 2)] {
+                if let Some(s) = w.publish(ok) {
+                    agg.ingest(&s, t0 + Duration::from_millis(100 * round));
+                }
+            }
+        }
+        let t = agg.totals();
+        assert_eq!(t[0].rx_packets, 30 + 18);
+        // b's last three rounds are still pending: exactly those are missing until it publishes.
+        let pending = b.pending.len();
+        assert_eq!(pending, 2);
+        let s = b.publish(true).unwrap();
+        agg.ingest(&s, t0 + SEC * 2);
+        let r = agg.stats_report(t0 + SEC * 2);
+        assert_eq!(r.total.rx_packets, 50);
+        assert_eq!(r.total.drops["acl_deny"], 20);
+        assert_eq!(r.workers[1].deferred, b.deferred);
+        assert_eq!(r.workers[1].deferred, 7);
+        assert_eq!(
+            agg.latency_report(t0 + SEC * 2, false, false).merged.count,
+            50
+        );
+    }
+
+    #[test]
+    fn rates_from_known_time_differences() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(2, 2), t0).unwrap();
+        let mut a = SimWorker::new(0, 2);
+        let mut b = SimWorker::new(1, 2);
+        a.packets(0, 100, Verdict::Forward, 1000, 10);
+        b.packets(1, 40, Verdict::Drop(DropReason::AclDeny), 100, 10);
+        agg.ingest(&a.publish(true).unwrap(), t0);
+        agg.ingest(&b.publish(true).unwrap(), t0);
+        assert_eq!(
+            agg.stats_report(t0).rate_window_s,
+            0.0,
+            "one sample: no rate yet"
+        );
+
+        // 2 s later: 300 more forwarded on port0 via a, 80 more acl drops on port1 via b.
+        let t1 = t0 + SEC * 2;
+        a.packets(0, 300, Verdict::Forward, 1000, 10);
+        b.packets(1, 80, Verdict::Drop(DropReason::AclDeny), 100, 10);
+        agg.ingest(&a.publish(true).unwrap(), t1);
+        agg.ingest(&b.publish(true).unwrap(), t1);
+        let r = agg.stats_report(t1);
+        assert_eq!(r.rate_window_s, 2.0);
+        assert_eq!(r.ports[0].rates.rx_pps, 150.0);
+        assert_eq!(r.ports[0].rates.rx_bps, 150.0 * 1000.0 * 8.0);
+        assert_eq!(r.ports[0].rates.forwarded_pps, 150.0);
+        assert_eq!(r.ports[1].rates.dropped_pps, 40.0);
+        assert_eq!(r.ports[1].rates.drops_pps["acl_deny"], 40.0);
+        assert!(r.ports[0].rates.drops_pps.is_empty());
+        assert_eq!(r.total_rates.rx_pps, 190.0);
+        assert_eq!(r.workers[0].rx_pps, 150.0);
+        assert_eq!(r.workers[1].rx_pps, 40.0);
+        let busy = (300.0 / (2.0 * 300.0 + 1.0)) * 100.0;
+        assert!((r.workers[0].busy_pct - busy).abs() < 1e-9);
+
+        // Samples every 250 ms: the baseline is the newest one at least 1 s before the end.
+        let mut t = t1;
+        for _ in 0..6 {
+            t += Duration::from_millis(250);
+            a.packets(0, 10, Verdict::Forward, 1000, 10);
+            agg.ingest(&a.publish(true).unwrap(), t);
+        }
+        let r = agg.stats_report(t);
+        assert_eq!(r.rate_window_s, 1.0);
+        assert_eq!(r.ports[0].rates.rx_pps, 40.0);
+        assert_eq!(r.ports[1].rates.rx_pps, 0.0);
+    }
+
+    #[test]
+    fn worker_rows_describe_each_worker() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 2), t0).unwrap();
+        let mut a = SimWorker::new(0, 1);
+        a.packets(0, 10, Verdict::Forward, 60, 10);
+        let mut s = a.publish(true).unwrap();
+        s.lcore = 3;
+        s.queue = 1;
+        s.busy_tsc = 25;
+        s.total_tsc = 100;
+        agg.ingest(&s, t0 + SEC);
+        let r = agg.stats_report(t0 + SEC * 3);
+        assert_eq!(r.uptime_s, 3.0);
+        assert_eq!(r.workers.len(), 2);
+        assert_eq!((r.workers[0].lcore, r.workers[0].queue), (3, 1));
+        assert_eq!(r.workers[0].busy_pct, 25.0);
+        assert_eq!(r.workers[0].snapshots, 1);
+        assert_eq!(r.workers[0].last_snapshot_age_ms, 2000.0);
+        // A silent worker is listed, aged since start.
+        assert_eq!(r.workers[1].snapshots, 0);
+        assert_eq!(r.workers[1].last_snapshot_age_ms, 3000.0);
+        let names = Pipeline::stage_counter_names();
+        assert_eq!(r.stages.len(), names.len());
+        assert_eq!(r.stages[&names[10 % names.len()]], 10);
+    }
+
+    /// Two workers swap rule generation 0 → 1 at different moments, with snapshots of the old
+    /// generation drained after the retirement; the hits by sid must equal the true hits.
+    #[test]
+    fn retired_hits_are_exact() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 2), t0).unwrap();
+        agg.set_rules(0, vec![(100, "a".into()), (200, "b".into())]);
+        // Generation 1 reorders and replaces rules: index 0 is sid 200 now.
+        agg.set_rules(1, vec![(200, "b2".into()), (300, "c".into())]);
+        let mut truth: BTreeMap<u32, u64> = BTreeMap::new();
+        let gen_sids = [[100u32, 200], [200, 300]];
+        // Per worker: (seq, generation, hits of the generation it runs).
+        let mut state = [(0u64, 0u64, vec![0u64; 2]), (0, 0, vec![0; 2])];
+        let hit = |truth: &mut BTreeMap<u32, u64>,
+                   state: &mut [(u64, u64, Vec<u64>); 2],
+                   w: usize,
+                   idx: usize,
+                   n: u64| {
+            let (_, generation, hits) = &mut state[w];
+            hits[idx] += n;
+            *truth
+                .entry(gen_sids[*generation as usize][idx])
+                .or_default() += n;
+        };
+        let snap = |state: &mut [(u64, u64, Vec<u64>); 2], w: usize| {
+            let (seq, generation, hits) = &mut state[w];
+            *seq += 1;
+            let mut s = Snapshot::new(w as u16, 1, stages());
+            s.seq = *seq;
+            s.rules_generation = *generation;
+            s.signature_hits = hits.clone();
+            s
+        };
+        hit(&mut truth, &mut state, 0, 0, 5);
+        hit(&mut truth, &mut state, 1, 1, 7);
+        let s = snap(&mut state, 0);
+        agg.ingest(&s, t0);
+        let s = snap(&mut state, 1);
+        agg.ingest(&s, t0);
+        hit(&mut truth, &mut state, 0, 1, 3);
+        // Worker 0 takes a snapshot, then swaps before the control side drains it.
+        let late0 = snap(&mut state, 0);
+        hit(&mut truth, &mut state, 0, 0, 2);
+        let final0 = state[0].2.clone();
+        state[0].1 = 1;
+        state[0].2 = vec![0; 2];
+        agg.retire_rules(0, 0, &final0).unwrap();
+        assert_eq!(agg.ingest(&late0, t0 + SEC), Ingested::Accepted);
+        hit(&mut truth, &mut state, 0, 0, 11);
+        hit(&mut truth, &mut state, 1, 0, 4);
+        let s = snap(&mut state, 0);
+        agg.ingest(&s, t0 + SEC);
+        let s = snap(&mut state, 1);
+        agg.ingest(&s, t0 + SEC);
+        let check = |agg: &Aggregator, truth: &BTreeMap<u32, u64>| {
+            let got: BTreeMap<u32, u64> = agg
+                .signature_hits()
+                .iter()
+                .map(|h| (h.sid, h.hits))
+                .collect();
+            let want: BTreeMap<u32, u64> = truth
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| (*s, *n))
+                .collect();
+            assert_eq!(got, want);
+        };
+        check(&agg, &truth);
+        // Worker 1 swaps later; its final hits include some never seen in a snapshot.
+        hit(&mut truth, &mut state, 1, 1, 6);
+        let final1 = state[1].2.clone();
+        state[1].1 = 1;
+        state[1].2 = vec![0; 2];
+        agg.retire_rules(1, 0, &final1).unwrap();
+        check(&agg, &truth);
+        hit(&mut truth, &mut state, 1, 1, 1);
+        let s = snap(&mut state, 1);
+        agg.ingest(&s, t0 + SEC * 2);
+        check(&agg, &truth);
+        assert_eq!(
+            agg.retire_rules(1, 0, &final1),
+            Err(RetireError::AlreadyRetired {
+                worker: 1,
+                generation: 0
+            })
+        );
+        assert_eq!(
+            agg.retire_rules(9, 0, &[]),
+            Err(RetireError::UnknownWorker(9))
+        );
+        check(&agg, &truth);
+        let hits = agg.stats_report(t0 + SEC * 2).signature_hits;
+        assert!(
+            hits.windows(2).all(|w| w[0].hits >= w[1].hits),
+            "sorted by hits"
+        );
+        let sid200 = hits.iter().find(|h| h.sid == 200).unwrap();
+        assert_eq!(sid200.msg, "b2", "the newest message of a sid is shown");
+    }
+
+    #[test]
+    fn hits_of_unknown_rules_are_kept_apart() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 1), t0).unwrap();
+        agg.set_rules(0, vec![(7, "seven".into())]);
+        let mut s = Snapshot::new(0, 1, stages());
+        s.seq = 1;
+        s.signature_hits = vec![1, 2, 0, 4];
+        agg.ingest(&s, t0);
+        let hits = agg.signature_hits();
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits.iter().map(|h| h.hits).sum::<u64>(), 7);
+        assert!(hits.iter().any(|h| h.sid == 7 && h.hits == 1));
+        assert!(hits
+            .iter()
+            .any(|h| h.msg == "unknown rule 3 of generation 0"));
+    }
+
+    #[test]
+    fn latency_percentiles_match_recorded_values() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 2), t0).unwrap();
+        let mut values: Vec<u64> = Vec::new();
+        for w in 0..2u16 {
+            let mut s = Snapshot::new(w, 1, stages());
+            s.seq = 1;
+            for i in 0..5000u64 {
+                let v = 1_000 + (i * 7919 + u64::from(w) * 13) % 1_000_000;
+                s.latency.record(v).unwrap();
+                values.push(v);
+            }
+            agg.ingest(&s, t0);
+        }
+        values.sort_unstable();
+        let exact = |q: f64| values[((q * values.len() as f64).ceil() as usize).max(1) - 1];
+        let r = agg.latency_report(t0 + SEC, false, true);
+        let m = &r.merged;
+        assert_eq!(m.label, "all");
+        assert_eq!(m.count, values.len() as u64);
+        for (got, q) in [
+            (m.p50, 0.5),
+            (m.p90, 0.9),
+            (m.p99, 0.99),
+            (m.p999, 0.999),
+            (m.p9999, 0.9999),
+        ] {
+            let want = exact(q);
+            // Three significant digits: within 0.1% of the true value.
+            assert!(
+                got.abs_diff(want) <= want / 1000 + 1,
+                "q{q}: {got} vs {want}"
+            );
+        }
+        let (lo, hi) = (values[0], *values.last().unwrap());
+        assert!(m.min <= lo && lo - m.min <= lo / 1000);
+        assert!(m.max >= hi && m.max - hi <= hi / 1000);
+        let mean = values.iter().sum::<u64>() as f64 / values.len() as f64;
+        assert!((m.mean - mean).abs() / mean < 0.001);
+        assert_eq!(r.workers.len(), 2);
+        assert_eq!(r.workers[1].label, "worker 1");
+        assert_eq!(r.workers[0].count, 5000);
+        assert_eq!(r.recent.label, "all (recent)");
+        assert_eq!(r.recent.count, m.count);
+        assert_eq!(r.unit, "ns");
+        let text = r.hgrm.unwrap();
+        assert!(text.contains(&format!("Total count    = {:>12}]", values.len())));
+        // Empty histograms report zeros rather than garbage.
+        let empty = latency_row("x".into(), &new_latency_histogram());
+        assert_eq!((empty.count, empty.min, empty.max, empty.p99), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn reset_clears_since_start_only() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 1), t0).unwrap();
+        let mut w = SimWorker::new(0, 1);
+        w.packets(0, 10, Verdict::Forward, 60, 5_000);
+        agg.ingest(&w.publish(true).unwrap(), t0 + SEC);
+        let before = agg.latency_report(t0 + SEC * 2, true, false);
+        assert!(before.reset);
+        assert_eq!(before.merged.count, 10);
+        assert_eq!(before.since_s, 2.0);
+        let after = agg.latency_report(t0 + SEC * 3, false, false);
+        assert!(!after.reset);
+        assert_eq!(after.merged.count, 0);
+        assert_eq!(after.workers[0].count, 0);
+        assert_eq!(after.since_s, 1.0);
+        assert_eq!(after.recent.count, 10, "the recent window is not reset");
+        w.packets(0, 4, Verdict::Forward, 60, 7_000);
+        agg.ingest(&w.publish(true).unwrap(), t0 + SEC * 3);
+        let r = agg.latency_report(t0 + SEC * 3, false, false);
+        assert_eq!(r.merged.count, 4);
+        // Only the new value remains: min and max are the bounds of its one bucket.
+        assert!(new_latency_histogram().equivalent(r.merged.min, r.merged.max));
+        assert!(r.merged.min <= 7_000 && 7_000 <= r.merged.max);
+        assert_eq!(r.recent.count, 14);
+    }
+
+    #[test]
+    fn recent_window_expires_with_time() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 1), t0).unwrap();
+        let mut w = SimWorker::new(0, 1);
+        w.packets(0, 100, Verdict::Forward, 60, 1_000);
+        agg.ingest(&w.publish(true).unwrap(), t0);
+        w.packets(0, 50, Verdict::Forward, 60, 2_000);
+        agg.ingest(&w.publish(true).unwrap(), t0 + SEC * 5);
+        let r = agg.latency_report(t0 + SEC * 5, false, false);
+        assert_eq!(r.recent.count, 150);
+        assert_eq!(r.window_s, 5.0, "not more than has elapsed");
+        // At 10.5 s the slice holding t=0 is out of the window.
+        let r = agg.latency_report(t0 + Duration::from_millis(10_500), false, false);
+        assert_eq!(r.recent.count, 50);
+        assert!(r.recent.min <= 2_000 && 2_000 <= r.recent.max);
+        assert!(new_latency_histogram().equivalent(r.recent.min, r.recent.max));
+        assert!(r.window_s > 9.0 && r.window_s <= 10.0);
+        assert_eq!(r.merged.count, 150);
+        let r = agg.latency_report(t0 + SEC * 16, false, false);
+        assert_eq!(r.recent.count, 0);
+        // Expired slices are recycled, not leaked.
+        assert!(agg.recent.is_empty());
+        w.packets(0, 3, Verdict::Forward, 60, 3_000);
+        agg.ingest(&w.publish(true).unwrap(), t0 + SEC * 17);
+        assert_eq!(
+            agg.latency_report(t0 + SEC * 17, false, false).recent.count,
+            3
+        );
+        assert!(agg.recent.len() <= RECENT_SLICES as usize);
+    }
+
+    fn offender(side: Side, addr: &str, reason: usize, count: u64, error: u64) -> OffenderEntry {
+        OffenderEntry {
+            side,
+            addr: addr.parse().unwrap(),
+            reason: u16::try_from(reason).unwrap(),
+            count,
+            error,
+        }
+    }
+
+    #[test]
+    fn offenders_merge_and_filter() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(1, 2), t0).unwrap();
+        let acl = DropReason::AclDeny.slot();
+        let udp = DropReason::RateLimited(0).slot();
+        let mut a = Snapshot::new(0, 1, stages());
+        a.seq = 1;
+        a.offenders = vec![
+            offender(Side::Src, "192.0.2.1", acl, 10, 1),
+            offender(Side::Src, "2001:db8::1", udp, 30, 0),
+            offender(Side::Dst, "198.51.100.9", acl, 10, 1),
+        ];
+        let mut b = Snapshot::new(1, 1, stages());
+        b.seq = 1;
+        b.offenders = vec![
+            offender(Side::Src, "192.0.2.1", acl, 25, 2),
+            offender(Side::Src, "192.0.2.1", udp, 4, 0),
+            offender(Side::Dst, "198.51.100.9", acl, 1, 0),
+            offender(Side::Src, "203.0.113.5", 999, 1, 0),
+        ];
+        agg.ingest(&a, t0);
+        agg.ingest(&b, t0);
+        let r = agg.offenders_report(10, None).unwrap();
+        assert_eq!(r.reason, None);
+        let src: Vec<(&str, &str, u64, u64)> = r
+            .sources
+            .iter()
+            .map(|o| (o.addr.as_str(), o.reason.as_str(), o.packets, o.error))
+            .collect();
+        assert_eq!(
+            src,
+            [
+                ("192.0.2.1", "acl_deny", 35, 3),
+                ("2001:db8::1", "rate_limited.udp_reflection", 30, 0),
+                ("192.0.2.1", "rate_limited.udp_reflection", 4, 0),
+                ("203.0.113.5", "unknown.999", 1, 0),
+            ]
+        );
+        assert_eq!(r.destinations.len(), 1);
+        assert_eq!(r.destinations[0].packets, 11);
+
+        let r = agg
+            .offenders_report(1, Some("rate_limited.udp_reflection"))
+            .unwrap();
+        assert_eq!(r.reason.as_deref(), Some("rate_limited.udp_reflection"));
+        assert_eq!(r.sources.len(), 1);
+        assert_eq!(r.sources[0].addr, "2001:db8::1");
+        assert!(r.destinations.is_empty());
+
+        let e = agg.offenders_report(10, Some("bogus")).unwrap_err();
+        assert_eq!(e.name, "bogus");
+        assert!(e.valid.iter().any(|v| v == "acl_deny"));
+        assert_eq!(e.valid.len(), DROP_SLOTS);
+        assert!(agg.offenders_report(0, None).unwrap().sources.is_empty());
+
+        // A newer export replaces the worker's previous one (cumulative), not adds to it.
+        a.seq = 2;
+        a.offenders = vec![offender(Side::Src, "192.0.2.1", acl, 12, 1)];
+        agg.ingest(&a, t0);
+        let r = agg.offenders_report(10, Some("acl_deny")).unwrap();
+        assert_eq!(r.sources[0].packets, 37);
+    }
+
+    #[test]
+    fn prometheus_text_is_valid_and_consistent() {
+        let t0 = Instant::now();
+        let mut cfg = config(2, 2);
+        cfg.port_names = vec!["eth\"0\\".into(), "eth1\nx".into()];
+        let mut agg = Aggregator::new_at(cfg.clone(), t0).unwrap();
+        agg.set_rules(0, vec![(1, "quote \" and \\ and\nnewline".into())]);
+        let mut a = SimWorker::new(0, 2);
+        let mut b = SimWorker::new(1, 2);
+        a.packets(0, 9, Verdict::Forward, 100, 1_000);
+        a.packets(1, 4, Verdict::Drop(DropReason::AclDeny), 100, 2_000);
+        b.packets(1, 6, Verdict::Drop(DropReason::RateLimited(2)), 80, 3_000);
+        b.packets(0, 2, Verdict::Reply { len: 60 }, 80, 4_000);
+        let mut s = a.publish(true).unwrap();
+        s.signature_hits = vec![5];
+        agg.ingest(&s, t0);
+        agg.ingest(&b.publish(true).unwrap(), t0);
+        let text = agg.prometheus(t0 + SEC);
+        let samples = validate::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let find = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            let hits: Vec<&validate::Sample> = samples
+                .iter()
+                .filter(|s| {
+                    s.name == name
+                        && labels.len() == s.labels.len()
+                        && labels
+                            .iter()
+                            .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+                })
+                .collect();
+            assert_eq!(hits.len(), 1, "{name} {labels:?}");
+            hits[0].value
+        };
+        for (i, name) in cfg.port_names.iter().enumerate() {
+            let t = &agg.totals()[i];
+            assert_eq!(
+                find("scrubd_rx_packets_total", &[("port", name)]),
+                t.rx_packets as f64
+            );
+            assert_eq!(
+                find("scrubd_rx_bytes_total", &[("port", name)]),
+                t.rx_bytes as f64
+            );
+            let by_reason: f64 = samples
+                .iter()
+                .filter(|s| s.name == "scrubd_drops_total" && s.labels["port"] == *name)
+                .map(|s| s.value)
+                .sum();
+            assert_eq!(
+                find("scrubd_dropped_packets_total", &[("port", name)]),
+                by_reason
+            );
+            let out = find("scrubd_forwarded_packets_total", &[("port", name)])
+                + find("scrubd_replied_packets_total", &[("port", name)])
+                + by_reason;
+            assert_eq!(out, t.rx_packets as f64);
+        }
+        assert_eq!(
+            find(
+                "scrubd_drops_total",
+                &[("port", "eth1\nx"), ("reason", "rate_limited.tcp_syn")]
+            ),
+            6.0
+        );
+        assert_eq!(
+            find("scrubd_worker_rx_packets_total", &[("worker", "1")]),
+            8.0
+        );
+        assert_eq!(
+            find(
+                "scrubd_signature_hits_total",
+                &[("sid", "1"), ("msg", "quote \" and \\ and\nnewline")]
+            ),
+            5.0
+        );
+        assert_eq!(find("scrubd_latency_ns_count", &[]), 21.0);
+        let p50 = find("scrubd_latency_ns", &[("quantile", "0.5")]);
+        let p9999 = find("scrubd_latency_ns", &[("quantile", "0.9999")]);
+        assert!(p50 <= p9999 && p9999 <= find("scrubd_latency_max_ns", &[]));
+        assert_eq!(find("scrubd_uptime_seconds", &[]), 1.0);
+        let stage_total: f64 = samples
+            .iter()
+            .filter(|s| s.name == "scrubd_stage_events_total")
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(stage_total, 21.0);
+        assert!(samples.iter().all(|s| s.name.starts_with("scrubd_")));
+        // An aggregator that saw nothing still exposes a valid document.
+        let idle = Aggregator::new_at(config(1, 1), t0).unwrap();
+        validate::parse(&idle.prometheus(t0)).unwrap();
+    }
+
+    #[test]
+    fn malformed_snapshots_do_not_panic() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new_at(config(2, 1), t0).unwrap();
+        let mut huge = VerdictCounters {
+            rx_packets: u64::MAX,
+            rx_bytes: u64::MAX,
+            forwarded: u64::MAX,
+            replied: u64::MAX,
+            drops: [u64::MAX; DROP_SLOTS],
+        };
+        // More ports and stages than configured, counters at the top of the range.
+        let mut s = Snapshot::new(0, 5, stages() + 7);
+        s.seq = u64::MAX;
+        s.per_port = vec![huge.clone(); 5];
+        s.stages = vec![u64::MAX; stages() + 7];
+        s.signature_hits = vec![u64::MAX; 3];
+        s.busy_tsc = u64::MAX;
+        s.total_tsc = 1;
+        s.offenders = vec![offender(Side::Src, "::", 0, u64::MAX, u64::MAX); 2];
+        s.latency.record_n(LATENCY_MAX_NS, u64::MAX >> 1).unwrap();
+        assert_eq!(agg.ingest(&s, t0), Ingested::Accepted);
+        // A second worker's worth of the same would overflow; use a second aggregator worker slot.
+        let mut agg2 = Aggregator::new_at(config(2, 2), t0).unwrap();
+        agg2.ingest(&s, t0);
+        s.worker = 1;
+        agg2.ingest(&s, t0);
+        for a in [&mut agg, &mut agg2] {
+            a.retire_rules(0, 0, &[u64::MAX; 4]).unwrap();
+            let r = a.stats_report(t0 + SEC);
+            assert!(!r.total.conserved);
+            assert_eq!(r.ports.len(), 2);
+            a.latency_report(t0 + SEC, false, true);
+            a.offenders_report(3, None).unwrap();
+            validate::parse(&a.prometheus(t0 + SEC)).unwrap();
+        }
+        // Fewer ports/stages than configured; unknown worker; foreign histogram layout.
+        let mut small = Snapshot::new(0, 0, 0);
+        small.seq = 1;
+        let mut agg3 = Aggregator::new_at(config(2, 1), t0).unwrap();
+        assert_eq!(agg3.ingest(&small, t0), Ingested::Accepted);
+        small.worker = 4;
+        assert_eq!(agg3.ingest(&small, t0), Ingested::UnknownWorker);
+        let mut foreign = Snapshot::new(0, 2, stages());
+        foreign.seq = 2;
+        foreign.latency = Histogram::new(2).unwrap();
+        foreign.latency.record(LATENCY_MAX_NS * 100).unwrap();
+        foreign.latency.record(3).unwrap();
+        assert_eq!(agg3.ingest(&foreign, t0), Ingested::Accepted);
+        let r = agg3.latency_report(t0, false, false);
+        assert_eq!(r.merged.count, 2);
+        assert!(r.merged.max >= LATENCY_MAX_NS);
+        // A latency delta that would overflow the histograms' counts is refused whole.
+        let mut flood = Snapshot::new(0, 2, stages());
+        flood.seq = 3;
+        flood.latency.record_n(5, MAX_LATENCY_COUNT).unwrap();
+        agg3.ingest(&flood, t0);
+        assert_eq!(agg3.latency_report(t0, false, false).merged.count, 2);
+        huge.rx_packets = 0;
+        assert!(!counters(&huge).conserved);
+    }
+
+    #[test]
+    fn config_from_toml() {
+        let c: StatsConfig = toml::from_str("").unwrap();
+        assert_eq!(c, StatsConfig::default());
+        let c: StatsConfig = toml::from_str("window_ms = 5000\nrate_window_ms = 500").unwrap();
+        let a = c.aggregator(vec!["p".into()], 2, 3).unwrap();
+        assert_eq!(a.window, Duration::from_secs(5));
+        assert_eq!(a.rate_window, Duration::from_millis(500));
+        assert!(toml::from_str::<StatsConfig>("windw_ms = 1").is_err());
+        let e = StatsConfig {
+            window_ms: 5,
+            rate_window_ms: 1000,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field, "stats.window_ms");
+        let e = StatsConfig {
+            window_ms: 10_000,
+            rate_window_ms: 0,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field, "stats.rate_window_ms");
+        let mut bad = config(1, 1);
+        bad.rate_window = Duration::ZERO;
+        assert_eq!(Aggregator::new(bad).err().unwrap().field, "rate_window");
+        let mut bad = config(1, 1);
+        bad.workers = 70_000;
+        assert_eq!(Aggregator::new(bad).err().unwrap().field, "workers");
+    }
+}
