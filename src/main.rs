@@ -168,7 +168,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         tsc_hz,
         window: Duration::from_secs(c.latency_window_s),
         rate_window: Duration::from_secs_f64(c.rate_window_s),
-    });
+    })
+    .map_err(|e| format!("control: {e}"))?;
     agg.set_rules(0, rule_info(policy.rules().map(|r| r.as_ref())));
     let live = LivePolicy::new(cli.config.clone(), cfg, policy.rules().cloned(), tsc_hz)?;
     let port_meta = ports
@@ -198,7 +199,6 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         cli.config.clone(),
         port_meta,
         c.stats_interval_ms,
-        tsc_hz,
         agg,
         live,
         pc.syncookie.clone(),
@@ -208,7 +208,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     ));
     let ctl_stop = Arc::new(AtomicBool::new(false));
     let cpu = c.cpu.unwrap_or(cfg.lcore_cpu(eal.main_lcore()) as usize);
-    let ctl_thread = control::spawn_control_thread(Arc::clone(&shared), Arc::clone(&ctl_stop), cpu)?;
+    let ctl_thread =
+        control::spawn_control_thread(Arc::clone(&shared), Arc::clone(&ctl_stop), cpu)?;
     let server = ctl::server::serve(
         ctl::server::ServerConfig {
             path: c.socket.clone(),
@@ -222,7 +223,10 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         }),
     )
     .map_err(|e| format!("control socket {}: {e}", c.socket.display()))?;
-    eprintln!("scrubd: control socket {} (scrubctl --socket {0})", c.socket.display());
+    eprintln!(
+        "scrubd: control socket {} (scrubctl --socket {0})",
+        c.socket.display()
+    );
     let metrics = match c.metrics_listen {
         Some(addr) => {
             let sh = Arc::clone(&shared);
@@ -295,7 +299,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             agg.totals(),
         )
     };
-    let mut sum = summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
+    let mut sum =
+        summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
     sum.add_control_view(&reports, &totals, stats_report, latency);
     // A closed stdout (`scrubd ... | head`) must not stop the orderly shutdown below.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), sum.render().as_bytes());
@@ -337,7 +342,12 @@ fn idle_for(ctl: &Control, tsc_hz: u64) -> f64 {
 /// (sid, msg) per rule index, as the aggregator names signature hits.
 fn rule_info(rules: Option<&pipeline::stage::signature::CompiledRules>) -> Vec<(u32, String)> {
     rules
-        .map(|r| r.rules_info().iter().map(|i| (i.sid, i.msg.clone())).collect())
+        .map(|r| {
+            r.rules_info()
+                .iter()
+                .map(|i| (i.sid, i.msg.clone()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

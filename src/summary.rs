@@ -317,7 +317,11 @@ impl Summary {
         let _ = writeln!(
             s,
             "stats path (control-side totals = workers' final counters): {}",
-            if self.stats_path_exact { "exact" } else { "MISMATCH" }
+            if self.stats_path_exact {
+                "exact"
+            } else {
+                "MISMATCH"
+            }
         );
         s
     }

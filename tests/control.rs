@@ -124,7 +124,14 @@ impl Drop for Daemon {
 }
 
 /// A two-port config with a control section; `pipeline` and `control` are appended verbatim.
-fn config(s: &Scenario, lcores: &str, workers: &[u32], ports: (&str, &str), control: &str, pipeline: &str) -> PathBuf {
+fn config(
+    s: &Scenario,
+    lcores: &str,
+    workers: &[u32],
+    ports: (&str, &str),
+    control: &str,
+    pipeline: &str,
+) -> PathBuf {
     let text = format!(
         r#"[eal]
 lcores = "{lcores}"
@@ -213,7 +220,8 @@ fn every_command_matches_the_traffic_sent() {
             "[pipeline.acl]\ndeny = [\"192.0.2.99/32\"]\n\n\
              [pipeline.syncookie]\nprotected = [\"198.51.100.20/32\"]\n\n\
              [pipeline.ratelimit.classes]\nicmp = {{ rate = 1000000, burst = 1000000 }}\n\n\
-             [pipeline.signature]\nrule_files = [\"{}\"]\n",
+             [pipeline.signature]\nrule_files = [\"{}\"]\n\n\
+             [pipeline]\noffenders_capacity = 4096\n",
             rules.display()
         ),
     );
@@ -249,8 +257,18 @@ fn every_command_matches_the_traffic_sent() {
     assert_eq!(n(&w["counters"]["rx_packets"]), 5500);
     assert!(n(&w["snapshots"]) > 0);
     let human = d.ok(&["stats"]);
-    for needle in ["outside", "inside", "4000", "1500", "signature", "malformed.ipv4_truncated"] {
-        assert!(human.contains(needle), "stats table lacks {needle}:\n{human}");
+    for needle in [
+        "outside",
+        "inside",
+        "4000",
+        "1500",
+        "signature",
+        "malformed.ipv4_truncated",
+    ] {
+        assert!(
+            human.contains(needle),
+            "stats table lacks {needle}:\n{human}"
+        );
     }
 
     // latency: every packet recorded once, percentiles ordered, hgrm file written.
@@ -264,8 +282,14 @@ fn every_command_matches_the_traffic_sent() {
     let h = std::fs::read_to_string(&hgrm).expect("hgrm written");
     let rows: Vec<Vec<f64>> = h
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && !l.contains("Value"))
-        .map(|l| l.split_whitespace().filter_map(|t| t.parse().ok()).collect())
+        .filter(|l| {
+            !l.trim().is_empty() && !l.trim_start().starts_with('#') && !l.contains("Value")
+        })
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|t| t.parse().ok())
+                .collect()
+        })
         .filter(|r: &Vec<f64>| r.len() >= 3)
         .collect();
     assert!(rows.len() > 2, "{h}");
@@ -273,17 +297,31 @@ fn every_command_matches_the_traffic_sent() {
     assert!((rows.last().unwrap()[1] - 1.0).abs() < 1e-9, "{h}");
     assert!(h.contains("#[Max =") && h.contains("Total count"), "{h}");
     let human = d.ok(&["latency"]);
-    assert!(human.contains("p99.99") || human.contains("99.99"), "{human}");
+    assert!(
+        human.contains("p99.99") || human.contains("99.99"),
+        "{human}"
+    );
     let reset = d.json(&["latency", "--reset"]);
     assert_eq!(n(&reset["merged"]["count"]), 5500);
-    assert_eq!(n(&d.json(&["latency"])["merged"]["count"]), 0, "reset cleared");
+    assert_eq!(
+        n(&d.json(&["latency"])["merged"]["count"]),
+        0,
+        "reset cleared"
+    );
 
     // status and ports.
     let status = d.json(&["status"]);
     assert_eq!(n(&status["workers"]), 1);
     assert_eq!(status["ports"], serde_json::json!(["outside", "inside"]));
     for stage in ["acl", "syncookie", "ratelimit", "signature"] {
-        assert!(status["stages"].as_array().unwrap().iter().any(|x| x == stage), "{status}");
+        assert!(
+            status["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == stage),
+            "{status}"
+        );
     }
     assert_eq!(n(&status["rules"]), 1);
     let ports = d.json(&["ports"]);
@@ -305,26 +343,47 @@ fn every_command_matches_the_traffic_sent() {
     let srcs = off["sources"].as_array().expect("sources");
     assert!(!srcs.is_empty(), "{off}");
     let listed: u64 = srcs.iter().map(|e| n(&e["packets"])).sum();
-    assert_eq!(listed, memcached, "distinct sources fit the sketch, so counts are exact: {off}");
+    assert_eq!(
+        listed, memcached,
+        "distinct sources fit the sketch, so counts are exact: {off}"
+    );
     for e in srcs {
         assert_eq!(e["reason"], "signature");
-        assert_eq!(Some(&n(&e["packets"])), by_src.get(e["addr"].as_str().unwrap()), "{e}");
+        assert_eq!(
+            Some(&n(&e["packets"])),
+            by_src.get(e["addr"].as_str().unwrap()),
+            "{e}"
+        );
     }
     let bad = d.ctl(&["offenders", "--reason", "no_such_reason"]);
     assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
 
     // block / allow lists.
-    let listed = |list: &str| d.json(&[list, "list"])["entries"].as_array().unwrap().clone();
+    let listed = |list: &str| {
+        d.json(&[list, "list"])["entries"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
     assert_eq!(listed("block").len(), 1, "the config's deny entry");
     d.ok(&["block", "add", "203.0.113.0/24", "--ttl", "600"]);
     let b = listed("block");
-    let dyn_entry = b.iter().find(|e| e["prefix"] == "203.0.113.0/24").expect("added");
+    let dyn_entry = b
+        .iter()
+        .find(|e| e["prefix"] == "203.0.113.0/24")
+        .expect("added");
     assert_eq!(dyn_entry["source"], "dynamic");
     assert!(dyn_entry["expires_in_s"].as_f64().unwrap() > 590.0);
     d.ok(&["block", "del", "203.0.113.0/24"]);
     assert_eq!(listed("block").len(), 1);
-    assert_eq!(d.ctl(&["block", "del", "203.0.113.0/24"]).status.code(), Some(1));
-    assert_eq!(d.ctl(&["block", "add", "not-a-prefix"]).status.code(), Some(1));
+    assert_eq!(
+        d.ctl(&["block", "del", "203.0.113.0/24"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        d.ctl(&["block", "add", "not-a-prefix"]).status.code(),
+        Some(1)
+    );
     d.ok(&["allow", "add", "2001:db8::/32"]);
     assert_eq!(listed("allow")[0]["prefix"], "2001:db8::/32");
     d.ok(&["allow", "del", "2001:db8::/32"]);
@@ -332,14 +391,40 @@ fn every_command_matches_the_traffic_sent() {
 
     // rate limits.
     let rl = d.json(&["ratelimit", "show"]);
-    let icmp = rl["classes"].as_array().unwrap().iter().find(|c| c["class"] == "icmp").unwrap().clone();
+    let icmp = rl["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "icmp")
+        .unwrap()
+        .clone();
     assert_eq!(n(&icmp["rate"]), 1_000_000);
-    d.ok(&["ratelimit", "set", "tcp_syn", "--rate", "100", "--burst", "200"]);
+    d.ok(&[
+        "ratelimit",
+        "set",
+        "tcp_syn",
+        "--rate",
+        "100",
+        "--burst",
+        "200",
+    ]);
     let rl = d.json(&["ratelimit", "show"]);
-    let syn = rl["classes"].as_array().unwrap().iter().find(|c| c["class"] == "tcp_syn").unwrap().clone();
-    assert_eq!((syn["enabled"].clone(), n(&syn["rate"]), n(&syn["burst"])), (Value::Bool(true), 100, 200));
+    let syn = rl["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "tcp_syn")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (syn["enabled"].clone(), n(&syn["rate"]), n(&syn["burst"])),
+        (Value::Bool(true), 100, 200)
+    );
     d.ok(&["ratelimit", "set", "tcp_syn", "--off"]);
-    assert_eq!(d.ctl(&["ratelimit", "set", "bogus", "--off"]).status.code(), Some(1));
+    assert_eq!(
+        d.ctl(&["ratelimit", "set", "bogus", "--off"]).status.code(),
+        Some(1)
+    );
 
     // SYN cookies: rotation moves every worker's secret generation by one.
     let gen = |v: &Value| n(&v["workers"][0]["secret_generation"]);
@@ -364,22 +449,42 @@ fn every_command_matches_the_traffic_sent() {
     )
     .unwrap();
     let r = d.json(&["rules", "reload"]);
-    assert_eq!((n(&r["rules"]), n(&r["rules_generation"]), n(&r["workers_applied"])), (2, 1, 1));
-    std::fs::write(&rules, "drop udp any any -> any any (msg:\"x\"; pcre:\"/a/\"; sid:9;)\n").unwrap();
+    assert_eq!(
+        (
+            n(&r["rules"]),
+            n(&r["rules_generation"]),
+            n(&r["workers_applied"])
+        ),
+        (2, 1, 1)
+    );
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any any (msg:\"x\"; pcre:\"/a/\"; sid:9;)\n",
+    )
+    .unwrap();
     let bad = d.ctl(&["rules", "reload"]);
     assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("t.rules:1") && err.contains("pcre"), "{err}");
     let status = d.json(&["status"]);
-    assert_eq!((n(&status["rules"]), n(&status["rules_generation"])), (2, 1), "bad reload changed nothing");
+    assert_eq!(
+        (n(&status["rules"]), n(&status["rules_generation"])),
+        (2, 1),
+        "bad reload changed nothing"
+    );
     // The hits of the retired generation are still counted.
-    assert_eq!(n(&d.json(&["stats"])["signature_hits"][0]["hits"]), memcached);
+    assert_eq!(
+        n(&d.json(&["stats"])["signature_hits"][0]["hits"]),
+        memcached
+    );
 
     // Prometheus: through scrubctl and over HTTP.
     let text = d.json(&["metrics"])["text"].as_str().unwrap().to_string();
     assert!(text.contains("# TYPE"), "{text}");
-    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics listener");
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut http =
+        std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics listener");
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     http.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -401,12 +506,22 @@ fn every_command_matches_the_traffic_sent() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("stopped by scrubctl shutdown"), "{stdout}");
     assert!(stdout.contains("latency"), "{stdout}");
-    assert!(stdout.contains("stats path (control-side totals = workers' final counters): exact"), "{stdout}");
+    assert!(
+        stdout.contains("stats path (control-side totals = workers' final counters): exact"),
+        "{stdout}"
+    );
     let sum = s.summary();
     assert_conserved(&sum);
     assert_eq!(sum["stats_path_exact"], true);
-    assert_eq!(n(&sum["latency"][0]["count"]), 0, "reset above; nothing arrived since");
-    assert!(!s.path("scrubd.sock").exists(), "socket removed on shutdown");
+    assert_eq!(
+        n(&sum["latency"][0]["count"]),
+        0,
+        "reset above; nothing arrived since"
+    );
+    assert!(
+        !s.path("scrubd.sock").exists(),
+        "socket removed on shutdown"
+    );
 }
 
 /// Reloads and ACL changes while traffic flows through two workers: nothing lost, nothing
@@ -425,7 +540,16 @@ fn hot_reload_under_traffic_loses_nothing() {
         }
     };
     let frames: Vec<_> = (0..2000u64)
-        .map(|i| frame(i, if i % 2 == 0 { b"AAAA-payload" } else { b"BBBB-payload" }))
+        .map(|i| {
+            frame(
+                i,
+                if i % 2 == 0 {
+                    b"AAAA-payload"
+                } else {
+                    b"BBBB-payload"
+                },
+            )
+        })
         .collect();
     let q0 = s.write_pcap("q0.pcap", &frames[..1000]);
     let q1 = s.write_pcap("q1.pcap", &frames[1000..]);
@@ -446,7 +570,10 @@ fn hot_reload_under_traffic_loses_nothing() {
             "net_null0,no-rx=1",
         ),
         "stats_interval_ms = 20",
-        &format!("[pipeline.signature]\nrule_files = [\"{}\"]\n", rules.display()),
+        &format!(
+            "[pipeline.signature]\nrule_files = [\"{}\"]\n",
+            rules.display()
+        ),
     );
     let d = Daemon::start(&cfg, &s.path("scrubd.sock"));
     d.wait_stats("traffic", |v| n(&v["total"]["rx_packets"]) > 10_000);
@@ -475,10 +602,20 @@ fn hot_reload_under_traffic_loses_nothing() {
     // Every drop is a signature drop, and the per-rule hits across all 21 generations add up
     // to exactly the drops: no packet judged twice or by a half-installed set.
     assert_eq!(n(&o["dropped"]), n(&o["drops"]["signature"]));
-    let hits: u64 = sum["signature_hits"].as_array().unwrap().iter().map(|h| n(&h["hits"])).sum();
+    let hits: u64 = sum["signature_hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| n(&h["hits"]))
+        .sum();
     assert_eq!(hits, n(&o["dropped"]), "{}", sum["signature_hits"]);
     // Both sets ran, and the forwarded packets are the other half of each generation's traffic.
-    let sids: Vec<u64> = sum["signature_hits"].as_array().unwrap().iter().map(|h| n(&h["sid"])).collect();
+    let sids: Vec<u64> = sum["signature_hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| n(&h["sid"]))
+        .collect();
     assert!(sids.contains(&1) && sids.contains(&2), "{sids:?}");
     assert!(n(&o["forwarded"]) > 0);
 }
@@ -490,14 +627,36 @@ fn etherparse_free_udp(out: &mut Vec<u8>, i: u64, payload: &[u8]) {
     let udp_len = 8 + payload.len();
     let ip_len = 20 + udp_len;
     out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-    let mut ip = vec![0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 1, 0, 0, 64, 17, 0, 0];
+    let mut ip = vec![
+        0x45,
+        0,
+        (ip_len >> 8) as u8,
+        ip_len as u8,
+        0,
+        1,
+        0,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     let sum = checksum(&ip);
     ip[10] = (sum >> 8) as u8;
     ip[11] = sum as u8;
     out.extend_from_slice(&ip);
-    let mut udp = vec![0x30, 0x39, 0x1f, 0x90, (udp_len >> 8) as u8, udp_len as u8, 0, 0];
+    let mut udp = vec![
+        0x30,
+        0x39,
+        0x1f,
+        0x90,
+        (udp_len >> 8) as u8,
+        udp_len as u8,
+        0,
+        0,
+    ];
     udp.extend_from_slice(payload);
     // UDP checksum 0 = none (IPv4).
     out.extend_from_slice(&udp);
@@ -549,7 +708,14 @@ fn socket_security_and_bad_requests() {
 
     // A second daemon on the same socket refuses to start and says why.
     let s2 = Scenario::new("ctl-sock2");
-    let cfg2 = config(&s2, "0,1", &[1], ("net_null0,no-rx=1", "net_null1,no-rx=1"), "", "");
+    let cfg2 = config(
+        &s2,
+        "0,1",
+        &[1],
+        ("net_null0,no-rx=1", "net_null1,no-rx=1"),
+        "",
+        "",
+    );
     let text = std::fs::read_to_string(&cfg2).unwrap().replace(
         &s2.path("scrubd.sock").display().to_string(),
         &sock.display().to_string(),
@@ -559,14 +725,23 @@ fn socket_security_and_bad_requests() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another scrubd"), "{err}");
-    assert!(UnixStream::connect(&sock).is_ok(), "the first daemon's socket survives");
+    assert!(
+        UnixStream::connect(&sock).is_ok(),
+        "the first daemon's socket survives"
+    );
 
     // Bad requests get error responses naming the problem.
     let e = raw(&sock, b"this is not json\n");
-    assert_eq!((e["ok"].clone(), e["error"]["code"].clone()), (Value::Bool(false), "bad_request".into()));
+    assert_eq!(
+        (e["ok"].clone(), e["error"]["code"].clone()),
+        (Value::Bool(false), "bad_request".into())
+    );
     let e = raw(&sock, b"{\"v\":1,\"id\":5,\"cmd\":\"frobnicate\"}\n");
     assert_eq!(e["error"]["code"], "bad_request");
-    let e = raw(&sock, b"{\"v\":1,\"cmd\":\"block_add\",\"args\":{\"prefix\":\"1.2.3.4\",\"bogus\":1}}\n");
+    let e = raw(
+        &sock,
+        b"{\"v\":1,\"cmd\":\"block_add\",\"args\":{\"prefix\":\"1.2.3.4\",\"bogus\":1}}\n",
+    );
     assert_eq!(e["error"]["code"], "bad_request");
     let e = raw(&sock, b"{\"v\":99,\"id\":6,\"cmd\":\"status\"}\n");
     assert_eq!(e["error"]["code"], "unsupported_version");
@@ -575,8 +750,14 @@ fn socket_security_and_bad_requests() {
     big.extend_from_slice(b"\"}}\n");
     let e = raw(&sock, &big);
     assert_eq!(e["error"]["code"], "too_large");
-    let e = raw(&sock, b"{\"v\":1,\"id\":9,\"cmd\":\"block_add\",\"args\":{\"prefix\":\"300.0.0.0/8\"}}\n");
-    assert_eq!((e["id"].clone(), e["error"]["code"].clone()), (9.into(), "invalid".into()));
+    let e = raw(
+        &sock,
+        b"{\"v\":1,\"id\":9,\"cmd\":\"block_add\",\"args\":{\"prefix\":\"300.0.0.0/8\"}}\n",
+    );
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (9.into(), "invalid".into())
+    );
 
     // A client that sends half a request and stalls does not hold up anyone else.
     let mut stalled = UnixStream::connect(&sock).unwrap();
@@ -604,16 +785,17 @@ fn socket_security_and_bad_requests() {
     writer.join().unwrap().unwrap();
     drop(stalled);
 
-    // Peer credentials: a process the file mode lets in (supplementary group root) but whose
-    // uid/gid the daemon does not allow is refused.
+    // Peer credentials: with the file mode opened to everyone, a process whose uid and groups
+    // the daemon does not allow still gets in at the file level and is refused by SO_PEERCRED.
     if Path::new("/usr/bin/setpriv").exists() {
         // A copy the unprivileged user can execute, in a directory it can enter.
         let bin = s.path("scrubctl");
         std::fs::copy(scrubctl_bin(), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
         let out = Command::new("/usr/bin/setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--groups=0"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&bin)
             .arg("--socket")
             .arg(&sock)
@@ -622,7 +804,10 @@ fn socket_security_and_bad_requests() {
             .unwrap();
         assert!(!out.status.success(), "{}", show(&out));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("65534") || err.contains("not allowed") || err.contains("denied"), "{err}");
+        assert!(
+            err.contains("65534") || err.contains("not allowed") || err.contains("denied"),
+            "{err}"
+        );
     } else {
         eprintln!("setpriv not installed: peer-credential refusal not exercised here");
     }

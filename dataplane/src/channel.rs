@@ -198,7 +198,9 @@ mod tests {
     #[test]
     fn updates_are_bounded_by_in_flight_and_acks_release_them() {
         let (w, c) = channel(0, 1, 1, 2, 1);
-        assert!(c.send(Box::new(Update::RotateCookie { applied: false })).is_ok());
+        assert!(c
+            .send(Box::new(Update::RotateCookie { applied: false }))
+            .is_ok());
         assert!(
             c.send(Box::new(Update::RotateCookie { applied: false }))
                 .is_err(),
@@ -223,6 +225,8 @@ mod tests {
         }
         assert!(acked);
         assert_eq!(c.in_flight(), 0);
-        assert!(c.send(Box::new(Update::RotateCookie { applied: false })).is_ok());
+        assert!(c
+            .send(Box::new(Update::RotateCookie { applied: false }))
+            .is_ok());
     }
 }

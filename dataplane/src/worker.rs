@@ -215,6 +215,7 @@ struct Publisher {
     rules_generation: u64,
     /// Acks that met a full ring (cannot happen with the ring sizes `channel` picks; kept
     /// rather than lost if it ever does).
+    #[allow(clippy::vec_box)] // the boxes travel back to the control side as they came
     outbox: Vec<Box<Update>>,
 }
 
@@ -258,7 +259,7 @@ impl Publisher {
         // Reallocates only the first time after a reload brought more rules.
         buf.signature_hits
             .extend_from_slice(pipeline.signature_hits());
-        buf.offenders.clear();
+        pipeline.export_offenders(&mut buf.offenders);
         buf.syncookie = pipeline.syncookie.as_ref().map(|s| s.status(tsc));
         // The control side resets histograms before recycling them, so the swap leaves an
         // empty pending histogram here without touching its memory.
@@ -336,7 +337,10 @@ impl Publisher {
 
 /// Swap `table` into the pipeline's ACL stage (creating the stage if there was none), leaving
 /// the replaced table in `table` for the control side to free.
-fn install_acl(pipeline: &mut Pipeline, table: &mut Option<std::sync::Arc<pipeline::stage::acl::AclTable>>) {
+fn install_acl(
+    pipeline: &mut Pipeline,
+    table: &mut Option<std::sync::Arc<pipeline::stage::acl::AclTable>>,
+) {
     if let Some(new) = table.take() {
         match &mut pipeline.acl {
             Some(stage) => {

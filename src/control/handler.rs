@@ -54,7 +54,9 @@ impl Shared {
         match cmd {
             Command::Status => ok(self.status()),
             Command::Stats => ok(lock(&self.agg).stats_report(now)),
-            Command::Latency { reset, hgrm } => ok(lock(&self.agg).latency_report(now, reset, hgrm)),
+            Command::Latency { reset, hgrm } => {
+                ok(lock(&self.agg).latency_report(now, reset, hgrm))
+            }
             Command::Metrics => ok(MetricsReport {
                 text: lock(&self.agg).prometheus(now),
             }),
@@ -82,7 +84,10 @@ impl Shared {
                 .and_then(ok),
             Command::Shutdown => {
                 self.shutdown.store(true, Ordering::Release);
-                done("shutting down: workers stop, the final report follows on scrubd's stdout".into())
+                done(
+                    "shutting down: workers stop, the final report follows on scrubd's stdout"
+                        .into(),
+                )
             }
         }
     }
@@ -110,14 +115,22 @@ impl Shared {
         // The live policy stays locked while the workers switch, so a concurrent block add
         // cannot publish a table built from the old base in between.
         let mut live = lock(&self.live);
-        let r = live
-            .reload()
-            .map_err(|e| err(ErrorCode::Invalid, format!("reload refused, running rules unchanged: {e}")))?;
+        let r = live.reload().map_err(|e| {
+            err(
+                ErrorCode::Invalid,
+                format!("reload refused, running rules unchanged: {e}"),
+            )
+        })?;
         let compile_ms = t.elapsed().as_secs_f64() * 1e3;
         let info: Vec<(u32, String)> = r
             .rules
             .as_ref()
-            .map(|c| c.rules_info().iter().map(|i| (i.sid, i.msg.clone())).collect())
+            .map(|c| {
+                c.rules_info()
+                    .iter()
+                    .map(|i| (i.sid, i.msg.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         lock(&self.agg).set_rules(r.rules_generation, info);
         // Each worker gets its own stage (hit counters and scratch are per core), built here;
@@ -167,7 +180,11 @@ impl Shared {
         done(format!(
             "{} {}{ttl}: applied on {n}/{} workers",
             prefix.trim(),
-            if action == AclAction::Deny { "blocked" } else { "allowed" },
+            if action == AclAction::Deny {
+                "blocked"
+            } else {
+                "allowed"
+            },
             self.workers()
         ))
     }
@@ -287,7 +304,10 @@ impl Shared {
         let limit = match (off, rate, burst) {
             (true, None, None) => None,
             (true, _, _) => {
-                return Err(err(ErrorCode::Invalid, "give either --off or --rate and --burst"))
+                return Err(err(
+                    ErrorCode::Invalid,
+                    "give either --off or --rate and --burst",
+                ))
             }
             (false, Some(rate), Some(burst)) => {
                 let mode = match mode {
@@ -302,10 +322,16 @@ impl Shared {
                 };
                 Some(ClassLimit { rate, burst, mode })
             }
-            _ => return Err(err(ErrorCode::Invalid, "both rate and burst are needed (or off)")),
+            _ => {
+                return Err(err(
+                    ErrorCode::Invalid,
+                    "both rate and burst are needed (or off)",
+                ))
+            }
         };
         let mut live = lock(&self.live);
-        live.set_class(cls, limit).map_err(|e| err(ErrorCode::Invalid, e))?;
+        live.set_class(cls, limit)
+            .map_err(|e| err(ErrorCode::Invalid, e))?;
         let n = self
             .publish(|_| Update::RateClass {
                 class: cls,

@@ -159,9 +159,7 @@ impl LivePolicy {
             None => AclBuilder::default(),
         };
         let rules = match &cfg.pipeline.signature {
-            Some(s) => Some(Arc::new(
-                s.compile().map_err(|e| format!("pipeline.{e}"))?,
-            )),
+            Some(s) => Some(Arc::new(s.compile().map_err(|e| format!("pipeline.{e}"))?)),
             None => None,
         };
         self.base_acl = base_acl;
@@ -240,16 +238,20 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(lp.acl.lookup(ip("198.51.100.7")), Some(AclAction::Deny));
         assert_eq!(lp.acl.lookup(ip("203.0.113.9")), None);
-        let t = lp.add(AclAction::Deny, "203.0.113.0/24", Some(60), t0).unwrap();
+        let t = lp
+            .add(AclAction::Deny, "203.0.113.0/24", Some(60), t0)
+            .unwrap();
         assert_eq!(t.lookup(ip("203.0.113.9")), Some(AclAction::Deny));
         let t = lp.add(AclAction::Allow, "203.0.113.9", None, t0).unwrap();
         assert_eq!(t.lookup(ip("203.0.113.9")), Some(AclAction::Allow));
         let block = lp.list(AclAction::Deny, t0);
         assert_eq!(block.len(), 2);
-        assert!(block.iter().any(|(p, cfg, left)| p.to_string() == "198.51.100.0/24"
-            && *cfg
-            && left.is_none()));
-        assert!(block.iter().any(|(_, cfg, left)| !*cfg && *left == Some(60.0)));
+        assert!(block
+            .iter()
+            .any(|(p, cfg, left)| p.to_string() == "198.51.100.0/24" && *cfg && left.is_none()));
+        assert!(block
+            .iter()
+            .any(|(_, cfg, left)| !*cfg && *left == Some(60.0)));
         assert!(lp.expire(t0 + Duration::from_secs(59)).is_none());
         let t = lp.expire(t0 + Duration::from_secs(61)).expect("lapsed");
         assert_eq!(t.lookup(ip("203.0.113.8")), None);
@@ -268,7 +270,9 @@ mod tests {
         assert!(e.contains("config file"), "{e}");
         let e = lp.del(AclAction::Deny, "192.0.2.0/24").unwrap_err();
         assert!(e.contains("not on the block list"), "{e}");
-        assert!(lp.add(AclAction::Deny, "192.0.2.0/24", Some(0), Instant::now()).is_err());
+        assert!(lp
+            .add(AclAction::Deny, "192.0.2.0/24", Some(0), Instant::now())
+            .is_err());
         assert!(Arc::ptr_eq(&before, &lp.acl));
         let e = lp.set_class(
             LimitClass::Icmp,

@@ -37,7 +37,6 @@ pub struct Shared {
     pub config_path: PathBuf,
     pub ports: Vec<PortMeta>,
     pub stats_interval_ms: u64,
-    pub tsc_hz: u64,
     pub agg: Mutex<Aggregator>,
     pub live: Mutex<LivePolicy>,
     pub syncookie: Option<SynCookieConfig>,
@@ -76,7 +75,6 @@ impl Shared {
         config_path: PathBuf,
         ports: Vec<PortMeta>,
         stats_interval_ms: u64,
-        tsc_hz: u64,
         agg: Aggregator,
         live: LivePolicy,
         syncookie: Option<SynCookieConfig>,
@@ -90,7 +88,6 @@ impl Shared {
             config_path,
             ports,
             stats_interval_ms,
-            tsc_hz,
             agg: Mutex::new(agg),
             live: Mutex::new(live),
             syncookie,
@@ -127,7 +124,7 @@ impl Shared {
                                 *slot = s.syncookie;
                             }
                         }
-                        lock(&self.agg).ingest(&s, Instant::now());
+                        let _ = lock(&self.agg).ingest(&s, Instant::now());
                         s.latency.reset();
                         end.recycle(s);
                     }
@@ -147,7 +144,9 @@ impl Shared {
                 generation, stage, ..
             } => {
                 let hits = stage.as_ref().map(|s| s.counters()).unwrap_or(&[]);
-                lock(&self.agg).retire_rules(w as u16, generation, hits);
+                if let Err(e) = lock(&self.agg).retire_rules(w as u16, generation, hits) {
+                    eprintln!("scrubd: worker {w}: retiring rule generation {generation}: {e}");
+                }
             }
             Update::RateClass {
                 applied: Some(Err(e)),
