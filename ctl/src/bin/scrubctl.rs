@@ -159,6 +159,7 @@ struct RatelimitSet {
     /// Packets a source may send at once above the rate.
     #[arg(long, value_name = "N", requires = "rate")]
     burst: Option<u64>,
+    /// How the rate is enforced (daemon default token_bucket).
     #[arg(long, requires = "rate", value_parser = ["token_bucket", "fixed_window"])]
     mode: Option<String>,
     /// Remove the limit of this class.
