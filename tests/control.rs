@@ -250,7 +250,12 @@ fn every_command_matches_the_traffic_sent() {
     assert_eq!(n(&ic["rx_packets"]), 1500);
     assert_eq!(n(&ic["forwarded"]), 1500);
     assert_eq!(n(&st["stages"]["syncookie.syn_answered"]), syns);
-    assert_eq!(n(&st["stages"]["acl.no_match"]), legit + syns + memcached);
+    // The ACL saw every IP packet of the attack mix (and the inside's) and denied none.
+    assert!(n(&st["stages"]["acl.no_match"]) >= legit + syns + memcached);
+    assert_eq!(
+        n(&st["stages"]["acl.denied_src"]) + n(&st["stages"]["acl.denied_dst"]),
+        0
+    );
     assert_eq!(n(&st["signature_hits"][0]["sid"]), 7);
     assert_eq!(n(&st["signature_hits"][0]["hits"]), memcached);
     let w = &st["workers"][0];
@@ -295,7 +300,7 @@ fn every_command_matches_the_traffic_sent() {
     assert!(rows.len() > 2, "{h}");
     assert_eq!(rows.last().unwrap()[2] as u64, 5500, "{h}");
     assert!((rows.last().unwrap()[1] - 1.0).abs() < 1e-9, "{h}");
-    assert!(h.contains("#[Max =") && h.contains("Total count"), "{h}");
+    assert!(h.contains("#[Max") && h.contains("Total count"), "{h}");
     let human = d.ok(&["latency"]);
     assert!(
         human.contains("p99.99") || human.contains("99.99"),
@@ -765,7 +770,7 @@ fn socket_security_and_bad_requests() {
     let ok = raw(&sock, b"{\"v\":1,\"id\":1,\"cmd\":\"status\"}\n");
     assert_eq!(ok["ok"], true, "{ok}");
     // A flood of requests on one connection is answered in order.
-    let mut c = UnixStream::connect(&sock).unwrap();
+    let c = UnixStream::connect(&sock).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut batch = Vec::new();
     for i in 0..500 {

@@ -74,7 +74,20 @@ impl Client {
         let mut line =
             serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
+        if let Err(e) = self.writer.write_all(&line) {
+            // A refused peer gets its one error line and the close before it writes anything;
+            // that line says why, which beats "broken pipe".
+            return match self.read_response() {
+                Ok(resp) if !resp.ok && resp.error.is_some() => {
+                    let e = resp.error.expect("checked");
+                    Err(ClientError::Daemon {
+                        code: e.code,
+                        message: e.message,
+                    })
+                }
+                _ => Err(e.into()),
+            };
+        }
         let resp = self.read_response()?;
         if resp.v != PROTOCOL_VERSION {
             return Err(ClientError::Protocol(format!(

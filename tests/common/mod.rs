@@ -84,10 +84,14 @@ inside = "inside"
 [run]
 {run}
 summary_json = "{summary}"
+
+[control]
+socket = "{socket}"
 "#,
             name = self.name,
             pid = std::process::id(),
-            summary = self.path("summary.json").display()
+            summary = self.path("summary.json").display(),
+            socket = self.path("scrubd.sock").display()
         );
         let p = self.path("scrubd.toml");
         std::fs::write(&p, text).expect("write config");
