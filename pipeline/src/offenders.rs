@@ -32,8 +32,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Largest per-side capacity a sketch takes. The top of a drop stream that an operator can
-/// read is a few dozen entries; past this, memory (about 4 MiB per side) buys nothing, and
-/// heap positions stay well inside `u32`.
+/// read is a few dozen entries; past this, memory (about 7 MiB per side) buys nothing, and
+/// counter and bucket ids stay well inside `u32`.
 pub const MAX_CAPACITY: usize = 65536;
 
 /// Index slot that holds no counter.
@@ -77,24 +77,43 @@ impl Key {
 #[derive(Clone, Copy, Debug)]
 struct Counter {
     key: Key,
-    count: u64,
-    error: u64,
     /// Kept so the index can find a counter's home slot when it shifts entries on delete,
     /// without rehashing.
     hash: u64,
-    /// Where the index points at this counter, so heap moves can update it in O(1).
+    error: u64,
+    /// Where the index points at this counter.
     slot: u32,
+    /// Where this counter sits in `Summary::order`.
+    pos: u32,
+    /// The bucket holding this counter's count.
+    bucket: u32,
 }
 
-/// One side's Space-Saving summary: a binary min-heap of counters (the eviction victim is
-/// always at the root) and a linear-probing index from key to heap position. A miss on a full
-/// summary, the common case under a spoofed flood, costs one probe sequence, one delete in the
-/// index and one sift-down: O(log capacity), never a scan.
+/// A run of counters with the same count: positions `first..=last` of `Summary::order`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    count: u64,
+    first: u32,
+    last: u32,
+}
+
+/// One side's Space-Saving summary in Metwally's stream-summary form, laid out in arrays:
+/// counters ordered by count (descending) with equal counts grouped in buckets, so an
+/// increment moves a counter to the front of its bucket and into the next one, and the
+/// eviction victim is always the last counter. Every operation is O(1); under a spoofed flood,
+/// where all counters share a count, a heap would instead sift every takeover to the bottom.
+/// A linear-probing index maps keys to counters.
 #[derive(Clone, Debug)]
 struct Summary {
-    heap: Vec<Counter>,
+    /// Counter storage; a counter's id (its index here) never changes, a takeover reuses it.
+    counters: Vec<Counter>,
+    /// Counter ids by count, highest first.
+    order: Vec<u32>,
+    /// Bucket pool: there are never more live buckets than counters.
+    buckets: Vec<Bucket>,
+    free: Vec<u32>,
     /// Power-of-two table at least twice the capacity, so probes stay short and an empty slot
-    /// always exists.
+    /// always exists; holds counter ids.
     index: Vec<u32>,
     mask: usize,
     cap: usize,
@@ -108,19 +127,32 @@ impl Summary {
         } else {
             (cap * 2).next_power_of_two()
         };
-        Summary {
-            heap: Vec::with_capacity(cap),
+        let mut s = Summary {
+            counters: Vec::with_capacity(cap),
+            order: Vec::with_capacity(cap),
+            buckets: vec![Bucket::default(); cap],
+            free: Vec::with_capacity(cap),
             index: vec![EMPTY; size],
             mask: size.saturating_sub(1),
             cap,
             recorded: 0,
-        }
+        };
+        s.clear();
+        s
     }
 
     fn clear(&mut self) {
-        self.heap.clear();
+        self.counters.clear();
+        self.order.clear();
+        self.free.clear();
+        // `cap` is at most MAX_CAPACITY, so ids fit in u32.
+        self.free.extend((0..self.cap as u32).rev());
         self.index.fill(EMPTY);
         self.recorded = 0;
+    }
+
+    fn count_of(&self, c: &Counter) -> u64 {
+        self.buckets[c.bucket as usize].count
     }
 
     #[inline]
@@ -129,7 +161,7 @@ impl Summary {
         (hash as usize) & self.mask
     }
 
-    /// `Ok(heap position)` of `key`, or `Err(first empty slot)` on its probe path.
+    /// `Ok(counter id)` of `key`, or `Err(first empty slot)` on its probe path.
     #[inline]
     fn find(&self, key: &Key, hash: u64) -> Result<usize, usize> {
         let mut s = self.home(hash);
@@ -140,13 +172,26 @@ impl Summary {
             if e == EMPTY {
                 return Err(s);
             }
-            let c = &self.heap[e as usize];
+            let c = &self.counters[e as usize];
             if c.hash == hash && c.key == *key {
                 return Ok(e as usize);
             }
             s = (s + 1) & self.mask;
         }
         Err(s)
+    }
+
+    /// First empty slot on the probe path of `hash`, for a key known to be absent.
+    #[inline]
+    fn empty_slot(&self, hash: u64) -> usize {
+        let mut s = self.home(hash);
+        for _ in 0..self.index.len() {
+            if self.index[s] == EMPTY {
+                break;
+            }
+            s = (s + 1) & self.mask;
+        }
+        s
     }
 
     #[inline]
@@ -156,50 +201,118 @@ impl Summary {
         }
         self.recorded = self.recorded.saturating_add(1);
         match self.find(&key, hash) {
-            Ok(pos) => {
-                let c = &mut self.heap[pos];
-                c.count = c.count.saturating_add(1);
-                self.sift_down(pos);
+            Ok(id) => self.increment(id),
+            Err(slot) if self.counters.len() < self.cap => self.insert(key, hash, slot),
+            Err(_) => self.take_over(key, hash),
+        }
+    }
+
+    /// A new key while there is room: count 1, the lowest possible, so it goes last.
+    #[inline]
+    fn insert(&mut self, key: Key, hash: u64, slot: usize) {
+        let id = self.counters.len();
+        let pos = self.order.len();
+        let tail = self.order.last().map(|&t| self.counters[t as usize].bucket);
+        let bucket = match tail {
+            Some(b) if self.buckets[b as usize].count == 1 => {
+                self.buckets[b as usize].last = pos as u32;
+                b
             }
-            Err(slot) if self.heap.len() < self.cap => {
-                let pos = self.heap.len();
-                // Within the capacity reserved in `new`: no reallocation.
-                self.heap.push(Counter {
-                    key,
+            _ => {
+                // Live buckets never outnumber counters, and there are fewer than `cap`.
+                let Some(b) = self.free.pop() else { return };
+                self.buckets[b as usize] = Bucket {
                     count: 1,
-                    error: 0,
-                    hash,
-                    slot: slot as u32,
-                });
-                self.index[slot] = pos as u32;
-                self.sift_up(pos);
+                    first: pos as u32,
+                    last: pos as u32,
+                };
+                b
             }
-            Err(_) => {
-                // Space-Saving takeover: the newcomer inherits the minimum's count (plus this
-                // packet) and records it as its possible over-count.
-                let min = self.heap[0];
-                self.unindex(min.slot as usize);
-                let slot = match self.find(&key, hash) {
-                    Err(s) => s,
-                    // Unreachable (the key was absent and the delete only moved others), but
-                    // reusing the found position would still be consistent.
-                    Ok(p) => self.heap[p].slot as usize,
+        };
+        // Within the capacity reserved in `new`: no reallocation.
+        self.counters.push(Counter {
+            key,
+            hash,
+            error: 0,
+            slot: slot as u32,
+            pos: pos as u32,
+            bucket,
+        });
+        self.order.push(id as u32);
+        self.index[slot] = id as u32;
+    }
+
+    /// Space-Saving takeover: the newcomer replaces a minimum counter, inherits its count
+    /// (plus this packet) and records it as its possible over-count. The common case under a
+    /// spoofed flood, hence inlined with the rest of `record`.
+    #[inline(always)]
+    fn take_over(&mut self, key: Key, hash: u64) {
+        let Some(&victim) = self.order.last() else {
+            return;
+        };
+        let id = victim as usize;
+        let min = self.count_of(&self.counters[id]);
+        self.unindex(self.counters[id].slot as usize);
+        let slot = self.empty_slot(hash);
+        let c = &mut self.counters[id];
+        c.key = key;
+        c.hash = hash;
+        c.error = min;
+        c.slot = slot as u32;
+        self.index[slot] = victim;
+        self.increment(id);
+    }
+
+    /// Count one more for counter `id`: swap it to the front of its bucket, then move that
+    /// position into the bucket of count + 1 (the preceding one, or a new one).
+    #[inline(always)]
+    fn increment(&mut self, id: usize) {
+        let b = self.counters[id].bucket as usize;
+        let Bucket { count, first, last } = self.buckets[b];
+        let Some(new) = count.checked_add(1) else {
+            return;
+        };
+        let (f, i) = (first as usize, self.counters[id].pos as usize);
+        if i != f {
+            let other = self.order[f];
+            self.order[f] = id as u32;
+            self.order[i] = other;
+            self.counters[other as usize].pos = i as u32;
+            self.counters[id].pos = first;
+        }
+        let alone = last == first;
+        let prev = match f.checked_sub(1) {
+            Some(p) => Some(self.counters[self.order[p] as usize].bucket),
+            None => None,
+        };
+        match prev {
+            Some(pb) if self.buckets[pb as usize].count == new => {
+                self.buckets[pb as usize].last = first;
+                self.counters[id].bucket = pb;
+                if alone {
+                    self.free.push(b as u32);
+                } else {
+                    self.buckets[b].first = first + 1;
+                }
+            }
+            _ if alone => self.buckets[b].count = new,
+            _ => {
+                // `b` keeps at least one other counter, so fewer than `cap` buckets are live.
+                let Some(nb) = self.free.pop() else { return };
+                self.buckets[b].first = first + 1;
+                self.buckets[nb as usize] = Bucket {
+                    count: new,
+                    first,
+                    last: first,
                 };
-                self.heap[0] = Counter {
-                    key,
-                    count: min.count.saturating_add(1),
-                    error: min.count,
-                    hash,
-                    slot: slot as u32,
-                };
-                self.index[slot] = 0;
-                self.sift_down(0);
+                self.counters[id].bucket = nb;
             }
         }
     }
 
     /// Empties index slot `hole` by shifting later entries of the same probe run back
     /// (backward-shift deletion): no tombstones, so a flood of takeovers cannot lengthen probes.
+    #[inline]
     fn unindex(&mut self, mut hole: usize) {
         self.index[hole] = EMPTY;
         let mut j = hole;
@@ -209,55 +322,13 @@ impl Summary {
             if e == EMPTY {
                 return;
             }
-            let home = self.home(self.heap[e as usize].hash);
+            let home = self.home(self.counters[e as usize].hash);
             // The entry may fill the hole only if the hole lies on its probe path home..=j.
             if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(hole) & self.mask) {
                 self.index[hole] = e;
-                self.heap[e as usize].slot = hole as u32;
+                self.counters[e as usize].slot = hole as u32;
                 self.index[j] = EMPTY;
                 hole = j;
-            }
-        }
-    }
-
-    #[inline]
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        self.index[self.heap[a].slot as usize] = a as u32;
-        self.index[self.heap[b].slot as usize] = b as u32;
-    }
-
-    fn sift_up(&mut self, mut i: usize) {
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if self.heap[i].count < self.heap[parent].count {
-                self.swap(i, parent);
-                i = parent;
-            } else {
-                return;
-            }
-        }
-    }
-
-    #[inline]
-    fn sift_down(&mut self, mut i: usize) {
-        let n = self.heap.len();
-        loop {
-            let l = 2 * i + 1;
-            if l >= n {
-                return;
-            }
-            let r = l + 1;
-            let c = if r < n && self.heap[r].count < self.heap[l].count {
-                r
-            } else {
-                l
-            };
-            if self.heap[c].count < self.heap[i].count {
-                self.swap(i, c);
-                i = c;
-            } else {
-                return;
             }
         }
     }
@@ -342,11 +413,11 @@ impl Offenders {
     pub fn export_into(&self, out: &mut Vec<OffenderEntry>) {
         out.clear();
         for (side, s) in [(Side::Src, &self.src), (Side::Dst, &self.dst)] {
-            out.extend(s.heap.iter().map(|c| OffenderEntry {
+            out.extend(s.counters.iter().map(|c| OffenderEntry {
                 side,
                 addr: c.key.addr(),
                 reason: c.key.reason,
-                count: c.count,
+                count: s.count_of(c),
                 error: c.error,
             }));
         }
@@ -361,7 +432,7 @@ impl Offenders {
 
     /// Entries currently tracked, both sides together.
     pub fn len(&self) -> usize {
-        self.src.heap.len() + self.dst.heap.len()
+        self.src.counters.len() + self.dst.counters.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -404,19 +475,39 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
     }
 
-    /// Heap order, index and heap agree both ways, the table holds exactly the heap's keys,
-    /// and every key is reachable from its home slot.
+    /// Order, buckets, free list and index agree, and every key is reachable from its home.
     fn check(s: &Summary) {
-        assert!(s.heap.len() <= s.cap);
-        for (i, c) in s.heap.iter().enumerate() {
-            if i > 0 {
-                assert!(s.heap[(i - 1) / 2].count <= c.count, "heap order at {i}");
+        let n = s.counters.len();
+        assert!(n <= s.cap);
+        assert_eq!(s.order.len(), n);
+        let mut live = std::collections::BTreeSet::new();
+        for (p, &id) in s.order.iter().enumerate() {
+            let c = &s.counters[id as usize];
+            assert_eq!(c.pos as usize, p, "position of {id}");
+            let b = &s.buckets[c.bucket as usize];
+            assert!(
+                b.first as usize <= p && p <= b.last as usize,
+                "bucket span at {p}"
+            );
+            assert!(b.count >= 1);
+            if p > 0 {
+                let prev = &s.counters[s.order[p - 1] as usize];
+                let pc = s.count_of(prev);
+                assert!(pc >= b.count, "descending at {p}");
+                assert_eq!(
+                    pc == b.count,
+                    prev.bucket == c.bucket,
+                    "one bucket per count at {p}"
+                );
             }
-            assert_eq!(s.index[c.slot as usize], i as u32, "back pointer of {i}");
-            assert_eq!(s.find(&c.key, c.hash), Ok(i), "reachable {i}");
+            live.insert(c.bucket);
+            assert_eq!(s.index[c.slot as usize], id, "back pointer of {id}");
+            assert_eq!(s.find(&c.key, c.hash), Ok(id as usize), "reachable {id}");
         }
+        assert_eq!(live.len() + s.free.len(), s.cap, "buckets leak");
+        assert!(s.free.iter().all(|b| !live.contains(b)));
         let used = s.index.iter().filter(|&&e| e != EMPTY).count();
-        assert_eq!(used, s.heap.len());
+        assert_eq!(used, n);
     }
 
     fn entries(o: &Offenders) -> Vec<OffenderEntry> {

@@ -344,8 +344,8 @@ impl Pipeline {
             Ok(h) => h,
             Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
         };
-        let (src, dst) = match hdr.net {
-            Net::Ip(ip) => (ip.src, ip.dst),
+        match hdr.net {
+            Net::Ip(_) => {}
             Net::Arp => return Verdict::Forward,
             Net::Other => {
                 return match self.non_ip {
@@ -353,41 +353,49 @@ impl Pipeline {
                     NonIpAction::Drop => Verdict::Drop(DropReason::UnsupportedEthertype),
                 }
             }
-        };
-        let v = self.stages(buf, len, &hdr, meta);
-        if let (Verdict::Drop(reason), Some(o)) = (v, &mut self.offenders) {
-            // Slots are a few dozen; the fallback only keeps a future overflow visible.
-            let slot = u16::try_from(reason.slot()).unwrap_or(u16::MAX);
-            o.record(Some(src), Some(dst), slot);
         }
-        v
-    }
-
-    /// The stages in order, on a frame already parsed as IP.
-    #[inline(always)]
-    fn stages(&mut self, buf: &mut [u8], len: usize, hdr: &Headers, meta: &Meta) -> Verdict {
         if let Some(acl) = &mut self.acl {
-            if let StageResult::Done(v) = acl.process(hdr, meta) {
-                return v;
+            if let StageResult::Done(v) = acl.process(&hdr, meta) {
+                return self.finish(v, &hdr);
             }
         }
         if let Some(sc) = &mut self.syncookie {
             // The cookie stage gets the whole buffer: its replies may grow the frame.
-            if let StageResult::Done(v) = sc.process(buf, hdr, meta) {
-                return v;
+            if let StageResult::Done(v) = sc.process(buf, &hdr, meta) {
+                return self.finish(v, &hdr);
             }
         }
         if let Some(rl) = &mut self.ratelimit {
-            if let StageResult::Done(v) = rl.process(hdr, meta) {
-                return v;
+            if let StageResult::Done(v) = rl.process(&hdr, meta) {
+                return self.finish(v, &hdr);
             }
         }
         if let Some(sig) = &mut self.signature {
-            if let StageResult::Done(v) = sig.process(&buf[..len], hdr, meta) {
-                return v;
+            if let StageResult::Done(v) = sig.process(&buf[..len], &hdr, meta) {
+                return self.finish(v, &hdr);
             }
         }
         Verdict::Forward
+    }
+
+    /// A stage's final verdict on an IP packet; drops go to the offender sketch. Only stage
+    /// decisions pass here, so a packet every stage passes pays nothing.
+    #[inline(always)]
+    fn finish(&mut self, v: Verdict, hdr: &Headers) -> Verdict {
+        if let Verdict::Drop(reason) = v {
+            self.record_drop(reason, hdr);
+        }
+        v
+    }
+
+    /// Out of line so the sketch's code does not grow `process` for the packets it forwards.
+    #[inline(never)]
+    fn record_drop(&mut self, reason: DropReason, hdr: &Headers) {
+        if let (Some(o), Net::Ip(ip)) = (&mut self.offenders, &hdr.net) {
+            // Slots are a few dozen; the fallback only keeps a future overflow visible.
+            let slot = u16::try_from(reason.slot()).unwrap_or(u16::MAX);
+            o.record(Some(ip.src), Some(ip.dst), slot);
+        }
     }
 }
 
