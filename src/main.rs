@@ -11,6 +11,7 @@ use control::{lock, PortMeta, Shared};
 use dataplane::{run_workers, Control, Eal, Link, Mempool, Port, PortSetup, WorkerPlan};
 use pipeline::{Pipeline, Policy};
 use stats::aggregate::{Aggregator, AggregatorConfig};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,6 +211,14 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let cpu = c.cpu.unwrap_or(cfg.lcore_cpu(eal.main_lcore()) as usize);
     let ctl_thread =
         control::spawn_control_thread(Arc::clone(&shared), Arc::clone(&ctl_stop), cpu)?;
+    if let Some(dir) = c.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| format!("control.socket: cannot create {}: {e}", dir.display()))?;
+        }
+    }
     let server = ctl::server::serve(
         ctl::server::ServerConfig {
             path: c.socket.clone(),

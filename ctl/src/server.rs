@@ -137,7 +137,7 @@ impl ServerConfig {
 pub enum ServerError {
     #[error("control socket config: {field}: {reason}")]
     Config { field: &'static str, reason: String },
-    #[error("control socket directory {0} does not exist; create it (e.g. `install -d -m 0750 /run/scrubd`) or change control.path")]
+    #[error("control socket directory {0} does not exist; create it (e.g. `install -d -m 0750 /run/scrubd`) or choose another socket path")]
     NoParent(PathBuf),
     #[error("{path} is {what}, not a socket; refusing to replace it")]
     NotASocket { path: PathBuf, what: &'static str },
