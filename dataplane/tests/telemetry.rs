@@ -328,6 +328,15 @@ fn telemetry_commands_over_the_dpdk_socket() {
         );
     }
 
+    // The same EAL options leave packet capture impossible, and pdump says so.
+    match dataplane::pdump::init(&eal) {
+        Err(dataplane::DpdkError::PdumpUnavailable(why)) => {
+            assert!(why.contains("--no-huge"), "{why}")
+        }
+        Err(other) => panic!("unexpected pdump error: {other}"),
+        Ok(_) => panic!("pdump::init must refuse an EAL without hugepages"),
+    }
+
     drop(port);
     drop(pool);
     drop(eal);
