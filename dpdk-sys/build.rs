@@ -71,6 +71,13 @@ fn main() {
         .allowlist_function("rte_eal_(init|cleanup|remote_launch|wait_lcore|mp_wait_lcore|process_type)")
         .allowlist_function("rte_(lcore_count|get_main_lcore|get_next_lcore|lcore_is_enabled|socket_id|lcore_to_socket_id|thread_register|thread_unregister)")
         .allowlist_function("rte_strerror")
+        .allowlist_function("rte_eal_(get_runtime_dir|has_hugepages)")
+        // Telemetry: scrubd's own commands beside DPDK's /ethdev/... on the telemetry socket.
+        .allowlist_function("rte_telemetry_register_cmd|rte_tel_data_.*")
+        .allowlist_type("rte_tel_value_type")
+        .allowlist_var("RTE_TEL_MAX_.*")
+        // pdump: the primary-side hook dpdk-dumpcap attaches to.
+        .allowlist_function("rte_pdump_(init|uninit)")
         .allowlist_function("rte_eth_(dev_configure|dev_start|dev_stop|dev_close|dev_info_get|dev_count_avail|dev_get_port_by_name|dev_get_name_by_port|dev_is_valid_port|dev_socket_id|rx_queue_setup|tx_queue_setup|promiscuous_enable|promiscuous_get|link_get_nowait|stats_get|stats_reset|xstats_get|xstats_get_names|macaddr_get|dev_rss_hash_update|link_speed_to_str|dev_set_mtu)")
         .allowlist_function("rte_pktmbuf_pool_create")
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count)")

@@ -38,6 +38,12 @@ pub enum DpdkError {
     Launch { lcore: u32, msg: String },
     #[error("worker on lcore {0} panicked: {1}")]
     WorkerPanicked(u32, String),
+    #[error("telemetry command '{cmd}': {reason}")]
+    TelemetryCommand { cmd: String, reason: String },
+    #[error("packet capture (pdump) unavailable: {0}")]
+    PdumpUnavailable(String),
+    #[error("rte_pdump_init failed: {0}")]
+    PdumpInit(String),
 }
 
 /// Text for a DPDK errno (negative or positive).

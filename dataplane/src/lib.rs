@@ -8,12 +8,16 @@ pub mod eal;
 pub mod error;
 pub mod mbuf;
 pub mod mempool;
+pub mod pdump;
 pub mod port;
 pub mod signals;
+pub mod telemetry;
 pub mod worker;
 
 pub use eal::{rdtsc, Eal};
 pub use error::DpdkError;
 pub use mempool::Mempool;
+pub use pdump::Pdump;
 pub use port::{port_id_by_name, LinkStatus, Port, PortHandle, PortSetup, PortStats, RssState};
+pub use telemetry::TelemetryValue;
 pub use worker::{run_workers, Control, Link, WorkerPlan, WorkerReport, MAX_BURST};

@@ -16,6 +16,8 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 #include <rte_pause.h>
+#include <rte_telemetry.h>
+#include <rte_pdump.h>
 
 uint16_t shim_rte_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
 uint16_t shim_rte_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
