@@ -65,6 +65,10 @@ pub struct ControlConfig {
     pub cpu: Option<usize>,
     /// Register /scrubd/* commands with DPDK telemetry.
     pub telemetry: bool,
+    /// Initialise rte_pdump so `dpdk-dumpcap` can capture live traffic. Needs
+    /// `memory = "hugepages"` (shared memory with the capture process); with other memory modes
+    /// scrubd says so at start-up and runs without it.
+    pub pdump: bool,
 }
 
 impl Default for ControlConfig {
@@ -80,6 +84,7 @@ impl Default for ControlConfig {
             metrics_listen: None,
             cpu: None,
             telemetry: true,
+            pdump: true,
         }
     }
 }

@@ -250,6 +250,32 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
 
+    if c.telemetry {
+        control::register_telemetry(&eal, &shared).map_err(|e| format!("DPDK telemetry: {e}"))?;
+        eprintln!(
+            "scrubd: DPDK telemetry: /scrubd/stats, /scrubd/latency, /scrubd/status (dpdk-telemetry.py -f {})",
+            cfg.eal.file_prefix
+        );
+    }
+    // Captures run inside the workers' rx/tx bursts, so the guard lives until they have stopped.
+    let pdump = if c.pdump {
+        match dataplane::pdump::init(&eal) {
+            Ok(g) => {
+                eprintln!(
+                    "scrubd: pdump ready: dpdk-dumpcap --file-prefix={} -i <port> -w FILE",
+                    cfg.eal.file_prefix
+                );
+                Some(g)
+            }
+            Err(e) => {
+                eprintln!("scrubd: dpdk-dumpcap captures unavailable: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let duration = cli
         .duration
         .or(cfg.run.duration_s)
@@ -317,7 +343,9 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, serde_json::to_string_pretty(&sum)?)
             .map_err(|e| format!("cannot write summary to {}: {e}", path.display()))?;
     }
-    // Ports close (flushing pcap writers) before the pool and the EAL go away.
+    // The workers are gone, so no capture callback can still run; then ports close (flushing
+    // pcap writers) before the pool and the EAL go away.
+    drop(pdump);
     drop(ports);
     drop(pool);
     drop(eal);

@@ -501,6 +501,44 @@ fn every_command_matches_the_traffic_sent() {
         .unwrap_or_else(|| panic!("no rx_packets sample for outside:\n{body}"));
     assert!(rx_line.ends_with(" 4000"), "{rx_line}");
 
+    // DPDK telemetry: dpdk-telemetry.py shows scrubd's own command next to DPDK's.
+    let script = Path::new("/usr/bin/dpdk-telemetry.py");
+    if script.exists() {
+        let prefix = format!("scrubd-ctltest-{}-{}", s.name, std::process::id());
+        let mut child = Command::new(script)
+            .args(["-f", &prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dpdk-telemetry.py");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"/scrubd/stats\n/\n")
+            .unwrap();
+        let out = wait_with_limit(child, Duration::from_secs(30));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let reply: Value = text
+            .lines()
+            .find_map(|l| {
+                let l = l.trim_start_matches("--> ").trim();
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .filter(|v| v.get("/scrubd/stats").is_some())
+            })
+            .unwrap_or_else(|| panic!("no /scrubd/stats reply:\n{}", show(&out)));
+        let t = &reply["/scrubd/stats"]["total"];
+        assert_eq!(n(&t["rx_packets"]), 5500, "{reply}");
+        assert!(
+            text.contains("/ethdev/stats"),
+            "DPDK's own commands listed too: {text}"
+        );
+    } else {
+        eprintln!("dpdk-telemetry.py not installed: telemetry not exercised here");
+    }
+
     // top: two refreshes then exit.
     let top = d.ok(&["top", "--interval", "0.2", "--count", "2"]);
     assert!(top.contains("outside"), "{top}");

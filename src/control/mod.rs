@@ -229,3 +229,62 @@ pub fn spawn_control_thread(
             shared.drain();
         })
 }
+
+/// A JSON reply turned into DPDK telemetry's data model, so `/scrubd/*` shows the same fields
+/// as `scrubctl --json`.
+pub fn to_telemetry(v: &serde_json::Value) -> dataplane::TelemetryValue {
+    use dataplane::TelemetryValue as T;
+    use serde_json::Value as V;
+    match v {
+        V::Null => T::Str(String::new()),
+        V::Bool(b) => T::U64(u64::from(*b)),
+        V::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => T::U64(u),
+            (None, Some(i)) => T::I64(i),
+            _ => T::Str(format!("{:.3}", n.as_f64().unwrap_or(0.0))),
+        },
+        V::String(s) => T::Str(s.clone()),
+        V::Array(a) => T::List(a.iter().map(to_telemetry).collect()),
+        V::Object(o) => T::Dict(
+            o.iter()
+                .map(|(k, v)| (k.clone(), to_telemetry(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Register scrubd's commands with DPDK telemetry: `/scrubd/stats`, `/scrubd/latency`,
+/// `/scrubd/status` answer with the same data as the scrubctl commands of those names.
+pub fn register_telemetry(eal: &dataplane::Eal, shared: &Arc<Shared>) -> Result<(), String> {
+    use ctl::protocol::Command;
+    let cmds: [(&str, &str, Command); 3] = [
+        (
+            "/scrubd/stats",
+            "scrubd counters per port, worker, stage and drop reason, with rates",
+            Command::Stats,
+        ),
+        (
+            "/scrubd/latency",
+            "scrubd per-packet latency percentiles in ns, per worker and merged",
+            Command::Latency {
+                reset: false,
+                hgrm: false,
+            },
+        ),
+        (
+            "/scrubd/status",
+            "scrubd version, uptime, workers, stages, rules",
+            Command::Status,
+        ),
+    ];
+    for (name, help, cmd) in cmds {
+        let sh = Arc::clone(shared);
+        let provider: dataplane::telemetry::Provider =
+            Arc::new(move |_| match sh.handle(cmd.clone()) {
+                Ok(v) => to_telemetry(&v),
+                Err(e) => dataplane::TelemetryValue::Str(e.message),
+            });
+        dataplane::telemetry::register(eal, name, help, provider).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
