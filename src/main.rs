@@ -149,7 +149,14 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut plans = Vec::with_capacity(d.workers.len());
     for (q, &lcore) in d.workers.iter().enumerate() {
         // Four buffers: the worker can publish while the control thread holds up to three.
-        let (wend, cend) = dataplane::channel::channel(q as u16, ports.len(), stage_names, 4, 4);
+        let (wend, cend) = dataplane::channel::channel(
+            q as u16,
+            ports.len(),
+            stage_names,
+            2 * cfg.pipeline.offenders_capacity,
+            4,
+            4,
+        );
         ends.push(cend);
         plans.push(WorkerPlan {
             lcore,

@@ -73,12 +73,13 @@ pub struct ControlEnd {
     rings: Arc<Rings>,
 }
 
-/// Build the rings of one worker with `pool` snapshot buffers (each sized for `ports` ports and
-/// `stages` stage counters) already in the free ring.
+/// Build the rings of one worker with `pool` snapshot buffers (each sized for `ports` ports,
+/// `stages` stage counters and `offenders` sketch entries) already in the free ring.
 pub fn channel(
     worker: u16,
     ports: usize,
     stages: usize,
+    offenders: usize,
     pool: usize,
     max_in_flight: usize,
 ) -> (WorkerEnd, ControlEnd) {
@@ -92,9 +93,10 @@ pub fn channel(
         max_in_flight,
     });
     for _ in 0..pool {
-        let _ = rings
-            .free
-            .push(Box::new(Snapshot::new(worker, ports, stages)));
+        let mut s = Box::new(Snapshot::new(worker, ports, stages));
+        // Sized here so the worker's export into it never allocates.
+        s.offenders.reserve_exact(offenders);
+        let _ = rings.free.push(s);
     }
     (
         WorkerEnd {
@@ -175,12 +177,13 @@ mod tests {
 
     #[test]
     fn snapshots_round_trip_and_pool_is_bounded() {
-        let (w, c) = channel(3, 2, 4, 2, 1);
+        let (w, c) = channel(3, 2, 4, 8, 2, 1);
         let a = w.take_free().expect("pool buffer");
         let b = w.take_free().expect("pool buffer");
         assert!(w.take_free().is_none(), "pool of two");
         assert_eq!(a.worker, 3);
         assert_eq!(a.per_port.len(), 2);
+        assert!(a.offenders.capacity() >= 8, "room for the sketch export");
         assert!(w.send(ToCtl::Snapshot(a)).is_ok());
         assert!(w.send(ToCtl::Snapshot(b)).is_ok());
         let mut got = 0;
@@ -197,7 +200,7 @@ mod tests {
 
     #[test]
     fn updates_are_bounded_by_in_flight_and_acks_release_them() {
-        let (w, c) = channel(0, 1, 1, 2, 1);
+        let (w, c) = channel(0, 1, 1, 0, 2, 1);
         assert!(c
             .send(Box::new(Update::RotateCookie { applied: false }))
             .is_ok());
