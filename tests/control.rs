@@ -737,13 +737,19 @@ fn socket_security_and_bad_requests() {
     // A stale socket file from a crashed daemon is replaced.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
+    // 20,000 deny entries make a `block list` reply of about a megabyte: it must arrive whole.
+    let deny = s.path("deny.txt");
+    let list: String = (0..20_000u32)
+        .map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    std::fs::write(&deny, list).unwrap();
     let cfg = config(
         &s,
         "0,1",
         &[1],
         ("net_null0,no-rx=1", "net_null1,no-rx=1"),
         "socket_mode = \"0660\"\nsocket_group = \"root\"",
-        "",
+        &format!("[pipeline.acl]\ndeny_file = \"{}\"\n", deny.display()),
     );
     let d = Daemon::start(&cfg, &sock);
     let meta = std::fs::metadata(&sock).unwrap();
@@ -772,6 +778,11 @@ fn socket_security_and_bad_requests() {
         UnixStream::connect(&sock).is_ok(),
         "the first daemon's socket survives"
     );
+
+    let big_list = d.json(&["block", "list"]);
+    let entries = big_list["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 20_000);
+    assert_eq!(entries[19_999]["source"], "config");
 
     // Bad requests get error responses naming the problem.
     let e = raw(&sock, b"this is not json\n");

@@ -200,9 +200,11 @@ pub fn stats(r: &StatsReport) -> String {
         out.push_str(&w.render());
     }
 
-    if !r.stages.is_empty() {
+    // Every stage counter exists whatever stages run; the table shows the ones that moved
+    // (`--json` has them all).
+    if r.stages.values().any(|v| *v > 0) {
         let mut s = Table::new(&[("stage counter", false), ("value", true)]);
-        for (k, v) in &r.stages {
+        for (k, v) in r.stages.iter().filter(|(_, v)| **v > 0) {
             s.row(vec![k.clone(), v.to_string()]);
         }
         out.push('\n');
@@ -619,7 +621,11 @@ mod tests {
                 ..Default::default()
             },
             total_rates: Rates::default(),
-            stages: [("syncookie.syn_answered".to_string(), 667u64)].into(),
+            stages: [
+                ("syncookie.syn_answered".to_string(), 667u64),
+                ("acl.no_match".to_string(), 0),
+            ]
+            .into(),
             signature_hits: vec![SignatureHit {
                 sid: 1_000_001,
                 msg: "memcached reflection".into(),
@@ -648,6 +654,10 @@ mod tests {
         assert!(s.contains("workers:"));
         assert!(s.contains("37.2") || s.contains("37.3"));
         assert!(s.contains("syncookie.syn_answered"));
+        assert!(
+            !s.contains("acl.no_match"),
+            "zero stage counters are left out"
+        );
         assert!(s.contains("1000001") && s.contains("memcached reflection"));
         let frame = top_frame(&sample_stats(), 3, 1.0);
         assert!(frame.starts_with("scrubctl top: refresh 3"));
