@@ -6,7 +6,7 @@ use super::{lock, Shared};
 use ctl::protocol::{
     AggregateRow, Command, Done, ErrorBody, ErrorCode, ListEntry, ListReport, MetricsReport,
     PortInfo, PortsReport, RateClassRow, RatelimitReport, ReloadReport, StatusReport,
-    SyncookieReport, SyncookieWorkerRow,
+    SyncookieReport,
 };
 use dataplane::channel::Update;
 use pipeline::stage::acl::AclAction;
@@ -67,7 +67,7 @@ impl Shared {
             Command::AllowAdd { prefix, ttl_s } => self.list_add(AclAction::Allow, &prefix, ttl_s),
             Command::AllowDel { prefix } => self.list_del(AclAction::Allow, &prefix),
             Command::AllowList => ok(self.list(AclAction::Allow, now)),
-            Command::RatelimitShow => ok(self.ratelimit_show(now)),
+            Command::RatelimitShow => ok(self.ratelimit_show()),
             Command::RatelimitSet {
                 class,
                 rate,
@@ -75,7 +75,7 @@ impl Shared {
                 mode,
                 off,
             } => self.ratelimit_set(&class, rate, burst, mode.as_deref(), off),
-            Command::SyncookieStatus => ok(self.syncookie_status(now)),
+            Command::SyncookieStatus => ok(self.syncookie_status()),
             Command::SyncookieRotate => self.syncookie_rotate(),
             Command::Ports => ok(self.ports_report()),
             Command::Offenders { limit, reason } => lock(&self.agg)
@@ -221,8 +221,8 @@ impl Shared {
         }
     }
 
-    fn ratelimit_show(&self, now: Instant) -> RatelimitReport {
-        let stages = lock(&self.agg).stats_report(now).stages;
+    fn ratelimit_show(&self) -> RatelimitReport {
+        let stages = lock(&self.agg).stage_totals();
         let live = lock(&self.live);
         let Some(cfg) = &live.ratelimit else {
             return RatelimitReport::default();
@@ -350,28 +350,19 @@ impl Shared {
         ))
     }
 
-    fn syncookie_status(&self, now: Instant) -> SyncookieReport {
+    fn syncookie_status(&self) -> SyncookieReport {
         let Some(cfg) = &self.syncookie else {
             return SyncookieReport::default();
         };
-        let stages = lock(&self.agg).stats_report(now).stages;
-        let counters: BTreeMap<String, u64> = stages
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("syncookie."))
-            .collect();
-        let workers = self
-            .cookie_status()
-            .iter()
-            .enumerate()
-            .filter_map(|(w, s)| {
-                s.map(|s| SyncookieWorkerRow {
-                    worker: w as u16,
-                    secret_generation: s.secret_generation,
-                    allowlist_occupied: s.allowlist_occupied,
-                    allowlist_capacity: s.allowlist_capacity,
-                })
-            })
-            .collect();
+        let (counters, workers) = {
+            let agg = lock(&self.agg);
+            let counters: BTreeMap<String, u64> = agg
+                .stage_totals()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("syncookie."))
+                .collect();
+            (counters, agg.syncookie_workers())
+        };
         SyncookieReport {
             enabled: true,
             mode: match cfg.mode {

@@ -12,7 +12,7 @@ use dataplane::channel::{ControlEnd, ToCtl, Update};
 use dataplane::PortHandle;
 use live::LivePolicy;
 use pipeline::stage::ratelimit::AggregateLimiter;
-use pipeline::stage::syncookie::{Status as SynCookieStatus, SynCookieConfig};
+use pipeline::stage::syncookie::SynCookieConfig;
 use stats::aggregate::Aggregator;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,8 +45,6 @@ pub struct Shared {
     ends: Vec<ControlEnd>,
     sent: Vec<AtomicU64>,
     acked: Vec<AtomicU64>,
-    /// Newest SYN-cookie status each worker reported.
-    cookie_status: Mutex<Vec<Option<SynCookieStatus>>>,
     /// Serialises updates so every worker applies them in the same order.
     update_lock: Mutex<()>,
     /// One drainer at a time, so each ring's items are handled in the order the worker sent
@@ -94,7 +92,6 @@ impl Shared {
             aggregate,
             sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
             acked: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            cookie_status: Mutex::new(vec![None; n]),
             ends,
             update_lock: Mutex::new(()),
             drain_lock: Mutex::new(()),
@@ -108,10 +105,6 @@ impl Shared {
         self.ends.len()
     }
 
-    pub fn cookie_status(&self) -> Vec<Option<SynCookieStatus>> {
-        lock(&self.cookie_status).clone()
-    }
-
     /// Move everything the workers published into the aggregator; return emptied buffers.
     pub fn drain(&self) {
         let _one = lock(&self.drain_lock);
@@ -119,11 +112,6 @@ impl Shared {
             while let Some(item) = end.recv() {
                 match item {
                     ToCtl::Snapshot(mut s) => {
-                        if let Some(slot) = lock(&self.cookie_status).get_mut(w) {
-                            if s.syncookie.is_some() {
-                                *slot = s.syncookie;
-                            }
-                        }
                         let _ = lock(&self.agg).ingest(&s, Instant::now());
                         s.latency.reset();
                         end.recycle(s);
