@@ -37,14 +37,10 @@ fn done(message: String) -> Reply {
     ok(Done { message })
 }
 
-/// Adapter that the socket server calls on its client threads.
-pub struct Handler {
-    pub shared: Arc<Shared>,
-}
-
-impl ctl::server::Handler for Handler {
+/// The socket server calls this on its client threads.
+impl ctl::server::Handler for Shared {
     fn handle(&self, cmd: Command) -> Result<Value, ErrorBody> {
-        self.shared.handle(cmd)
+        Shared::handle(self, cmd)
     }
 }
 
@@ -135,15 +131,11 @@ impl Shared {
         lock(&self.agg).set_rules(r.rules_generation, info);
         // Each worker gets its own stage (hit counters and scratch are per core), built here;
         // the ACL and the rules switch in one step between two bursts.
-        let stages: Vec<_> = (0..self.workers())
-            .map(|_| r.rules.as_ref().map(|c| SignatureStage::new(Arc::clone(c))))
-            .collect();
-        let stages = std::sync::Mutex::new(stages);
         let applied = self
-            .publish(|w| Update::Rules {
+            .publish(|_| Update::Rules {
                 acl: Some(Arc::clone(&r.acl)),
                 generation: r.rules_generation,
-                stage: lock(&stages).get_mut(w).and_then(|s| s.take()),
+                stage: r.rules.as_ref().map(|c| SignatureStage::new(Arc::clone(c))),
             })
             .map_err(|e| err(ErrorCode::Unavailable, e))?;
         self.set_stage("signature", r.rules.is_some());
@@ -231,14 +223,7 @@ impl Shared {
         let classes = LimitClass::ALL
             .iter()
             .filter_map(|&class| {
-                let limit = match class {
-                    LimitClass::UdpReflection => c.udp_reflection,
-                    LimitClass::Icmp => c.icmp,
-                    LimitClass::TcpSyn => c.tcp_syn,
-                    LimitClass::IpFragment => c.ip_fragment,
-                    LimitClass::Other => c.other,
-                    LimitClass::Aggregate => return None,
-                };
+                let limit = c.get(class)?;
                 let get = |k: &str| {
                     stages
                         .get(&format!("ratelimit.{}.{k}", class.name()))

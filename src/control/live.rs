@@ -185,16 +185,8 @@ impl LivePolicy {
             );
         };
         let mut next = cur.clone();
-        let c = &mut next.classes;
-        let slot = match class {
-            LimitClass::UdpReflection => &mut c.udp_reflection,
-            LimitClass::Icmp => &mut c.icmp,
-            LimitClass::TcpSyn => &mut c.tcp_syn,
-            LimitClass::IpFragment => &mut c.ip_fragment,
-            LimitClass::Other => &mut c.other,
-            LimitClass::Aggregate => {
-                return Err("`aggregate` budgets are set in the config file".into())
-            }
+        let Some(slot) = next.classes.slot(class) else {
+            return Err("`aggregate` budgets are set in the config file".into());
         };
         *slot = limit;
         RateLimiter::new(&next, self.tsc_hz).map_err(|e| e.to_string())?;

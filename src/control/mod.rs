@@ -148,7 +148,7 @@ impl Shared {
 
     /// Send one update to every worker (built per worker by `make`) and wait until all have
     /// applied it. Returns how many did within the timeout.
-    pub fn publish(&self, make: impl Fn(usize) -> Update) -> Result<usize, String> {
+    pub fn publish(&self, mut make: impl FnMut(usize) -> Update) -> Result<usize, String> {
         if self.stopping.load(Ordering::Acquire) {
             return Err("scrubd is shutting down".into());
         }

@@ -170,7 +170,14 @@ impl ClassesConfig {
         ]
     }
 
-    fn slot(&mut self, class: LimitClass) -> Option<&mut Option<ClassLimit>> {
+    /// The limit of one per-source class (None for `Aggregate`, which is not one).
+    pub fn get(&self, class: LimitClass) -> Option<Option<ClassLimit>> {
+        let i = usize::from(class.index());
+        (i < PER_SOURCE).then(|| self.as_array()[i])
+    }
+
+    /// The editable slot of one per-source class (None for `Aggregate`).
+    pub fn slot(&mut self, class: LimitClass) -> Option<&mut Option<ClassLimit>> {
         match class {
             LimitClass::UdpReflection => Some(&mut self.udp_reflection),
             LimitClass::Icmp => Some(&mut self.icmp),
