@@ -173,7 +173,6 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut agg = Aggregator::new(AggregatorConfig {
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         workers: d.workers.len(),
-        tsc_hz,
         window: Duration::from_secs(c.latency_window_s),
         rate_window: Duration::from_secs_f64(c.rate_window_s),
     })
@@ -234,9 +233,7 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             allowed_uids: c.allowed_uids.clone(),
             ..ctl::server::ServerConfig::default()
         },
-        Arc::new(control::handler::Handler {
-            shared: Arc::clone(&shared),
-        }),
+        Arc::clone(&shared) as Arc<dyn ctl::server::Handler>,
     )
     .map_err(|e| format!("control socket {}: {e}", c.socket.display()))?;
     eprintln!(
@@ -341,9 +338,27 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             agg.totals(),
         )
     };
-    let mut sum =
-        summary::Summary::build(cfg, &ports, &reports, &policy, tsc_hz, elapsed, stop_reason);
-    sum.add_control_view(&reports, &totals, stats_report, latency);
+    let last_rules = lock(&shared.live).rules.clone();
+    let control_view = summary::ControlView {
+        totals,
+        stats: stats_report,
+        latency,
+        rule_sets: policy
+            .rules()
+            .into_iter()
+            .chain(last_rules.as_ref())
+            .map(|r| r.as_ref())
+            .collect(),
+    };
+    let sum = summary::Summary::build(
+        cfg,
+        &ports,
+        &reports,
+        control_view,
+        tsc_hz,
+        elapsed,
+        stop_reason,
+    );
     // A closed stdout (`scrubd ... | head`) must not stop the orderly shutdown below.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), sum.render().as_bytes());
     if let Some(path) = cli.summary_json.as_ref().or(cfg.run.summary_json.as_ref()) {

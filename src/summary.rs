@@ -2,7 +2,8 @@
 
 use crate::config::Config;
 use dataplane::{Port, WorkerReport};
-use pipeline::{Policy, VerdictCounters};
+use pipeline::stage::signature::CompiledRules;
+use pipeline::VerdictCounters;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -66,12 +67,25 @@ pub struct Summary {
     pub stats_path_exact: bool,
 }
 
+/// What the control side saw by the end of the run.
+pub struct ControlView<'a> {
+    /// Per-port totals of the workers' final snapshots.
+    pub totals: Vec<VerdictCounters>,
+    /// Signature hits summed by sid over every rule generation (after a `rules reload` the
+    /// workers' own stages hold only the newest set's hits).
+    pub stats: ctl::protocol::StatsReport,
+    pub latency: ctl::protocol::LatencyReport,
+    /// The rule sets that ran (the first and the last), to name each hit rule's action.
+    pub rule_sets: Vec<&'a CompiledRules>,
+}
+
 impl Summary {
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         cfg: &Config,
         ports: &[Port],
         reports: &[WorkerReport],
-        policy: &Policy,
+        control: ControlView,
         tsc_hz: u64,
         elapsed: Duration,
         stop_reason: &str,
@@ -136,34 +150,33 @@ impl Summary {
             .collect();
         let conserved = port_summaries.iter().all(|p| p.conserved);
         let mut stages = BTreeMap::new();
-        let mut hits: Vec<u64> = Vec::new();
         for r in reports {
             for (name, v) in r.pipeline.stage_counters() {
                 *stages.entry(name.to_string()).or_insert(0) += v;
             }
-            let h = r.pipeline.signature_hits();
-            if hits.len() < h.len() {
-                hits.resize(h.len(), 0);
-            }
-            for (a, b) in hits.iter_mut().zip(h) {
-                *a += b;
-            }
         }
-        let signature_hits = match policy.rules() {
-            Some(rules) => rules
-                .rules_info()
-                .iter()
-                .zip(&hits)
-                .filter(|(_, &n)| n > 0)
-                .map(|(info, &n)| RuleHits {
-                    sid: info.sid,
-                    msg: info.msg.clone(),
-                    action: format!("{:?}", info.action).to_lowercase(),
-                    hits: n,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let stats_path_exact =
+            reports.iter().all(|r| r.final_published) && per_port == control.totals;
+        let actions: BTreeMap<u32, String> = control
+            .rule_sets
+            .iter()
+            .flat_map(|r| r.rules_info())
+            .map(|i| (i.sid, format!("{:?}", i.action).to_lowercase()))
+            .collect();
+        let signature_hits = control
+            .stats
+            .signature_hits
+            .into_iter()
+            .map(|h| RuleHits {
+                action: actions.get(&h.sid).cloned().unwrap_or_else(|| "-".into()),
+                sid: h.sid,
+                msg: h.msg,
+                hits: h.hits,
+            })
+            .collect();
+        let latency = std::iter::once(control.latency.merged)
+            .chain(control.latency.workers)
+            .collect();
         Summary {
             stop_reason: stop_reason.into(),
             elapsed_s: elapsed.as_secs_f64(),
@@ -176,47 +189,9 @@ impl Summary {
             stages,
             signature_hits,
             conserved,
-            latency: Vec::new(),
-            stats_path_exact: true,
+            latency,
+            stats_path_exact,
         }
-    }
-
-    /// Add what the control side saw: latency, and whether its totals match the workers'.
-    /// Signature hits come from it too, because after a `rules reload` the workers' own stages
-    /// hold only the newest rule set's hits.
-    pub fn add_control_view(
-        &mut self,
-        reports: &[WorkerReport],
-        totals: &[VerdictCounters],
-        stats: ctl::protocol::StatsReport,
-        latency: ctl::protocol::LatencyReport,
-    ) {
-        let mut per_port = vec![VerdictCounters::default(); totals.len()];
-        for r in reports {
-            for (acc, c) in per_port.iter_mut().zip(&r.per_port) {
-                acc.add(c);
-            }
-        }
-        self.stats_path_exact =
-            reports.iter().all(|r| r.final_published) && per_port.as_slice() == totals;
-        let actions: BTreeMap<u32, String> = self
-            .signature_hits
-            .iter()
-            .map(|h| (h.sid, h.action.clone()))
-            .collect();
-        self.signature_hits = stats
-            .signature_hits
-            .into_iter()
-            .map(|h| RuleHits {
-                action: actions.get(&h.sid).cloned().unwrap_or_else(|| "-".into()),
-                sid: h.sid,
-                msg: h.msg,
-                hits: h.hits,
-            })
-            .collect();
-        self.latency = std::iter::once(latency.merged)
-            .chain(latency.workers)
-            .collect();
     }
 
     pub fn render(&self) -> String {

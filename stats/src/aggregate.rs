@@ -20,7 +20,6 @@ use pipeline::counters::{slot_name, DROP_SLOTS};
 use pipeline::offenders::{OffenderEntry, Side};
 use pipeline::stage::syncookie::Status as SynCookieStatus;
 use pipeline::{Pipeline, VerdictCounters};
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -43,39 +42,6 @@ const QUANTILES: [(f64, &str); 5] = [
     (0.9999, "0.9999"),
 ];
 
-/// The `[stats]` section of the daemon config: how far back rates and "recent" latency look.
-///
-/// ```toml
-/// [stats]
-/// window_ms = 10000      # recent latency window (default 10 s)
-/// rate_window_ms = 1000  # rates are averaged over this span (default 1 s)
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatsConfig {
-    #[serde(default = "default_window_ms")]
-    pub window_ms: u64,
-    #[serde(default = "default_rate_window_ms")]
-    pub rate_window_ms: u64,
-}
-
-fn default_window_ms() -> u64 {
-    10_000
-}
-
-fn default_rate_window_ms() -> u64 {
-    1_000
-}
-
-impl Default for StatsConfig {
-    fn default() -> Self {
-        StatsConfig {
-            window_ms: default_window_ms(),
-            rate_window_ms: default_rate_window_ms(),
-        }
-    }
-}
-
 /// Longest window accepted: beyond a day "recent" stops meaning anything and the rate
 /// history would grow without purpose.
 const MAX_WINDOW_MS: u64 = 86_400_000;
@@ -89,30 +55,6 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-impl StatsConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_ms("stats.window_ms", self.window_ms, MIN_WINDOW_MS)?;
-        check_ms("stats.rate_window_ms", self.rate_window_ms, 1)
-    }
-
-    /// The aggregator settings for a daemon with these ports and workers.
-    pub fn aggregator(
-        &self,
-        port_names: Vec<String>,
-        workers: usize,
-        tsc_hz: u64,
-    ) -> Result<AggregatorConfig, ConfigError> {
-        self.validate()?;
-        Ok(AggregatorConfig {
-            port_names,
-            workers,
-            tsc_hz,
-            window: Duration::from_millis(self.window_ms),
-            rate_window: Duration::from_millis(self.rate_window_ms),
-        })
-    }
-}
-
 fn check_ms(field: &'static str, v: u64, min: u64) -> Result<(), ConfigError> {
     if v < min || v > MAX_WINDOW_MS {
         return Err(ConfigError {
@@ -123,14 +65,12 @@ fn check_ms(field: &'static str, v: u64, min: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// What the aggregator is told at start; built by the daemon (see [`StatsConfig::aggregator`]).
+/// What the aggregator is told at start; built by the daemon from its `[control]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AggregatorConfig {
     /// RX ports in the daemon's order; a snapshot's `per_port[i]` is `port_names[i]`.
     pub port_names: Vec<String>,
     pub workers: usize,
-    /// TSC frequency of the workers' clock, kept for consumers converting `Snapshot::tsc`.
-    pub tsc_hz: u64,
     /// Span of the "recent" latency view.
     pub window: Duration,
     /// Span rates are averaged over.
@@ -990,7 +930,6 @@ mod tests {
         AggregatorConfig {
             port_names: (0..ports).map(|i| format!("port{i}")).collect(),
             workers,
-            tsc_hz: 1_000_000_000,
             window: Duration::from_secs(10),
             rate_window: SEC,
         }
@@ -1752,28 +1691,7 @@ mod tests {
     }
 
     #[test]
-    fn config_from_toml() {
-        let c: StatsConfig = toml::from_str("").unwrap();
-        assert_eq!(c, StatsConfig::default());
-        let c: StatsConfig = toml::from_str("window_ms = 5000\nrate_window_ms = 500").unwrap();
-        let a = c.aggregator(vec!["p".into()], 2, 3).unwrap();
-        assert_eq!(a.window, Duration::from_secs(5));
-        assert_eq!(a.rate_window, Duration::from_millis(500));
-        assert!(toml::from_str::<StatsConfig>("windw_ms = 1").is_err());
-        let e = StatsConfig {
-            window_ms: 5,
-            rate_window_ms: 1000,
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(e.field, "stats.window_ms");
-        let e = StatsConfig {
-            window_ms: 10_000,
-            rate_window_ms: 0,
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(e.field, "stats.rate_window_ms");
+    fn config_validation() {
         let mut bad = config(1, 1);
         bad.rate_window = Duration::ZERO;
         assert_eq!(Aggregator::new(bad).err().unwrap().field, "rate_window");

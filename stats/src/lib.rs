@@ -9,5 +9,5 @@ pub mod exposition;
 pub mod hgrm;
 pub mod snapshot;
 
-pub use aggregate::{Aggregator, AggregatorConfig, StatsConfig};
+pub use aggregate::{Aggregator, AggregatorConfig};
 pub use snapshot::{new_latency_histogram, Snapshot, LATENCY_MAX_NS};
