@@ -123,7 +123,7 @@ impl Drop for Daemon {
     }
 }
 
-/// A two-port config with a control section; `pipeline` and `control` are appended verbatim.
+/// A two-port config; `control` keys and `pipeline` tables are appended verbatim.
 fn config(
     s: &Scenario,
     lcores: &str,
@@ -132,52 +132,15 @@ fn config(
     control: &str,
     pipeline: &str,
 ) -> PathBuf {
-    let text = format!(
-        r#"[eal]
-lcores = "{lcores}"
-memory = "no-huge"
-memory_mb = 1024
-file_prefix = "scrubd-ctltest-{name}-{pid}"
-
-[dataplane]
-workers = {workers:?}
-burst = 32
-rx_desc = 512
-tx_desc = 512
-mempool_mbufs = 16383
-mempool_cache = 64
-
-[[port]]
-name = "outside"
-vdev = "{outside}"
-
-[[port]]
-name = "inside"
-vdev = "{inside}"
-
-[[pair]]
-outside = "outside"
-inside = "inside"
-
-[run]
-summary_json = "{summary}"
-
-[control]
-socket = "{socket}"
-{control}
-
-{pipeline}
-"#,
-        name = s.name,
-        pid = std::process::id(),
-        outside = ports.0,
-        inside = ports.1,
-        summary = s.path("summary.json").display(),
-        socket = s.path("scrubd.sock").display(),
-    );
-    let p = s.path("scrubd.toml");
-    std::fs::write(&p, text).expect("write config");
-    p
+    s.config_with(
+        lcores,
+        workers,
+        ports.0,
+        ports.1,
+        "",
+        16383,
+        &format!("{control}\n\n{pipeline}"),
+    )
 }
 
 fn free_tcp_port() -> u16 {
@@ -504,7 +467,7 @@ fn every_command_matches_the_traffic_sent() {
     // DPDK telemetry: dpdk-telemetry.py shows scrubd's own command next to DPDK's.
     let script = Path::new("/usr/bin/dpdk-telemetry.py");
     if script.exists() {
-        let prefix = format!("scrubd-ctltest-{}-{}", s.name, std::process::id());
+        let prefix = format!("scrubd-test-{}-{}", s.name, std::process::id());
         let mut child = Command::new(script)
             .args(["-f", &prefix])
             .stdin(Stdio::piped())
@@ -576,7 +539,7 @@ fn hot_reload_under_traffic_loses_nothing() {
     // Two kinds of UDP payload; v1 drops "AAAA", v2 drops "BBBB".
     let frame = |i: u64, payload: &[u8]| {
         let mut v = Vec::new();
-        etherparse_free_udp(&mut v, i, payload);
+        udp_frame(&mut v, i, payload);
         perf::pcap::Frame {
             ts: Duration::from_micros(i),
             data: v,
@@ -664,7 +627,7 @@ fn hot_reload_under_traffic_loses_nothing() {
 }
 
 /// A UDP/IPv4 frame from 10.1.0.x to 10.2.0.1 with `payload` (checksums valid).
-fn etherparse_free_udp(out: &mut Vec<u8>, i: u64, payload: &[u8]) {
+fn udp_frame(out: &mut Vec<u8>, i: u64, payload: &[u8]) {
     let src = [10, 1, (i >> 8) as u8, i as u8];
     let dst = [10, 2, 0, 1];
     let udp_len = 8 + payload.len();
@@ -686,7 +649,7 @@ fn etherparse_free_udp(out: &mut Vec<u8>, i: u64, payload: &[u8]) {
     ];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
-    let sum = checksum(&ip);
+    let sum = pipeline::wire::checksum::checksum(&ip);
     ip[10] = (sum >> 8) as u8;
     ip[11] = sum as u8;
     out.extend_from_slice(&ip);
@@ -703,17 +666,6 @@ fn etherparse_free_udp(out: &mut Vec<u8>, i: u64, payload: &[u8]) {
     udp.extend_from_slice(payload);
     // UDP checksum 0 = none (IPv4).
     out.extend_from_slice(&udp);
-}
-
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in b.chunks(2) {
-        s += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// Raw protocol: one request line, one response line.

@@ -53,6 +53,22 @@ impl Scenario {
         run: &str,
         mbufs: u32,
     ) -> PathBuf {
+        self.config_with(lcores, workers, outside, inside, run, mbufs, "")
+    }
+
+    /// [`Scenario::config`] with `extra` appended after the `[control]` section: bare keys in it
+    /// are control keys, then any further tables (`[pipeline.*]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn config_with(
+        &self,
+        lcores: &str,
+        workers: &[u32],
+        outside: &str,
+        inside: &str,
+        run: &str,
+        mbufs: u32,
+        extra: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"
 [eal]
@@ -87,6 +103,7 @@ summary_json = "{summary}"
 
 [control]
 socket = "{socket}"
+{extra}
 "#,
             name = self.name,
             pid = std::process::id(),
