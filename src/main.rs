@@ -9,7 +9,7 @@ use config::Config;
 use control::live::LivePolicy;
 use control::{lock, PortMeta, Shared};
 use dataplane::{run_workers, Control, Eal, Link, Mempool, Port, PortSetup, WorkerPlan};
-use pipeline::{Pipeline, Policy};
+use pipeline::{Direction, Pipeline, Policy};
 use stats::aggregate::{Aggregator, AggregatorConfig};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -134,11 +134,13 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             rx_port: ports[o].id(),
             tx_port: ports[i].id(),
             rx_index: o as u16,
+            dir: Direction::Inbound,
         });
         links.push(Link {
             rx_port: ports[i].id(),
             tx_port: ports[o].id(),
             rx_index: i as u16,
+            dir: Direction::Outbound,
         });
     }
     let tsc_hz = eal.tsc_hz();

@@ -5,7 +5,7 @@ use crate::eal::{rdtsc, Eal};
 use crate::error::DpdkError;
 use dpdk_sys::rte_mbuf;
 use pipeline::counters::{REPLY_FAILED_SLOT, TX_FULL_SLOT};
-use pipeline::{Meta, Pipeline, Verdict, VerdictCounters};
+use pipeline::{Direction, Meta, Pipeline, Verdict, VerdictCounters};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,8 @@ pub struct Link {
     pub tx_port: u16,
     /// Index of the RX port in the daemon's port list (used for counters and `Meta::port`).
     pub rx_index: u16,
+    /// Inbound when `rx_port` is the outside port of its pair, outbound when it is the inside.
+    pub dir: Direction,
 }
 
 /// What one worker does: its lcore, its queue id on every port, the links it polls.
@@ -397,6 +399,7 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             last_rx = t0;
             let meta = Meta {
                 port: link.rx_index,
+                dir: link.dir,
                 tsc: t0,
             };
             let c = &mut counters[usize::from(link.rx_index)];

@@ -779,6 +779,7 @@ fn replay(
                 let meta = Meta {
                     port: 0,
                     tsc: clock.tsc,
+                    ..Meta::default()
                 };
                 tally.add(p.process(buf, src.len(), &meta));
                 i += 1;
@@ -899,6 +900,7 @@ fn authenticate(
         let meta = Meta {
             port: 0,
             tsc: clock.tsc,
+            ..Meta::default()
         };
         let Verdict::Reply { len } = p.process(&mut buf, syn.len(), &meta) else {
             return Err(format!("handshake: SYN from {src:?} was not answered"));
@@ -916,6 +918,7 @@ fn authenticate(
         let meta = Meta {
             port: 0,
             tsc: clock.tsc,
+            ..Meta::default()
         };
         let v = p.process(&mut buf, rst.len(), &meta);
         if v != Verdict::Drop(DropReason::AuthHandshake) {

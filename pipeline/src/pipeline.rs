@@ -5,6 +5,21 @@
 //! authentication comes before rate limiting so spoofed SYN floods are answered statelessly
 //! instead of filling rate-limit tables; signatures, the most expensive stage, see only what
 //! survived the cheap ones.
+//!
+//! # Direction
+//! scrubd protects the inside from the outside. Every packet carries the side it entered from
+//! ([`Direction`] in [`Meta`]):
+//!
+//! | stage      | inbound (from the outside port)          | outbound (from the inside port)                 |
+//! |------------|------------------------------------------|-------------------------------------------------|
+//! | parse      | malformed frames dropped                 | the same                                        |
+//! | ACL        | allow/deny by source and destination     | skipped, unless `[pipeline.outbound] acl = true` |
+//! | SYN cookie | sources to protected prefixes authenticate | never authenticates; records connections protected hosts open, so their answers pass |
+//! | rate limit | per-source and aggregate limits          | skipped, unless `[pipeline.outbound] ratelimit = true` |
+//! | signature  | rules run                                | skipped, unless `[pipeline.outbound] signature = true` |
+//!
+//! Applied outbound, a stage uses the same tables as inbound on the packet's own addresses: a
+//! deny-list source entry then matches inside hosts, a destination entry outside ones.
 
 use crate::offenders::{OffenderEntry, Offenders, MAX_CAPACITY as MAX_OFFENDERS_CAPACITY};
 use crate::stage::acl::{AclConfig, AclError, AclStage, AclTable};
@@ -16,7 +31,7 @@ use crate::stage::syncookie::{self, SynCookieConfig, SynCookieStage};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::wire::parse::parse;
-use crate::{Headers, Meta, Net};
+use crate::{Direction, Headers, Meta, Net};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,6 +61,21 @@ pub struct PipelineConfig {
     pub syncookie: Option<SynCookieConfig>,
     pub ratelimit: Option<RateLimitConfig>,
     pub signature: Option<SignatureConfig>,
+    /// Which stages also judge traffic entering from the inside port (default: none).
+    #[serde(default)]
+    pub outbound: OutboundStages,
+}
+
+/// `[pipeline.outbound]`: the stages that also run on traffic from the inside port. By default
+/// the inside is trusted: its traffic is parsed (malformed frames are still dropped) and the
+/// SYN-cookie stage records the connections it opens, nothing more. An operator who wants to
+/// stop an infected inside host from attacking out turns the relevant stage on here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundStages {
+    pub acl: bool,
+    pub ratelimit: bool,
+    pub signature: bool,
 }
 
 /// Default of [`PipelineConfig::offenders_capacity`].
@@ -66,6 +96,7 @@ impl Default for PipelineConfig {
             syncookie: None,
             ratelimit: None,
             signature: None,
+            outbound: OutboundStages::default(),
         }
     }
 }
@@ -91,7 +122,7 @@ const ACL_COUNTERS: [&str; 5] = [
     "acl.denied_dst",
     "acl.no_match",
 ];
-const SYNCOOKIE_COUNTERS: [&str; 9] = [
+const SYNCOOKIE_COUNTERS: [&str; 11] = [
     "syncookie.syn_answered",
     "syncookie.auth_fallback_classic",
     "syncookie.rst_validated",
@@ -101,6 +132,8 @@ const SYNCOOKIE_COUNTERS: [&str; 9] = [
     "syncookie.allowlist_hits",
     "syncookie.allowlist_evictions",
     "syncookie.rotations",
+    "syncookie.outbound_tracked",
+    "syncookie.outbound_return",
 ];
 const RATELIMIT_COUNTERS: [&str; 4] = [
     "ratelimit.unlimited",
@@ -119,6 +152,9 @@ pub const STAGE_COUNTERS: usize = ACL_COUNTERS.len()
 /// budget. Each worker then gets its own [`Pipeline`] from [`Policy::worker`].
 pub struct Policy {
     non_ip: NonIpAction,
+    outbound: OutboundStages,
+    /// The SYN-cookie tables every worker shares.
+    syncookie_shared: Option<syncookie::Shared>,
     acl: Option<Arc<AclTable>>,
     syncookie: Option<SynCookieConfig>,
     secret: [u8; 16],
@@ -145,10 +181,14 @@ impl Policy {
             .as_ref()
             .map(|a| a.build().map(Arc::new))
             .transpose()?;
-        if let Some(sc) = &cfg.syncookie {
-            // Validate now so configuration errors surface before any worker starts.
-            SynCookieStage::new(sc, secret, tsc_hz)?;
-        }
+        let syncookie_shared = match &cfg.syncookie {
+            Some(sc) => {
+                // Validate now so configuration errors surface before any worker starts.
+                SynCookieStage::validate_config(sc, tsc_hz)?;
+                Some(syncookie::Shared::new(sc, secret, tsc_hz))
+            }
+            None => None,
+        };
         let ratelimit = cfg
             .ratelimit
             .as_ref()
@@ -161,6 +201,8 @@ impl Policy {
             .transpose()?;
         Ok(Policy {
             non_ip: cfg.non_ip,
+            outbound: cfg.outbound,
+            syncookie_shared,
             acl,
             syncookie: cfg.syncookie.clone(),
             secret,
@@ -176,11 +218,16 @@ impl Policy {
     pub fn worker(&self) -> Pipeline {
         Pipeline {
             non_ip: self.non_ip,
+            outbound: self.outbound,
             acl: self.acl.as_ref().map(|t| AclStage::new(Arc::clone(t))),
-            syncookie: self.syncookie.as_ref().map(|c| {
-                SynCookieStage::new(c, self.secret, self.tsc_hz)
-                    .expect("validated in Policy::build")
-            }),
+            syncookie: self
+                .syncookie
+                .as_ref()
+                .zip(self.syncookie_shared.as_ref())
+                .and_then(|(c, shared)| {
+                    // Validated in Policy::build with the same config and TSC frequency.
+                    SynCookieStage::with_shared(c, self.secret, self.tsc_hz, shared).ok()
+                }),
             ratelimit: self.ratelimit.as_ref().map(RateLimiter::worker_stage),
             signature: self
                 .rules
@@ -205,6 +252,7 @@ impl Policy {
 /// mutably or locked on the per-packet path.
 pub struct Pipeline {
     non_ip: NonIpAction,
+    outbound: OutboundStages,
     pub acl: Option<AclStage>,
     pub syncookie: Option<SynCookieStage>,
     pub ratelimit: Option<RateLimitStage>,
@@ -218,6 +266,7 @@ impl Pipeline {
     pub fn pass_through() -> Pipeline {
         Pipeline {
             non_ip: NonIpAction::Forward,
+            outbound: OutboundStages::default(),
             acl: None,
             syncookie: None,
             ratelimit: None,
@@ -275,7 +324,7 @@ impl Pipeline {
         }
         if let Some(sc) = &self.syncookie {
             let c = sc.counters();
-            vals[5..14].copy_from_slice(&[
+            vals[5..16].copy_from_slice(&[
                 c.syn_answered,
                 c.auth_fallback_classic,
                 c.rst_validated,
@@ -285,11 +334,13 @@ impl Pipeline {
                 c.allowlist_hits,
                 c.allowlist_evictions,
                 c.rotations,
+                c.outbound_tracked,
+                c.outbound_return,
             ]);
         }
         if let Some(rl) = &self.ratelimit {
             let c = &rl.counters;
-            vals[14..18].copy_from_slice(&[
+            vals[16..20].copy_from_slice(&[
                 c.unlimited,
                 c.table_inserts,
                 c.table_evictions,
@@ -297,8 +348,8 @@ impl Pipeline {
             ]);
             for class in LimitClass::ALL {
                 let i = usize::from(class.index());
-                vals[18 + 2 * i] = c.passed[i];
-                vals[18 + 2 * i + 1] = c.dropped[i];
+                vals[20 + 2 * i] = c.passed[i];
+                vals[20 + 2 * i + 1] = c.dropped[i];
             }
         }
         for (o, v) in out.iter_mut().zip(vals.iter()) {
@@ -354,7 +405,8 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(acl) = &mut self.acl {
+        let inbound = meta.dir == Direction::Inbound;
+        if let Some(acl) = self.acl.as_mut().filter(|_| inbound || self.outbound.acl) {
             if let StageResult::Done(v) = acl.process(&hdr, meta) {
                 return self.finish(v, &hdr);
             }
@@ -365,12 +417,20 @@ impl Pipeline {
                 return self.finish(v, &hdr);
             }
         }
-        if let Some(rl) = &mut self.ratelimit {
+        if let Some(rl) = self
+            .ratelimit
+            .as_mut()
+            .filter(|_| inbound || self.outbound.ratelimit)
+        {
             if let StageResult::Done(v) = rl.process(&hdr, meta) {
                 return self.finish(v, &hdr);
             }
         }
-        if let Some(sig) = &mut self.signature {
+        if let Some(sig) = self
+            .signature
+            .as_mut()
+            .filter(|_| inbound || self.outbound.signature)
+        {
             if let StageResult::Done(v) = sig.process(&buf[..len], &hdr, meta) {
                 return self.finish(v, &hdr);
             }
@@ -439,7 +499,15 @@ mod tests {
     fn run(p: &mut Pipeline, frame: &[u8], tsc: u64) -> (Verdict, Vec<u8>) {
         let mut buf = frame.to_vec();
         buf.resize(frame.len() + 128, 0);
-        let v = p.process(&mut buf, frame.len(), &Meta { port: 0, tsc });
+        let v = p.process(
+            &mut buf,
+            frame.len(),
+            &Meta {
+                port: 0,
+                tsc,
+                ..Meta::default()
+            },
+        );
         (v, buf)
     }
 
@@ -540,6 +608,82 @@ udp_reflection = { rate = 1, burst = 1 }
             Verdict::Drop(DropReason::RateLimited(_))
         ));
         assert_eq!(p.syncookie.as_ref().unwrap().counters().syn_answered, 5);
+    }
+
+    fn run_dir(p: &mut Pipeline, frame: &[u8], dir: Direction) -> Verdict {
+        let mut buf = frame.to_vec();
+        buf.resize(frame.len() + 128, 0);
+        p.process(
+            &mut buf,
+            frame.len(),
+            &Meta {
+                port: 1,
+                dir,
+                tsc: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn outbound_traffic_skips_protection_unless_configured() {
+        let dir = std::env::temp_dir().join(format!("scrubd-pipeline-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = dir.join("t.rules");
+        std::fs::write(
+            &rules,
+            "drop udp any any -> any any (msg:\"x\"; content:\"evil\"; sid:9;)\n",
+        )
+        .unwrap();
+        let base = format!(
+            "[acl]\ndeny = [\"10.1.0.0/16\"]\n\
+             [syncookie]\nprotected = [\"10.1.0.0/16\"]\n\
+             [ratelimit]\nclasses.other = {{ rate = 1, burst = 1 }}\n\
+             [signature]\nrule_files = [\"{}\"]\n",
+            rules.display()
+        );
+        // An inside host of a denied, protected prefix sends out: every stage lets it through.
+        let mut p = policy(&base).worker();
+        let inside = udp([10, 1, 0, 5], [192, 0, 2, 9], 4000, 5000, b"evil");
+        let clean = udp([192, 0, 2, 9], [10, 2, 0, 5], 4000, 5000, b"evil");
+        for _ in 0..3 {
+            assert_eq!(
+                run_dir(&mut p, &inside, Direction::Outbound),
+                Verdict::Forward
+            );
+        }
+        // The same packet entering from outside is denied by the ACL (source and destination
+        // both match 10.1/16 here only through its source).
+        assert_eq!(
+            run_dir(&mut p, &inside, Direction::Inbound),
+            Verdict::Drop(DropReason::AclDeny)
+        );
+        assert_eq!(
+            run_dir(&mut p, &clean, Direction::Inbound),
+            Verdict::Drop(DropReason::Signature(0))
+        );
+        // Each stage can be turned on for outbound traffic on its own.
+        let with = |k: &str| policy(&format!("{base}[outbound]\n{k} = true\n")).worker();
+        assert_eq!(
+            run_dir(&mut with("acl"), &inside, Direction::Outbound),
+            Verdict::Drop(DropReason::AclDeny)
+        );
+        let mut p = with("signature");
+        assert_eq!(
+            run_dir(&mut p, &clean, Direction::Outbound),
+            Verdict::Drop(DropReason::Signature(0))
+        );
+        let mut p = with("ratelimit");
+        let other = udp([192, 0, 2, 9], [10, 2, 0, 5], 4000, 5000, b"fine");
+        assert_eq!(
+            run_dir(&mut p, &other, Direction::Outbound),
+            Verdict::Forward
+        );
+        assert!(matches!(
+            run_dir(&mut p, &other, Direction::Outbound),
+            Verdict::Drop(DropReason::RateLimited(_))
+        ));
+        assert!(toml::from_str::<PipelineConfig>("[outbound]\nsyncookie = true").is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -749,7 +893,7 @@ other = { rate = 10, burst = 10 }
             let mut p = Policy::build(&cfg, HZ, [1; 16]).unwrap().worker();
             let mut buf = data.clone();
             buf.resize(data.len() + room, 0);
-            let v = p.process(&mut buf, data.len(), &Meta { port: 0, tsc: 12345 });
+            let v = p.process(&mut buf, data.len(), &Meta { port: 0, tsc: 12345, ..Meta::default() });
             if let Verdict::Reply { len } = v {
                 proptest::prop_assert!(usize::from(len) <= buf.len());
             }

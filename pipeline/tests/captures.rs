@@ -133,7 +133,15 @@ fn run(p: &mut Pipeline, frames: &[TimedFrame]) -> Run {
         tsc = tsc.max(f.ts_ns);
         let mut buf = f.data.clone();
         buf.resize(f.data.len() + ROOM, 0);
-        let verdict = p.process(&mut buf, f.data.len(), &Meta { port: 0, tsc });
+        let verdict = p.process(
+            &mut buf,
+            f.data.len(),
+            &Meta {
+                port: 0,
+                tsc,
+                ..Meta::default()
+            },
+        );
         counters.rx_packets += 1;
         counters.rx_bytes += f.data.len() as u64;
         counters.count(verdict);

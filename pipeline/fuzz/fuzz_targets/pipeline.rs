@@ -130,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
         buf[..frame.len()].copy_from_slice(frame);
         buf[frame.len()..].fill(0);
         let before = buf.clone();
-        let v = p.process(&mut buf, frame.len(), &Meta { port: 0, tsc });
+        let v = p.process(&mut buf, frame.len(), &Meta { port: 0, tsc, ..Meta::default() });
         match v {
             Verdict::Reply { len } => assert!(
                 usize::from(len) <= buf.len(),

@@ -31,10 +31,22 @@
 //! against a server that would itself reset every segment. RSTs are checked as cookies in both
 //! modes too, so changing mode never strands a handshake in flight.
 //!
-//! What this does not cover: the allowlist is per core, so a client whose next connection hashes
-//! (RSS) to another core authenticates again there; and SYNs are answered from any unicast
-//! source, so, as with any SYN cookie scheme, spoofed SYNs get one SYN-ACK each (never larger
-//! than the SYN, so no amplification).
+//! # Direction
+//! Only traffic entering from the outside is authenticated ([`Direction::Inbound`]). Traffic a
+//! protected host sends out of the inside port ([`Direction::Outbound`]) always passes this
+//! stage; when it opens a connection (a TCP SYN, or a UDP datagram while `non_tcp.udp` is
+//! `drop`), the 5-tuple goes into a table of outbound connections, and inbound packets of that
+//! connection (the SYN-ACK and everything after) pass without authentication
+//! ([`Counters::outbound_return`]). The outside cannot add to that table, and an outside SYN-ACK
+//! that matches no connection a protected host opened is still dropped as unauthenticated
+//! (SYN-ACK reflection floods).
+//!
+//! # One allowlist for the box
+//! The allowlist and the outbound table are shared by every worker (lock-free, see
+//! [`crate::shared_set`]), so a source authenticated on one core passes on all of them from
+//! its next packet on, whichever queue RSS hashes its next connection to. SYNs are answered
+//! from any unicast source, so, as with any SYN cookie scheme, spoofed SYNs get one SYN-ACK
+//! each (never larger than the SYN, so no amplification).
 
 mod allowlist;
 mod cookie;
@@ -47,13 +59,17 @@ pub use cookie::{mss_index, MSS_TABLE};
 /// the packet parsing in front of it; the stage remains the only user on the data path.
 pub use cookie::{CookieJar, Flow, Valid};
 
-use self::allowlist::{Allowlist, Inserted};
+use self::allowlist::Inserted;
+pub use self::allowlist::{Allowlist, ConnKey, Outbound};
 use self::reply::Segment;
 use super::StageResult;
 use crate::prefix::Prefix;
-use crate::{DropReason, Frag, Headers, IpHeaders, Malformed, Meta, TcpInfo, Transport, Verdict};
+use crate::{
+    Direction, DropReason, Frag, Headers, IpHeaders, Malformed, Meta, TcpInfo, Transport, Verdict,
+};
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// How a source proves it saw our SYN-ACK; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -94,8 +110,10 @@ pub struct NonTcpPolicy {
 /// ttl = 64                   # TTL / hop limit of our replies
 /// window = 0                 # TCP window of our replies
 /// counter_period_s = 64      # cookie time counter period
-/// allowlist_capacity = 65536 # sources per core (rounded up to whole buckets)
+/// allowlist_capacity = 65536 # sources, for the whole box (rounded up to whole buckets)
 /// allowlist_ttl_s = 300      # idle time after which a source must authenticate again
+/// outbound_capacity = 65536  # connections opened from inside, for the whole box
+/// outbound_ttl_s = 300       # idle time after which such a connection is forgotten
 /// rotate_every_s = 3600      # scheduled secret rotation; 0 = only on command
 /// non_tcp = { udp = "pass", icmp = "pass", other = "pass" }
 /// ```
@@ -115,8 +133,13 @@ pub struct SynCookieConfig {
     pub window: u16,
     /// Period of the cookie time counter; a cookie is good for one to two periods.
     pub counter_period_s: u32,
+    /// Sources, for the whole box: every worker shares one allowlist.
     pub allowlist_capacity: u32,
     pub allowlist_ttl_s: u32,
+    /// Connections opened by protected hosts, for the whole box (see the module docs).
+    pub outbound_capacity: u32,
+    /// Idle time (no inbound packet of the connection) after which it is forgotten.
+    pub outbound_ttl_s: u32,
     /// 0 or at least `counter_period_s`, so scheduled rotation never shortens a cookie's life
     /// below one counter period.
     pub rotate_every_s: u32,
@@ -125,7 +148,8 @@ pub struct SynCookieConfig {
 
 /// Upper bound on `protected`: beyond this a linear scan per packet is the wrong structure.
 pub const MAX_PROTECTED: usize = 64;
-/// Upper bound on `allowlist_capacity` (32 bytes per slot: 128 MiB per core at the limit).
+/// Upper bound on `allowlist_capacity` and `outbound_capacity` (16 bytes per slot: 64 MiB
+/// for the box at the limit).
 pub const MAX_ALLOWLIST: u32 = 1 << 22;
 
 impl Default for SynCookieConfig {
@@ -139,6 +163,8 @@ impl Default for SynCookieConfig {
             counter_period_s: 64,
             allowlist_capacity: 65536,
             allowlist_ttl_s: 300,
+            outbound_capacity: 65536,
+            outbound_ttl_s: 300,
             rotate_every_s: 3600,
             non_tcp: NonTcpPolicy::default(),
         }
@@ -181,6 +207,10 @@ pub struct Counters {
     pub allowlist_evictions: u64,
     /// Secret rotations, scheduled and commanded.
     pub rotations: u64,
+    /// Connections protected hosts opened to the outside, newly recorded.
+    pub outbound_tracked: u64,
+    /// Inbound packets passed as return traffic of such a connection.
+    pub outbound_return: u64,
 }
 
 /// Snapshot for the control plane.
@@ -210,8 +240,42 @@ pub struct SynCookieStage {
     /// TSC of the next scheduled rotation; armed by the first packet, since construction has no clock.
     next_rotation: Option<u64>,
     jar: CookieJar,
-    allowlist: Allowlist,
+    allowlist: Arc<Allowlist>,
+    outbound: Arc<Outbound>,
     counters: Counters,
+}
+
+/// The state every worker's stage shares: the allowlist and the outbound connections. Built
+/// once per policy by [`Shared::new`], handed to each worker's [`SynCookieStage::with_shared`].
+#[derive(Clone)]
+pub struct Shared {
+    allowlist: Arc<Allowlist>,
+    outbound: Arc<Outbound>,
+}
+
+impl Shared {
+    /// Allocates (and touches) both tables. Call after [`SynCookieStage::new`] validated `cfg`.
+    pub fn new(cfg: &SynCookieConfig, secret: [u8; 16], tsc_hz: u64) -> Shared {
+        let ticks = |s: u32| tsc_hz.saturating_mul(u64::from(s));
+        // Each table's bucket hash gets its own key, so its outputs reveal nothing about cookies.
+        let key = |label: &[u8]| {
+            siphasher::sip128::SipHasher24::new_with_key(&secret)
+                .hash(label)
+                .as_bytes()
+        };
+        Shared {
+            allowlist: Arc::new(Allowlist::new(
+                cfg.allowlist_capacity as usize,
+                ticks(cfg.allowlist_ttl_s),
+                key(b"scrubd/allowlist"),
+            )),
+            outbound: Arc::new(Outbound::new(
+                cfg.outbound_capacity as usize,
+                ticks(cfg.outbound_ttl_s),
+                key(b"scrubd/outbound"),
+            )),
+        }
+    }
 }
 
 const PROTO_TCP: u8 = 6;
@@ -239,7 +303,13 @@ fn acceptable_ack(ack: u32, isn: u32, data: u16) -> bool {
 impl SynCookieStage {
     /// `secret` is the master secret (random, from the daemon at start-up; every core may get
     /// the same one); `tsc_hz` is the TSC frequency that turns `Meta::tsc` into time.
-    pub fn new(cfg: &SynCookieConfig, secret: [u8; 16], tsc_hz: u64) -> Result<Self, ConfigError> {
+    /// Checks `cfg` without allocating anything (the config check before workers start).
+    pub fn validate_config(cfg: &SynCookieConfig, tsc_hz: u64) -> Result<(), ConfigError> {
+        Self::validate(cfg, tsc_hz).map(|_| ())
+    }
+
+    /// Checks `cfg` and derives the TSC periods: (ticks per cookie counter, rotation period).
+    fn validate(cfg: &SynCookieConfig, tsc_hz: u64) -> Result<(u64, Option<u64>), ConfigError> {
         if tsc_hz == 0 {
             return Err(invalid("tsc_hz", "must be non-zero"));
         }
@@ -273,6 +343,15 @@ impl SynCookieStage {
         if cfg.allowlist_ttl_s == 0 {
             return Err(invalid("allowlist_ttl_s", "must be at least 1"));
         }
+        if cfg.outbound_capacity == 0 || cfg.outbound_capacity > MAX_ALLOWLIST {
+            return Err(invalid(
+                "outbound_capacity",
+                format!("{} is outside 1..={MAX_ALLOWLIST}", cfg.outbound_capacity),
+            ));
+        }
+        if cfg.outbound_ttl_s == 0 {
+            return Err(invalid("outbound_ttl_s", "must be at least 1"));
+        }
         if cfg.rotate_every_s != 0 && cfg.rotate_every_s < cfg.counter_period_s {
             return Err(invalid(
                 "rotate_every_s",
@@ -288,15 +367,31 @@ impl SynCookieStage {
                 .ok_or_else(|| invalid(field, format!("{secs} s overflows the TSC at {tsc_hz} Hz")))
         };
         let ticks_per_counter = ticks("counter_period_s", cfg.counter_period_s)?;
-        let ttl_ticks = ticks("allowlist_ttl_s", cfg.allowlist_ttl_s)?;
+        ticks("allowlist_ttl_s", cfg.allowlist_ttl_s)?;
+        ticks("outbound_ttl_s", cfg.outbound_ttl_s)?;
         let rotate_ticks = match cfg.rotate_every_s {
             0 => None,
             s => Some(ticks("rotate_every_s", s)?),
         };
-        // The allowlist's bucket hash gets its own key, so its outputs reveal nothing about cookies.
-        let hash_key = siphasher::sip128::SipHasher24::new_with_key(&secret)
-            .hash(b"scrubd/allowlist")
-            .as_bytes();
+        Ok((ticks_per_counter, rotate_ticks))
+    }
+
+    /// A stage with tables of its own: for a single worker and for tests. Workers of one
+    /// policy share theirs through [`SynCookieStage::with_shared`].
+    pub fn new(cfg: &SynCookieConfig, secret: [u8; 16], tsc_hz: u64) -> Result<Self, ConfigError> {
+        Self::validate(cfg, tsc_hz)?;
+        Self::with_shared(cfg, secret, tsc_hz, &Shared::new(cfg, secret, tsc_hz))
+    }
+
+    /// A worker's stage over the box's shared tables (`shared` from [`Shared::new`] with the
+    /// same config and secret).
+    pub fn with_shared(
+        cfg: &SynCookieConfig,
+        secret: [u8; 16],
+        tsc_hz: u64,
+        shared: &Shared,
+    ) -> Result<Self, ConfigError> {
+        let (ticks_per_counter, rotate_ticks) = Self::validate(cfg, tsc_hz)?;
         Ok(SynCookieStage {
             protected: cfg.protected.clone(),
             mode: cfg.mode,
@@ -308,7 +403,8 @@ impl SynCookieStage {
             rotate_ticks,
             next_rotation: None,
             jar: CookieJar::new(secret),
-            allowlist: Allowlist::new(cfg.allowlist_capacity as usize, ttl_ticks, hash_key),
+            allowlist: Arc::clone(&shared.allowlist),
+            outbound: Arc::clone(&shared.outbound),
             counters: Counters::default(),
         })
     }
@@ -335,8 +431,63 @@ impl SynCookieStage {
         self.counters.rotations += 1;
     }
 
-    fn is_protected(&self, dst: IpAddr) -> bool {
-        self.protected.iter().any(|p| p.contains(dst))
+    fn is_protected(&self, addr: IpAddr) -> bool {
+        self.protected.iter().any(|p| p.contains(addr))
+    }
+
+    /// Outbound: a protected host opening a connection. Records it so the answers pass.
+    fn track_outbound(&mut self, ip: &IpHeaders, now: u64) {
+        if ip.frag == Frag::Later || !self.is_protected(ip.src) {
+            return;
+        }
+        let (sport, dport, proto) = match ip.transport {
+            Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN => {
+                (t.sport, t.dport, PROTO_TCP)
+            }
+            // UDP answers are only ever stopped when non-TCP traffic must authenticate.
+            Transport::Udp { sport, dport } if self.non_tcp.udp == NonTcpAction::Drop => {
+                (sport, dport, PROTO_UDP)
+            }
+            _ => return,
+        };
+        let conn = ConnKey {
+            local: ip.src,
+            local_port: sport,
+            remote: ip.dst,
+            remote_port: dport,
+            proto,
+        };
+        if matches!(
+            self.outbound.record(&conn, now),
+            Inserted::New | Inserted::Evicted
+        ) {
+            self.counters.outbound_tracked += 1;
+        }
+    }
+
+    /// Inbound, unauthenticated source: whether this packet answers a connection a protected
+    /// host opened. A pure SYN never does (no lookup, so SYN floods do not pay for it).
+    fn is_outbound_return(&self, ip: &IpHeaders, now: u64) -> bool {
+        if ip.frag == Frag::Later {
+            return false;
+        }
+        let (sport, dport, proto) = match ip.transport {
+            Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) != TcpInfo::SYN => {
+                (t.sport, t.dport, PROTO_TCP)
+            }
+            Transport::Udp { sport, dport } => (sport, dport, PROTO_UDP),
+            _ => return false,
+        };
+        self.outbound.check(
+            &ConnKey {
+                local: ip.dst,
+                local_port: dport,
+                remote: ip.src,
+                remote_port: sport,
+                proto,
+            },
+            now,
+        )
     }
 
     fn scheduled_rotation(&mut self, now: u64) {
@@ -371,17 +522,29 @@ impl SynCookieStage {
     }
 
     /// Decides one packet. Rewrites `frame` only when the verdict is [`Verdict::Reply`].
+    ///
+    /// Inbound packets to a protected destination must come from an authenticated source (or
+    /// belong to a connection a protected host opened); outbound packets always continue, and
+    /// a protected host's connection attempts are recorded.
     pub fn process(&mut self, frame: &mut [u8], hdr: &Headers, meta: &Meta) -> StageResult {
         let Some(ip) = hdr.ip() else {
             return StageResult::Continue;
         };
+        let now = meta.tsc;
+        if meta.dir == Direction::Outbound {
+            self.track_outbound(ip, now);
+            return StageResult::Continue;
+        }
         if !self.is_protected(ip.dst) {
             return StageResult::Continue;
         }
-        let now = meta.tsc;
         self.scheduled_rotation(now);
         if self.allowlist.check(ip.src, now) {
             self.counters.allowlist_hits += 1;
+            return StageResult::Continue;
+        }
+        if self.is_outbound_return(ip, now) {
+            self.counters.outbound_return += 1;
             return StageResult::Continue;
         }
         let action = match ip.proto {

@@ -1,167 +1,142 @@
-//! Sources that have proved they can receive our SYN-ACKs, for a while.
+//! Sources that have proved they can receive our SYN-ACKs, for a while, and connections that
+//! protected hosts opened themselves. Both are one table for the whole box, shared by every
+//! worker ([`SharedSet`]): a source authenticated by one worker passes on all of them from the
+//! next packet on, whichever queue RSS puts its next connection on.
 //!
-//! Set-associative: a keyed hash of the address picks one bucket of [`WAYS`] slots, and the
-//! source can only live in that bucket. Lookups and inserts touch one bucket (O(1), two cache
-//! lines), the table is allocated once, and a full bucket evicts the slot whose expiry is
-//! soonest, i.e. the source seen least recently. The hash is keyed so that an attacker who
-//! controls many real addresses cannot aim them all at one bucket to push a victim out.
-//!
-//! Expiry is sliding: every hit pushes the deadline out by the TTL again, so an active client
-//! never has to re-authenticate mid-session; an idle one is forgotten TTL after its last packet.
-//! Expired slots are reclaimed lazily, when a lookup or insert passes over them.
+//! Only the SYN-cookie stage inserts, and only after a cookie validated (allowlist) or for a
+//! SYN that a protected host sent out of the inside port (outbound connections), so a spoofed
+//! flood from outside can neither add entries nor push real ones out faster than real
+//! clients authenticate. Memory is fixed at start.
 
-use siphasher::sip::SipHasher13;
+pub use crate::shared_set::Inserted;
+use crate::shared_set::{Hashed, SharedSet};
 use std::net::IpAddr;
 
-/// Slots per bucket: four 32-byte slots fill two cache lines.
-pub const WAYS: usize = 4;
-
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    addr: u128,
-    v6: bool,
-    /// TSC at which the entry stops counting; 0 marks an empty slot (a live deadline is
-    /// `now + ttl` with ttl > 0, so never 0).
-    expires: u64,
-}
-
-/// What [`Allowlist::insert`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Inserted {
-    /// Took a free or expired slot.
-    New,
-    /// The source was already present; its deadline moved.
-    Refreshed,
-    /// The bucket was full of live entries; the one expiring soonest made room.
-    Evicted,
-}
-
-pub struct Allowlist {
-    slots: Vec<Slot>,
-    bucket_mask: usize,
-    hasher: SipHasher13,
-    ttl_ticks: u64,
-    occupied: usize,
-}
-
-fn key(addr: IpAddr) -> (u128, bool) {
+/// Sixteen address bytes plus a family byte, so an IPv4 address never aliases an IPv6 one.
+fn addr_bytes(addr: IpAddr, out: &mut [u8; 17]) {
     match addr {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), false),
-        IpAddr::V6(a) => (u128::from(a), true),
+        IpAddr::V4(a) => {
+            out[..4].copy_from_slice(&a.octets());
+            out[16] = 4;
+        }
+        IpAddr::V6(a) => {
+            out[..16].copy_from_slice(&a.octets());
+            out[16] = 6;
+        }
     }
+}
+
+/// Authenticated sources, with sliding expiry (see [`SharedSet`] for its granularity).
+pub struct Allowlist {
+    set: SharedSet,
 }
 
 impl Allowlist {
     /// Room for at least `capacity` sources: rounded up to a power-of-two number of buckets.
-    /// `ttl_ticks` must be non-zero (the config check guarantees it).
     pub fn new(capacity: usize, ttl_ticks: u64, hash_key: [u8; 16]) -> Self {
-        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
         Allowlist {
-            slots: vec![Slot::default(); buckets * WAYS],
-            bucket_mask: buckets - 1,
-            hasher: SipHasher13::new_with_key(&hash_key),
-            ttl_ticks: ttl_ticks.max(1),
-            occupied: 0,
+            set: SharedSet::new(capacity, ttl_ticks, hash_key),
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.set.capacity()
     }
 
-    /// Slots holding an entry, including expired ones not yet reclaimed.
+    /// Slots holding an entry, including expired ones not yet reused.
     pub fn occupied(&self) -> usize {
-        self.occupied
+        self.set.occupied()
     }
 
-    fn bucket(&mut self, addr: u128, v6: bool) -> &mut [Slot] {
-        let mut m = [0u8; 17];
-        m[..16].copy_from_slice(&addr.to_le_bytes());
-        m[16] = u8::from(v6);
-        let b = (self.hasher.hash(&m) as usize) & self.bucket_mask;
-        let start = b * WAYS;
-        // Always in range (b <= bucket_mask); the fallback only keeps this panic-free.
-        let len = self.slots.len();
-        let range = start.min(len)..(start + WAYS).min(len);
-        &mut self.slots[range]
+    fn hash(&self, addr: IpAddr) -> Hashed {
+        let mut k = [0u8; 17];
+        addr_bytes(addr, &mut k);
+        self.set.hash(&k)
     }
 
     /// Whether `addr` is allowlisted at `now`; a hit extends its deadline.
-    pub fn check(&mut self, addr: IpAddr, now: u64) -> bool {
-        let (a, v6) = key(addr);
-        let ttl = self.ttl_ticks;
-        let mut reclaimed = false;
-        let mut hit = false;
-        for s in self.bucket(a, v6) {
-            if s.expires != 0 && s.addr == a && s.v6 == v6 {
-                if now < s.expires {
-                    s.expires = now.saturating_add(ttl);
-                    hit = true;
-                } else {
-                    *s = Slot::default();
-                    reclaimed = true;
-                }
-                break;
-            }
-        }
-        if reclaimed {
-            self.occupied = self.occupied.saturating_sub(1);
-        }
-        hit
+    #[inline]
+    pub fn check(&self, addr: IpAddr, now: u64) -> bool {
+        self.set.contains(self.hash(addr), now)
     }
 
-    pub fn insert(&mut self, addr: IpAddr, now: u64) -> Inserted {
-        let (a, v6) = key(addr);
-        let expires = now.saturating_add(self.ttl_ticks);
-        let mut free = None;
-        let mut stale = None;
-        let mut oldest = 0;
-        let mut oldest_expiry = u64::MAX;
-        let bucket = self.bucket(a, v6);
-        for (i, s) in bucket.iter_mut().enumerate() {
-            if s.expires == 0 {
-                free = free.or(Some(i));
-                continue;
-            }
-            if s.addr == a && s.v6 == v6 {
-                s.expires = expires;
-                return Inserted::Refreshed;
-            }
-            if s.expires <= now {
-                stale = stale.or(Some(i));
-            } else if s.expires < oldest_expiry {
-                oldest_expiry = s.expires;
-                oldest = i;
-            }
-        }
-        let (slot, outcome, newly_occupied) = match (free, stale) {
-            (Some(i), _) => (i, Inserted::New, true),
-            (None, Some(i)) => (i, Inserted::New, false),
-            (None, None) => (oldest, Inserted::Evicted, false),
-        };
-        if let Some(s) = bucket.get_mut(slot) {
-            *s = Slot {
-                addr: a,
-                v6,
-                expires,
-            };
-        }
-        if newly_occupied {
-            self.occupied += 1;
-        }
-        outcome
+    pub fn insert(&self, addr: IpAddr, now: u64) -> Inserted {
+        self.set.insert(self.hash(addr), now)
     }
 
     #[cfg(test)]
     pub(super) fn storage(&self) -> (*const u8, usize) {
-        (self.slots.as_ptr().cast(), self.slots.capacity())
+        self.set.storage()
+    }
+}
+
+/// One direction-independent connection key as a protected host saw it: its own address and
+/// port, the remote's, and the IP protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnKey {
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    pub proto: u8,
+}
+
+/// Connections a protected host opened to the outside (its SYN, or its UDP datagram, left by
+/// the inside port), so their return traffic passes without authentication. Keyed by the whole
+/// 5-tuple: an outside host answering one connection gains nothing for any other.
+pub struct Outbound {
+    set: SharedSet,
+}
+
+impl Outbound {
+    pub fn new(capacity: usize, ttl_ticks: u64, hash_key: [u8; 16]) -> Self {
+        Outbound {
+            set: SharedSet::new(capacity, ttl_ticks, hash_key),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.set.capacity()
+    }
+
+    pub fn occupied(&self) -> usize {
+        self.set.occupied()
+    }
+
+    fn hash(&self, c: &ConnKey) -> Hashed {
+        let mut k = [0u8; 39];
+        let (l, r) = k.split_at_mut(17);
+        let mut a = [0u8; 17];
+        addr_bytes(c.local, &mut a);
+        l.copy_from_slice(&a);
+        addr_bytes(c.remote, &mut a);
+        r[..17].copy_from_slice(&a);
+        r[17..19].copy_from_slice(&c.local_port.to_be_bytes());
+        r[19..21].copy_from_slice(&c.remote_port.to_be_bytes());
+        r[21] = c.proto;
+        self.set.hash(&k)
+    }
+
+    /// Whether the connection is known at `now`; a hit extends its deadline.
+    #[inline]
+    pub fn check(&self, c: &ConnKey, now: u64) -> bool {
+        self.set.contains(self.hash(c), now)
+    }
+
+    /// Records (or refreshes) a connection. A refresh of an entry written less than 1/16 of
+    /// the TTL ago writes nothing, so a host sending a stream keeps the line shared.
+    pub fn record(&self, c: &ConnKey, now: u64) -> Inserted {
+        let h = self.hash(c);
+        if self.set.contains(h, now) {
+            return Inserted::Refreshed;
+        }
+        self.set.insert(h, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn v4(n: u32) -> IpAddr {
@@ -169,80 +144,52 @@ mod tests {
     }
 
     #[test]
-    fn capacity_rounds_up_to_whole_buckets() {
-        assert_eq!(Allowlist::new(0, 1, [0; 16]).capacity(), WAYS);
-        assert_eq!(Allowlist::new(1, 1, [0; 16]).capacity(), WAYS);
-        assert_eq!(Allowlist::new(5, 1, [0; 16]).capacity(), 2 * WAYS);
-        assert_eq!(Allowlist::new(1000, 1, [0; 16]).capacity(), 1024);
-    }
-
-    #[test]
-    fn insert_check_and_sliding_expiry() {
-        let mut a = Allowlist::new(64, 100, [1; 16]);
-        let x = v4(0x0a000001);
-        assert!(!a.check(x, 0));
-        assert_eq!(a.insert(x, 10), Inserted::New);
-        assert!(a.check(x, 109));
-        // The hit at 109 moved the deadline to 209.
-        assert!(a.check(x, 208));
-        assert!(!a.check(x, 308));
-        assert_eq!(a.occupied(), 0, "expired entry reclaimed on lookup");
-        assert_eq!(a.insert(x, 400), Inserted::New);
-        assert_eq!(a.insert(x, 401), Inserted::Refreshed);
-        assert_eq!(a.occupied(), 1);
-    }
-
-    #[test]
     fn families_do_not_alias() {
-        let mut a = Allowlist::new(64, 100, [2; 16]);
+        let a = Allowlist::new(64, 100, [2; 16]);
         a.insert(v4(0x0a000001), 0);
         assert!(!a.check(IpAddr::V6(Ipv6Addr::from(0x0a000001u128)), 1));
         assert!(a.check(v4(0x0a000001), 1));
     }
 
     #[test]
-    fn full_bucket_evicts_least_recently_seen() {
-        // One bucket: every source shares it.
-        let mut a = Allowlist::new(WAYS, 1000, [3; 16]);
-        for i in 0..WAYS as u32 {
-            assert_eq!(a.insert(v4(i), u64::from(i)), Inserted::New);
+    fn outbound_connections_are_keyed_by_the_whole_five_tuple() {
+        let o = Outbound::new(64, 100, [3; 16]);
+        let c = ConnKey {
+            local: v4(0x0a4d0050),
+            local_port: 40000,
+            remote: v4(0xc0000201),
+            remote_port: 443,
+            proto: 6,
+        };
+        assert_eq!(o.record(&c, 0), Inserted::New);
+        assert!(o.check(&c, 1));
+        for other in [
+            ConnKey {
+                remote_port: 444,
+                ..c
+            },
+            ConnKey {
+                local_port: 40001,
+                ..c
+            },
+            ConnKey {
+                remote: v4(0xc0000202),
+                ..c
+            },
+            ConnKey { proto: 17, ..c },
+            // Swapped sides are a different key: the table is only read for inbound packets,
+            // whose remote end is their source.
+            ConnKey {
+                local: c.remote,
+                remote: c.local,
+                local_port: c.remote_port,
+                remote_port: c.local_port,
+                proto: 6,
+            },
+        ] {
+            assert!(!o.check(&other, 1), "{other:?}");
         }
-        // Touch source 0 so source 1 becomes the least recently seen.
-        assert!(a.check(v4(0), 50));
-        assert_eq!(a.insert(v4(99), 60), Inserted::Evicted);
-        assert!(!a.check(v4(1), 61));
-        for i in [0, 2, 3, 99] {
-            assert!(a.check(v4(i), 61), "{i} should have stayed");
-        }
-        assert_eq!(a.occupied(), WAYS);
-    }
-
-    #[test]
-    fn expired_slot_is_reused_before_evicting() {
-        let mut a = Allowlist::new(WAYS, 10, [4; 16]);
-        for i in 0..WAYS as u32 {
-            a.insert(v4(i), if i == 2 { 0 } else { 100 });
-        }
-        assert_eq!(a.insert(v4(50), 105), Inserted::New);
-        assert!(!a.check(v4(2), 105));
-        assert!(a.check(v4(0), 105));
-        assert_eq!(a.occupied(), WAYS);
-    }
-
-    proptest! {
-        #[test]
-        fn never_exceeds_capacity_and_recent_insert_is_found(
-            cap in 1usize..64, ops in proptest::collection::vec((any::<u32>(), 0u64..50), 1..400)) {
-            let mut a = Allowlist::new(cap, 1000, [5; 16]);
-            let storage = a.storage();
-            let mut now = 0;
-            for (addr, dt) in ops {
-                now += dt;
-                a.insert(v4(addr), now);
-                prop_assert!(a.check(v4(addr), now));
-                prop_assert!(a.occupied() <= a.capacity());
-            }
-            prop_assert_eq!(a.storage(), storage, "the table never reallocates");
-        }
+        assert!(!o.check(&c, 200), "expires after its TTL");
+        assert_eq!(o.occupied(), 1);
     }
 }

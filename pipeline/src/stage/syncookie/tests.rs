@@ -65,7 +65,11 @@ fn stage() -> SynCookieStage {
 }
 
 fn at(tsc: u64) -> Meta {
-    Meta { port: 0, tsc }
+    Meta {
+        port: 0,
+        tsc,
+        ..Meta::default()
+    }
 }
 
 const SYN: u8 = TcpInfo::SYN;
@@ -1178,7 +1182,9 @@ fn allowlist_entries_expire_after_idle_ttl() {
     // Idle for a full TTL: must authenticate again.
     let mut p = syn(false, 1);
     reply_len(run(&mut st, &mut p, T0 + 3 * ttl - 2));
-    assert_eq!(st.status(T0).allowlist_occupied, 0);
+    // The expired slot stays counted until an insert reuses it (the table is shared by every
+    // worker, so lookups never write a slot they did not take).
+    assert_eq!(st.status(T0).allowlist_occupied, 1);
 }
 
 #[test]
@@ -1281,7 +1287,7 @@ fn truncated_buffers_with_plausible_headers_never_panic() {
                     other => panic!("cut at {cut}: {other:?}"),
                 }
                 // Forget an ACK's source so the next cut takes the same path.
-                st.allowlist = Allowlist::new(8, 1, [0; 16]);
+                st.allowlist = std::sync::Arc::new(Allowlist::new(8, 1, [0; 16]));
             }
         }
     }
@@ -1415,4 +1421,170 @@ fn status_reports_state() {
     assert_eq!(s.counters.rst_validated, 1);
     assert_eq!(s.counters.allowlist_hits, 1);
     assert_eq!(s.counters.rotations, 1);
+}
+
+// ---------------------------------------------------------------- direction
+
+fn run_dir(st: &mut SynCookieStage, frame: &mut [u8], tsc: u64, dir: Direction) -> StageResult {
+    let h = headers_of(frame);
+    st.process(frame, &h, &Meta { port: 1, dir, tsc })
+}
+
+/// A TCP segment from `src`:`sport` to `dst`:`dport`.
+fn tcp_between(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, flags: u8) -> Vec<u8> {
+    frame(
+        &Shape::default(),
+        src,
+        dst,
+        CLIENT_MAC,
+        SERVER_MAC,
+        |s| s.tcp_header(tcp_header(sport, dport, 1000, 2000, flags)),
+        &[],
+    )
+}
+
+#[test]
+fn a_protected_host_can_open_connections_out() {
+    for v6 in [false, true] {
+        let mut st = stage();
+        let (srv, remote) = (server(v6), client(v6));
+        // The protected server's SYN leaves by the inside port: recorded, never judged.
+        let mut out_syn = tcp_between(srv, 51000, remote, 443, SYN);
+        assert_eq!(
+            run_dir(&mut st, &mut out_syn, T0, Direction::Outbound),
+            StageResult::Continue
+        );
+        assert_eq!(st.counters().outbound_tracked, 1);
+        // The remote's SYN-ACK and the rest of the connection come back in.
+        for flags in [SYN | ACK, ACK, ACK | TcpInfo::PSH, FIN | ACK, RST] {
+            let mut back = tcp_between(remote, 443, srv, 51000, flags);
+            assert_eq!(
+                run_dir(&mut st, &mut back, T0 + 5, Direction::Inbound),
+                StageResult::Continue,
+                "flags {flags:#x}"
+            );
+        }
+        assert_eq!(st.counters().outbound_return, 5);
+        // Another port of the same remote, or a SYN-ACK for a connection nobody opened (SYN-ACK
+        // reflection), is unauthenticated as before; so is a bare SYN on the same 5-tuple.
+        for (sport, dport, flags) in [(443, 51001, SYN | ACK), (444, 51000, SYN | ACK)] {
+            let mut back = tcp_between(remote, sport, srv, dport, flags);
+            assert_eq!(
+                run_dir(&mut st, &mut back, T0 + 5, Direction::Inbound),
+                StageResult::Done(Verdict::Drop(DropReason::Unauthenticated))
+            );
+        }
+        let mut syn_in = tcp_between(remote, 443, srv, 51000, SYN);
+        reply_len(run_dir(&mut st, &mut syn_in, T0 + 5, Direction::Inbound));
+        assert_eq!(st.counters().outbound_return, 5);
+        assert_eq!(st.counters().unauthenticated, 2);
+    }
+}
+
+#[test]
+fn outbound_connections_expire_after_their_idle_ttl() {
+    let mut st = stage_with(|c| c.outbound_ttl_s = 10);
+    let (srv, remote) = (server(false), client(false));
+    let mut out_syn = tcp_between(srv, 51000, remote, 443, SYN);
+    run_dir(&mut st, &mut out_syn, T0, Direction::Outbound);
+    let mut back = tcp_between(remote, 443, srv, 51000, ACK);
+    assert_eq!(
+        run_dir(&mut st, &mut back, T0 + 10 * HZ - 1, Direction::Inbound),
+        StageResult::Continue
+    );
+    // That packet slid the deadline; after ten idle seconds the connection is forgotten.
+    let mut back = tcp_between(remote, 443, srv, 51000, ACK);
+    assert_eq!(
+        run_dir(&mut st, &mut back, T0 + 20 * HZ, Direction::Inbound),
+        StageResult::Done(Verdict::Drop(DropReason::CookieInvalid))
+    );
+}
+
+#[test]
+fn only_protected_hosts_syns_are_recorded_and_outbound_is_never_judged() {
+    let mut st = stage();
+    let (srv, remote) = (server(false), client(false));
+    // An inside host outside the protected prefixes: nothing to record.
+    let mut other = tcp_between(unprotected(false), 51000, remote, 443, SYN);
+    assert_eq!(
+        run_dir(&mut st, &mut other, T0, Direction::Outbound),
+        StageResult::Continue
+    );
+    // Whatever leaves by the inside port passes, even to a protected address (a server
+    // answering a client of its own prefix that sits outside the box), and never gets a
+    // cookie or a drop.
+    for flags in [SYN | ACK, ACK, RST, SYN] {
+        let mut p = tcp_between(srv, 443, "10.10.10.99".parse().unwrap(), 40000, flags);
+        assert_eq!(
+            run_dir(&mut st, &mut p, T0, Direction::Outbound),
+            StageResult::Continue
+        );
+    }
+    assert_eq!(
+        st.counters().outbound_tracked,
+        1,
+        "only the protected host's SYN"
+    );
+    assert_eq!(st.counters().syn_answered, 0);
+    assert_eq!(st.counters().unauthenticated, 0);
+    // Its SYN-ACKs (not SYNs) recorded nothing: an outside ACK for them is still judged.
+    let mut back = tcp_between(remote, 443, unprotected(false), 51000, SYN | ACK);
+    assert_eq!(
+        run_dir(&mut st, &mut back, T0, Direction::Inbound),
+        StageResult::Continue,
+        "unprotected destination"
+    );
+}
+
+#[test]
+fn udp_answers_pass_when_udp_must_authenticate() {
+    let mut st = stage_with(|c| c.non_tcp.udp = NonTcpAction::Drop);
+    let (srv, remote) = (server(false), client(false));
+    let udp = |src: IpAddr, sport: u16, dst: IpAddr, dport: u16| {
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+            unreachable!()
+        };
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4(s.octets(), d.octets(), 64)
+            .udp(sport, dport)
+            .write(&mut out, b"dns")
+            .unwrap();
+        out
+    };
+    let mut q = udp(srv, 53000, remote, 53);
+    run_dir(&mut st, &mut q, T0, Direction::Outbound);
+    let mut a = udp(remote, 53, srv, 53000);
+    assert_eq!(
+        run_dir(&mut st, &mut a, T0 + 1, Direction::Inbound),
+        StageResult::Continue
+    );
+    let mut spoofed = udp(remote, 53, srv, 53001);
+    assert_eq!(
+        run_dir(&mut st, &mut spoofed, T0 + 1, Direction::Inbound),
+        StageResult::Done(Verdict::Drop(DropReason::Unauthenticated))
+    );
+}
+
+#[test]
+fn an_authentication_on_one_worker_holds_on_every_worker() {
+    let cfg = config();
+    let shared = Shared::new(&cfg, SECRET, HZ);
+    let mut workers: Vec<SynCookieStage> = (0..4)
+        .map(|_| SynCookieStage::with_shared(&cfg, SECRET, HZ, &shared).unwrap())
+        .collect();
+    authenticate(&mut workers[0], client(false), T0);
+    for (i, w) in workers.iter_mut().enumerate() {
+        let mut p = syn(false, 7);
+        assert_eq!(run(w, &mut p, T0 + 1), StageResult::Continue, "worker {i}");
+    }
+    // A connection opened through one worker is known to the others too.
+    let (srv6, remote) = (server(true), client(true));
+    let mut out_syn = tcp_between(srv6, 51000, remote, 443, SYN);
+    run_dir(&mut workers[1], &mut out_syn, T0, Direction::Outbound);
+    let mut back = tcp_between(remote, 443, srv6, 51000, SYN | ACK);
+    assert_eq!(
+        run_dir(&mut workers[3], &mut back, T0 + 1, Direction::Inbound),
+        StageResult::Continue
+    );
 }

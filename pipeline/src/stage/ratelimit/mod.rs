@@ -17,39 +17,44 @@
 //! Non-first fragments are tested first in practice since they carry no transport header.
 //! Non-IP frames are never limited.
 //!
-//! # Per-source semantics (exact)
+//! # Per-source semantics
 //! Key: (source address masked to `source_prefix_v4`/`_v6`, class). Mode `token_bucket`
 //! (default): a bucket of capacity `burst` tokens, refilled continuously at `rate` tokens per
 //! second of TSC time, starts full; a packet passes iff at least one whole token is present and
-//! takes it. Arithmetic is integer and exact: one token is `tsc_hz` units and each TSC tick adds
-//! `rate` units, so no rounding ever lets a packet through early or late. Hence over any
-//! interval of `t` seconds one key passes at most `burst + rate·t` packets while it stays in
-//! the table (see eviction below).
+//! takes it. Hence over any interval of `t` seconds one key passes at most `burst + rate·t`
+//! packets while it stays in the table (see eviction in [`table`]), **for the whole box**:
+//! every worker meters the key in one shared bucket, however RSS spreads its packets. The
+//! bucket is kept as GCRA with a 1/256-tick grain, the interval rounded up, so the rate is
+//! never exceeded (at most 0.4 % under it at rates near the TSC frequency, far less at any
+//! realistic rate). Tolerance: when several workers meet a key that is not yet in the table in
+//! the same few hundred nanoseconds, each may admit one packet against a fresh bucket: at most
+//! `workers − 1` packets beyond the bound per insertion of the key.
 //!
 //! Mode `fixed_window`: at most `burst` packets per window of `burst / rate` seconds (in whole
-//! TSC ticks, rounded down); the window opens at the first packet after the previous one
-//! closed. It is not a token bucket: it is the counting model of Suricata's
+//! TSC ticks, rounded down); windows are aligned to whole multiples of that length of TSC time.
+//! It is not a token bucket: it is the counting model of Suricata's
 //! `detection_filter: count N, seconds S` (use `burst = N`, `rate = N / S`), offered so a
 //! policy written that way keeps its meaning. Its worst case over an interval is 2·`burst`
 //! across a window edge.
 //!
-//! # Per-worker source table
-//! Fixed capacity, set-associative: `WAYS` entries per set, the set chosen by a keyed hash of
-//! the key with a per-table random seed; allocated once, never grows. A new key takes, in
-//! order of preference, an empty way, then a way whose bucket would be full right now (evicting
-//! it loses nothing: a new key starts full too), then the way least recently seen. Every packet,
-//! passed or dropped, refreshes its key's last-seen time.
+//! A live change of a class (`ratelimit set`) keeps each key's state: under a token bucket a
+//! key keeps its debt in time, so after a burst cut a key that already used more than the new
+//! burst waits for refill; a change of mode starts the class's keys afresh.
 //!
-//! What an attacker can and cannot do under a random-source flood:
+//! # Shared source table
+//! Fixed capacity (`table_capacity`, for the whole box), set-associative, allocated and
+//! touched once at start; lock-free (see [`table`] for the layout, the memory ordering and
+//! eviction). What an attacker can and cannot do under a random-source flood:
 //! - A spoofed flood with fresh sources gets `burst` packets per fresh key: per-source limits do
 //!   not bound that; the aggregate limits (and the SYN-cookie stage) are what do.
-//! - It cannot pick the set a victim key lives in without the seed. To evict an active key it
-//!   needs `WAYS` new keys to land in that key's set between two of its packets; a key sending
-//!   every τ seconds under a flood of R new keys/s over S sets is evicted with probability
-//!   P[Poisson(R·τ/S) ≥ WAYS] per gap. A flooding source (small τ) therefore keeps its drained
-//!   bucket; regaining a full burst by eviction needs it to pause, and then it is only owed
-//!   what a token bucket would have refilled anyway. Evictions of still-draining buckets are
-//!   counted separately (`table_evictions_active`) as the sign of such pressure.
+//! - It cannot pick the set a victim key lives in without the seed. A key that is being
+//!   limited has a drained bucket, far from full, and eviction takes the way closest to full
+//!   first, so a flooding source keeps its drained bucket; regaining a full burst by eviction
+//!   needs it to pause, and then it is only owed what a token bucket would have refilled
+//!   anyway. Evictions of still-draining buckets are counted separately
+//!   (`table_evictions_active`) as the sign of table pressure.
+//! - Packets over the limit only read the table: a flood from one source spread over every
+//!   core moves no cache line between them.
 //!
 //! # Aggregate limits
 //! See [`AggregateLimiter`]: never admits more than `burst + rate·t` in total across all workers.
@@ -68,6 +73,9 @@ use crate::prefix::{Prefix, PrefixError};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
+
+mod table;
+use table::{Meter, SourceTable, Touched};
 
 /// Traffic classes, with the stable index carried by [`DropReason::RateLimited`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -263,21 +271,12 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> RateLimitErr
 /// `burst × tsc_hz` fits in 64 bits for any TSC up to ~18 GHz.
 pub const MAX_RATE: u64 = 1_000_000_000;
 pub const MAX_TABLE_CAPACITY: usize = 1 << 26;
-/// Ways per set of the source table.
-pub const WAYS: usize = 8;
+pub use table::WAYS;
 
-/// A class limit converted to TSC-unit arithmetic.
+/// A class limit converted to the table's arithmetic ([`Meter`]).
 #[derive(Clone, Copy, Debug)]
 struct Params {
-    mode: LimitMode,
-    /// Units added per TSC tick (= rate) for token_bucket.
-    rate: u64,
-    /// Units per packet (= tsc_hz) for token_bucket; 1 for fixed_window.
-    cost: u64,
-    /// Bucket capacity in units (token_bucket) or packets per window (fixed_window).
-    cap: u64,
-    /// fixed_window only.
-    window_ticks: u64,
+    meter: Meter,
 }
 
 impl Params {
@@ -294,65 +293,48 @@ impl Params {
                 format!("{} is not in 1..={MAX_RATE}", l.burst),
             ));
         }
-        let cap = l.burst.checked_mul(tsc_hz).ok_or_else(|| {
-            invalid(
-                format!("{field}.burst"),
-                "burst × TSC frequency overflows 64 bits",
-            )
-        })?;
-        Ok(match l.mode {
-            LimitMode::TokenBucket => Params {
-                mode: l.mode,
-                rate: l.rate,
-                cost: tsc_hz,
-                cap,
-                window_ticks: 0,
-            },
+        let meter = match l.mode {
+            LimitMode::TokenBucket => {
+                // Emission interval in 1/256 ticks, rounded up: never faster than `rate`.
+                let interval =
+                    (u128::from(tsc_hz) << table::FRAC_BITS).div_ceil(u128::from(l.rate));
+                let limit = interval * u128::from(l.burst);
+                if limit >= u128::from(table::MAX_HORIZON_FX) {
+                    return Err(invalid(
+                        format!("{field}.burst"),
+                        format!(
+                            "burst / rate = {} s is too long a horizon (at most {} s at this TSC)",
+                            l.burst / l.rate,
+                            (table::MAX_HORIZON_FX >> table::FRAC_BITS) / tsc_hz.max(1)
+                        ),
+                    ));
+                }
+                Meter::Gcra {
+                    interval: interval as u64,
+                    limit: limit as u64,
+                }
+            }
             LimitMode::FixedWindow => {
-                let window_ticks = cap / l.rate;
-                if window_ticks == 0 {
+                let cap = l.burst.checked_mul(tsc_hz).ok_or_else(|| {
+                    invalid(
+                        format!("{field}.burst"),
+                        "burst × TSC frequency overflows 64 bits",
+                    )
+                })?;
+                let ticks = cap / l.rate;
+                if ticks == 0 {
                     return Err(invalid(
                         format!("{field}.rate"),
                         "window burst/rate is shorter than one TSC tick",
                     ));
                 }
-                Params {
-                    mode: l.mode,
-                    rate: l.rate,
-                    cost: 1,
-                    cap: l.burst,
-                    window_ticks,
+                Meter::Window {
+                    ticks,
+                    burst: l.burst,
                 }
             }
-        })
-    }
-
-    /// The state a key would be in at `now`: (level, stamp). Token bucket: refilled level,
-    /// clamped to capacity (also after a live burst reduction). Fixed window: a fresh window
-    /// once the old one has closed.
-    #[inline]
-    fn advance(&self, level: u64, stamp: u64, now: u64) -> (u64, u64) {
-        let elapsed = now.saturating_sub(stamp);
-        match self.mode {
-            LimitMode::TokenBucket => (
-                level
-                    .saturating_add(elapsed.saturating_mul(self.rate))
-                    .min(self.cap),
-                stamp.max(now),
-            ),
-            LimitMode::FixedWindow => {
-                if elapsed >= self.window_ticks {
-                    (self.cap, now)
-                } else {
-                    (level.min(self.cap), stamp)
-                }
-            }
-        }
-    }
-
-    /// Starting state of a new key: full.
-    fn fresh(&self, now: u64) -> (u64, u64) {
-        (self.cap, now)
+        };
+        Ok(Params { meter })
     }
 }
 
@@ -362,6 +344,8 @@ pub struct RateLimiter {
     tsc_hz: u64,
     params: [Option<Params>; PER_SOURCE],
     aggregate: Arc<AggregateLimiter>,
+    /// The per-source buckets, one table for the box.
+    table: Arc<SourceTable>,
 }
 
 impl RateLimiter {
@@ -401,39 +385,48 @@ impl RateLimiter {
             }
         }
         let aggregate = Arc::new(AggregateLimiter::new(&config.aggregate, tsc_hz)?);
+        let s = RandomState::new();
+        let table = Arc::new(SourceTable::new(
+            config.table_capacity,
+            s.hash_one(0x5eed_u64),
+            s.hash_one(0xfeed_u64),
+            s.hash_one(0xbeef_u64),
+        ));
         Ok(RateLimiter {
             config: config.clone(),
             tsc_hz,
             params,
             aggregate,
+            table,
         })
     }
 
-    /// A worker's stage, with its own source table (allocated here) and a random hash seed.
+    /// A worker's stage over the box's shared source table and aggregate budgets.
     pub fn worker_stage(&self) -> RateLimitStage {
-        let s = RandomState::new();
-        self.worker_stage_seeded(s.hash_one(0x5eed_u64), s.hash_one(0xfeed_u64))
+        self.stage_over(Arc::clone(&self.table))
     }
 
-    /// As [`RateLimiter::worker_stage`] with a chosen seed, for reproducible tests.
+    /// A stage with a source table of its own, hashed with a chosen seed, for reproducible
+    /// tests of the table's behaviour.
     pub fn worker_stage_seeded(&self, k0: u64, k1: u64) -> RateLimitStage {
+        let table = SourceTable::new(self.config.table_capacity, k0, k1, k0 ^ k1.rotate_left(7));
+        self.stage_over(Arc::new(table))
+    }
+
+    fn stage_over(&self, table: Arc<SourceTable>) -> RateLimitStage {
         let mut reflection = vec![0u64; 1024].into_boxed_slice();
         for &p in &self.config.reflection_ports {
             if let Some(w) = reflection.get_mut(usize::from(p >> 6)) {
                 *w |= 1 << (p & 63);
             }
         }
-        let sets = self.config.table_capacity.div_ceil(WAYS);
         RateLimitStage {
             config: self.config.clone(),
             tsc_hz: self.tsc_hz,
             params: self.params,
             generation: [0; PER_SOURCE],
             reflection,
-            table: vec![Entry::EMPTY; sets * WAYS].into_boxed_slice(),
-            sets: sets as u64,
-            k0,
-            k1,
+            table,
             aggregate: self.aggregate.clone(),
             held: vec![0; self.aggregate.buckets.len()].into_boxed_slice(),
             counters: RateLimitCounters::default(),
@@ -443,26 +436,6 @@ impl RateLimiter {
     pub fn aggregate(&self) -> &Arc<AggregateLimiter> {
         &self.aggregate
     }
-}
-
-/// One source-table slot. `tag` 0 = empty; otherwise 1 | v6 << 1 | class << 2 | generation << 5.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    addr: u128,
-    level: u64,
-    stamp: u64,
-    seen: u64,
-    tag: u8,
-}
-
-impl Entry {
-    const EMPTY: Entry = Entry {
-        addr: 0,
-        level: 0,
-        stamp: 0,
-        seen: 0,
-        tag: 0,
-    };
 }
 
 /// Per-worker counters; arrays are indexed by [`LimitClass::index`].
@@ -489,20 +462,12 @@ pub struct RateLimitStage {
     /// Bumped when a class changes mode, so old-mode state is treated as a new key.
     generation: [u8; PER_SOURCE],
     reflection: Box<[u64]>,
-    table: Box<[Entry]>,
-    sets: u64,
-    k0: u64,
-    k1: u64,
+    /// Shared by every worker of the policy (see [`table`]).
+    table: Arc<SourceTable>,
     aggregate: Arc<AggregateLimiter>,
     /// Aggregate tokens this worker has claimed from the shared budget but not yet used.
     held: Box<[u64]>,
     pub counters: RateLimitCounters,
-}
-
-#[inline]
-fn mum(a: u64, b: u64) -> u64 {
-    let p = u128::from(a).wrapping_mul(u128::from(b));
-    (p as u64) ^ ((p >> 64) as u64)
 }
 
 impl RateLimitStage {
@@ -569,7 +534,7 @@ impl RateLimitStage {
         StageResult::Continue
     }
 
-    /// Finds or inserts the key's entry, advances it to `now`, and takes one packet's cost.
+    /// Finds or inserts the key's bucket in the shared table and takes one packet from it.
     fn source_admit(&mut self, src: IpAddr, ci: usize, p: Params, now: u64) -> bool {
         let (addr, v6) = match Prefix::masked(
             src,
@@ -581,93 +546,23 @@ impl RateLimitStage {
         )
         .addr()
         {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 0u8),
-            IpAddr::V6(a) => (u128::from(a), 1u8),
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 0u64),
+            IpAddr::V6(a) => (u128::from(a), 1u64),
         };
-        let generation = self.generation.get(ci).copied().unwrap_or(0) & 0x7;
-        let tag = 1 | v6 << 1 | (ci as u8) << 2 | generation << 5;
-        // Keyed folded multiplies. Both factors of the first one vary with the address (the
-        // low half is also rotated into the second, since an IPv4 key's high half is always
-        // zero), so no seed makes every key collapse onto one set; the second has a fixed odd
-        // factor and spreads the class tag.
-        let (lo, hi) = (addr as u64, (addr >> 64) as u64);
-        let x = mum(
-            lo ^ self.k0,
-            hi ^ lo.rotate_left(32) ^ self.k1 ^ 0x243f_6a88_85a3_08d3,
-        );
-        let h = mum(x ^ u64::from(tag), 0x9e37_79b9_7f4a_7c15);
-        // Lemire's multiply-shift maps the hash onto any number of sets without a modulo.
-        let set = ((u128::from(h) * u128::from(self.sets)) >> 64) as usize;
-        let base = set * WAYS;
-        let params = self.params;
-        let Some(ways) = self.table.get_mut(base..base + WAYS) else {
-            return true;
-        };
-
-        let mut slot = None;
-        for (i, e) in ways.iter().enumerate() {
-            if e.tag == tag && e.addr == addr {
-                slot = Some(i);
-                break;
-            }
-        }
-        let i = match slot {
-            Some(i) => i,
-            None => {
-                // Victim: empty, else one whose bucket is full at `now` (nothing lost), else the
-                // least recently seen.
-                let mut victim = 0;
-                let mut best = (3u8, u64::MAX);
-                for (i, e) in ways.iter().enumerate() {
-                    let rank = if e.tag == 0 {
-                        (0, 0)
-                    } else {
-                        let class = usize::from((e.tag >> 2) & 0x7);
-                        let full = params
-                            .get(class)
-                            .copied()
-                            .flatten()
-                            .is_none_or(|q| q.advance(e.level, e.stamp, now).0 >= q.cap);
-                        (if full { 1 } else { 2 }, e.seen)
-                    };
-                    if rank < best {
-                        best = rank;
-                        victim = i;
-                    }
-                }
-                if best.0 != 0 {
-                    self.counters.table_evictions += 1;
-                    if best.0 == 2 {
-                        self.counters.table_evictions_active += 1;
-                    }
-                }
-                self.counters.table_inserts += 1;
-                let (level, stamp) = p.fresh(now);
-                if let Some(e) = ways.get_mut(victim) {
-                    *e = Entry {
-                        addr,
-                        level,
-                        stamp,
-                        seen: now,
-                        tag,
-                    };
-                }
-                victim
-            }
-        };
-        let Some(e) = ways.get_mut(i) else {
-            return true;
-        };
-        let (level, stamp) = p.advance(e.level, e.stamp, now);
-        e.seen = e.seen.max(now);
-        e.stamp = stamp;
-        if level >= p.cost {
-            e.level = level - p.cost;
-            true
-        } else {
-            e.level = level;
-            false
-        }
+        let generation = u64::from(self.generation.get(ci).copied().unwrap_or(0) & 0x7);
+        let extra = v6 | (ci as u64) << 1 | generation << 4;
+        let (set, tag) = self.table.locate(addr, ci, extra);
+        let params = &self.params;
+        let meter_of = |c: usize| params.get(c).copied().flatten().map(|q| q.meter);
+        let mut touched = Touched::default();
+        let ok = self
+            .table
+            .admit(set, tag, p.meter, now, meter_of, &mut touched);
+        let c = &mut self.counters;
+        c.table_inserts += u64::from(touched.inserted);
+        c.table_evictions += u64::from(touched.evicted);
+        c.table_evictions_active += u64::from(touched.evicted_active);
+        ok
     }
 
     /// Changes (or with `None` removes) a class's limit live. Existing keys keep their level,
@@ -705,14 +600,14 @@ impl RateLimitStage {
         &self.config
     }
 
-    /// Slots in the source table.
+    /// Slots in the source table (shared by every worker).
     pub fn table_capacity(&self) -> usize {
-        self.table.len()
+        self.table.capacity()
     }
 
     /// Occupied slots; walks the table, so for the control plane and tests only.
     pub fn table_len(&self) -> usize {
-        self.table.iter().filter(|e| e.tag != 0).count()
+        self.table.len()
     }
 
     /// Aggregate tokens this worker holds unused, per aggregate entry.
@@ -772,7 +667,8 @@ impl AggregateLimiter {
                     source,
                 })?;
             let field = format!("aggregate[{index}]");
-            let p = Params::new(
+            // Same range checks as a per-source limit.
+            Params::new(
                 &field,
                 ClassLimit {
                     rate: a.rate,
@@ -781,6 +677,13 @@ impl AggregateLimiter {
                 },
                 tsc_hz,
             )?;
+            // One token is `tsc_hz` units and each TSC tick adds `rate` units: exact integers.
+            let cap = a.burst.checked_mul(tsc_hz).ok_or_else(|| {
+                invalid(
+                    format!("{field}.burst"),
+                    "burst × TSC frequency overflows 64 bits",
+                )
+            })?;
             let len = prefix.prefix_len();
             let dup = match prefix.addr() {
                 IpAddr::V4(a) => v4.insert((u32::from(a), len), index).is_some(),
@@ -793,11 +696,11 @@ impl AggregateLimiter {
                 ));
             }
             buckets.push(AggBucket {
-                tokens: AtomicU64::new(p.cap),
+                tokens: AtomicU64::new(cap),
                 last: AtomicU64::new(UNSTARTED),
-                rate: p.rate,
-                cost: p.cost,
-                cap: p.cap,
+                rate: a.rate,
+                cost: tsc_hz,
+                cap,
                 batch: (a.burst / 64).clamp(1, 32),
             });
             entries.push((prefix, a.clone()));
@@ -959,7 +862,11 @@ mod tests {
     }
 
     fn meta(tsc: u64) -> Meta {
-        Meta { port: 0, tsc }
+        Meta {
+            port: 0,
+            tsc,
+            ..Meta::default()
+        }
     }
 
     const SYN_DROP: StageResult = StageResult::Done(Verdict::Drop(DropReason::RateLimited(2)));
@@ -1136,10 +1043,11 @@ mod tests {
         )
         .worker_stage();
         assert_eq!(syn_train(&mut fw), (100, 100));
-        // The window reopens after exactly one second from its first packet.
+        // Windows are aligned to whole multiples of burst/rate (here 1 s) of the TSC, so the
+        // next one opens at t = 1 s.
         let s = syn(ip("192.0.2.10"));
-        assert_eq!(fw.process(&s, &meta(HZ)), SYN_DROP);
-        assert_eq!(fw.process(&s, &meta(1 + HZ)), StageResult::Continue);
+        assert_eq!(fw.process(&s, &meta(HZ - 1)), SYN_DROP);
+        assert_eq!(fw.process(&s, &meta(HZ)), StageResult::Continue);
         // A token bucket reproduces 100/100 on this train only if 199 ms refill less than one
         // token: rate ≤ 5 pps.
         let mut slow = limiter("classes.tcp_syn = { rate = 5, burst = 100 }", HZ).worker_stage();
@@ -1277,7 +1185,7 @@ mod tests {
     }
 
     #[test]
-    fn eviction_prefers_full_buckets_then_least_recently_seen() {
+    fn eviction_prefers_full_buckets_then_the_closest_to_full() {
         // One set of 8 ways. tcp_syn refills in 1 s; icmp refills a token in 1000 ticks.
         let text = "table_capacity = 8\nclasses.tcp_syn = { rate = 1, burst = 1 }\nclasses.icmp = { rate = 1000000, burst = 1 }";
         let mut st = limiter(text, HZ).worker_stage_seeded(1, 2);
@@ -1295,11 +1203,7 @@ mod tests {
             assert_eq!(syn_at(&mut st, i, u64::from(i)), StageResult::Continue);
         }
         assert_eq!(st.process(&ping, &meta(10)), StageResult::Continue);
-        assert_eq!(
-            syn_at(&mut st, 1, 11),
-            SYN_DROP,
-            "k1 drained; refreshes its last-seen"
-        );
+        assert_eq!(syn_at(&mut st, 1, 11), SYN_DROP, "k1 drained");
         assert_eq!(st.table_len(), 8);
 
         // At t=5000 the ICMP bucket is full again although it is the most recent but one:
@@ -1313,7 +1217,8 @@ mod tests {
             (1, 0)
         );
 
-        // Now every way is draining: the least recently seen (k2, seen at t=2) goes.
+        // Now every way is draining: the one that will be full soonest (k1, drained first at
+        // t=1; its drop at t=11 wrote nothing, drops only read) goes.
         assert_eq!(syn_at(&mut st, 9, 5001), StageResult::Continue);
         assert_eq!(
             (
@@ -1323,15 +1228,15 @@ mod tests {
             (2, 1)
         );
         assert_eq!(
-            syn_at(&mut st, 1, 5002),
+            syn_at(&mut st, 2, 5002),
             SYN_DROP,
-            "k1 kept its drained bucket"
+            "k2 kept its drained bucket"
         );
-        assert_eq!(st.counters.table_evictions, 2, "k1 was still present");
+        assert_eq!(st.counters.table_evictions, 2, "k2 was still present");
         assert_eq!(
-            syn_at(&mut st, 2, 5003),
+            syn_at(&mut st, 1, 5003),
             StageResult::Continue,
-            "k2 was evicted: starts full again"
+            "k1 was evicted: starts full again"
         );
         assert_eq!(st.table_len(), 8);
     }
@@ -1343,7 +1248,8 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(st.process(&s, &meta(1)), StageResult::Continue);
         }
-        // Burst cut to 2: the 7 remaining tokens are clamped to 2.
+        // Burst cut to 2. A key keeps its debt in time (GCRA): having used 3 of its tokens, it
+        // is one token beyond the new burst and waits for refill before passing again.
         st.set_class(
             LimitClass::TcpSyn,
             Some(ClassLimit {
@@ -1354,9 +1260,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(st.config().classes.tcp_syn.map(|l| l.burst), Some(2));
-        assert_eq!(st.process(&s, &meta(2)), StageResult::Continue);
-        assert_eq!(st.process(&s, &meta(2)), StageResult::Continue);
         assert_eq!(st.process(&s, &meta(2)), SYN_DROP);
+        assert_eq!(st.process(&s, &meta(2 * HZ)), SYN_DROP);
+        assert_eq!(st.process(&s, &meta(1 + 2 * HZ)), StageResult::Continue);
+        assert_eq!(st.process(&s, &meta(1 + 2 * HZ)), SYN_DROP);
         // Mode change: keys restart full under the new mode.
         st.set_class(
             LimitClass::TcpSyn,
@@ -1428,6 +1335,13 @@ mod tests {
         );
         assert_eq!(
             err("classes.other = { rate = 1, burst = 1000000000 }", 100 * HZ),
+            "ratelimit.classes.other.burst: burst / rate = 1000000000 s is too long a horizon (at most 180143 s at this TSC)"
+        );
+        assert_eq!(
+            err(
+                "classes.other = { rate = 1, burst = 1000000000, mode = \"fixed_window\" }",
+                100 * HZ
+            ),
             "ratelimit.classes.other.burst: burst × TSC frequency overflows 64 bits"
         );
         assert_eq!(

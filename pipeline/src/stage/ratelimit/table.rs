@@ -1,0 +1,463 @@
+//! The per-source table shared by every worker: one token bucket per (source prefix, class)
+//! for the whole box, updated with atomics.
+//!
+//! Why shared: RSS hashes ports as well as addresses, so one source's packets to random ports
+//! land on every queue. A table per worker grants each source the full rate and burst once per
+//! worker (14 workers, 14 times the limit). With one table, a source gets what the operator
+//! configured whatever the worker count.
+//!
+//! # Layout
+//! Set-associative, [`WAYS`] slots per set, one set per 128 bytes (two cache lines). A slot is
+//! two `AtomicU64`s: a tag and the bucket state. The tag is a 64-bit keyed hash of (masked
+//! address, family, class, class generation) with the class also kept in its low bits, so the
+//! eviction scan knows each slot's mode. Two keys would alias only if set and tag both
+//! collide: a 2^-64 chance per pair with a seed nobody outside knows.
+//!
+//! # Bucket state in one word
+//! - `token_bucket` is kept as GCRA (the "virtual scheduling" form of a token bucket): the
+//!   state is the theoretical arrival time TAT, in TSC ticks with [`FRAC_BITS`] fraction bits,
+//!   modulo 2^64. A packet at `now` passes iff `max(TAT, now) + I − now ≤ burst·I`, where `I`
+//!   is the emission interval `tsc_hz / rate` rounded *up* to the fixed-point grain, and then
+//!   TAT becomes `max(TAT, now) + I`. That is exactly a bucket of `burst` tokens refilled at
+//!   `rate` per second (at most rate·2^-8/I slower, from the rounding up: never faster), so
+//!   over any interval of t seconds a key passes at most `burst + rate·t` packets.
+//! - `fixed_window` packs a 32-bit window number (TSC / window length) and a 32-bit count.
+//!   Windows are aligned to multiples of `burst / rate` seconds of TSC time.
+//!
+//! A packet that is over its limit only *reads* the slot: a flooding source's drops cost no
+//! cache-line transfer between cores; only admitted packets write (one compare-exchange).
+//!
+//! # Concurrency and its tolerance
+//! Admission is a compare-exchange loop on the state word, so concurrent workers never admit
+//! more than the bucket holds. The one imprecision: when a key is not in the table, the worker
+//! that misses claims a victim slot with a compare-exchange on its tag and starts it full. If
+//! several workers miss the same new key in the same few hundred nanoseconds and see
+//! different victims, each may start its own copy: at most `workers − 1` packets beyond the
+//! bound per insertion of a key (lookups afterwards all find the first copy in way order; the
+//! others age out). A key is inserted once and then stays while it is active (see eviction),
+//! so a flooding source gets this at most once.
+//!
+//! # Eviction
+//! A new key takes, in order: an empty slot; a slot whose bucket is full at `now` (or whose
+//! class no longer has a limit): evicting it loses nothing, since a new key starts full; then
+//! the slot whose bucket will be full soonest. A flooding source keeps a drained bucket far
+//! from full, so it is the last to go; a source that pauses long enough to refill is only owed
+//! what a token bucket would have refilled anyway.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Ways per set.
+pub const WAYS: usize = 8;
+/// Fraction bits of the GCRA time grain: 1/256 TSC tick.
+pub const FRAC_BITS: u32 = 8;
+/// The largest `burst / rate` (in fixed-point ticks) a token bucket may have, so that a live
+/// state is always within 2^62 of `now` and the wrapping comparison is unambiguous. At 4 GHz
+/// that is 52 days.
+pub const MAX_HORIZON_FX: u64 = 1 << 62;
+
+/// How a class meters its keys, precomputed from its limit (see [`super::Params`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meter {
+    /// GCRA: emission interval and burst·interval, both fixed-point ticks.
+    Gcra { interval: u64, limit: u64 },
+    /// Aligned windows of `ticks` TSC ticks, `burst` packets each.
+    Window { ticks: u64, burst: u64 },
+}
+
+impl Meter {
+    /// The state a fresh key starts in at `now`: a full bucket, a new window.
+    #[inline]
+    fn fresh(self, now: u64) -> u64 {
+        match self {
+            Meter::Gcra { .. } => now << FRAC_BITS,
+            Meter::Window { ticks, .. } => window_word(now / ticks, 0),
+        }
+    }
+
+    /// The state after admitting one packet at `now`, or `None` if it must be dropped.
+    #[inline]
+    fn take(self, state: u64, now: u64) -> Option<u64> {
+        match self {
+            Meter::Gcra { interval, limit } => {
+                let now = now << FRAC_BITS;
+                let base = if refilled(state, now) { now } else { state };
+                let next = base.wrapping_add(interval);
+                (next.wrapping_sub(now) <= limit).then_some(next)
+            }
+            Meter::Window { ticks, burst } => {
+                let (w, count) = current_window(state, now / ticks);
+                (count < burst).then(|| window_word(w, count + 1))
+            }
+        }
+    }
+
+    /// Ticks until this state is a full bucket again (0 = full now); the eviction rank.
+    #[inline]
+    fn ticks_to_full(self, state: u64, now: u64) -> u64 {
+        match self {
+            Meter::Gcra { .. } => {
+                let now = now << FRAC_BITS;
+                if refilled(state, now) {
+                    0
+                } else {
+                    state.wrapping_sub(now) >> FRAC_BITS
+                }
+            }
+            Meter::Window { ticks, .. } => match current_window(state, now / ticks) {
+                (_, 0) => 0,
+                _ => ticks - now % ticks,
+            },
+        }
+    }
+}
+
+/// Whether a GCRA state is at or behind `now` (fixed point): the bucket is full. Live states
+/// are at most `burst·I < 2^62` ahead of the `now` that wrote them; another core's `now` may
+/// lag that by a little (TSC read at its burst start), which still reads as ahead, i.e. not
+/// refilled. A state 2^62 or more ahead can only be one so old that the clock wrapped past it.
+#[inline]
+fn refilled(state: u64, now: u64) -> bool {
+    let ahead = state.wrapping_sub(now);
+    (ahead as i64) <= 0 || ahead >= MAX_HORIZON_FX
+}
+
+/// The window a packet at window number `w` counts in, and the count there so far. A state
+/// written for a *later* window (by a core whose TSC was read a little later) is that window:
+/// a lagging `now` must not reopen an older one and grant a second burst.
+#[inline]
+fn current_window(state: u64, w: u64) -> (u64, u64) {
+    let (sw, count) = (state >> 32, state & 0xffff_ffff);
+    let lead = (sw as u32).wrapping_sub(w as u32) as i32;
+    match lead {
+        0 => (w, count),
+        1..=16 => (sw, count),
+        _ => (w, 0),
+    }
+}
+
+fn window_word(w: u64, count: u64) -> u64 {
+    ((w & 0xffff_ffff) << 32) | (count & 0xffff_ffff)
+}
+
+#[derive(Default)]
+struct Slot {
+    /// 0 = empty; otherwise a keyed hash with bit 0 set and the class in bits 1..=3.
+    tag: AtomicU64,
+    state: AtomicU64,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Set([Slot; WAYS]);
+
+/// What one admission did to the table, for the calling worker's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub inserted: bool,
+    pub evicted: bool,
+    /// The evicted key's bucket was not full (its state mattered).
+    pub evicted_active: bool,
+}
+
+/// See the module documentation.
+pub struct SourceTable {
+    sets: Box<[Set]>,
+    k0: u64,
+    k1: u64,
+    k2: u64,
+}
+
+#[inline]
+fn mum(a: u64, b: u64) -> u64 {
+    let p = u128::from(a).wrapping_mul(u128::from(b));
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// The class stored in a tag's bits 1..=3.
+#[inline]
+pub fn tag_class(tag: u64) -> usize {
+    ((tag >> 1) & 0x7) as usize
+}
+
+impl SourceTable {
+    /// At least `capacity` slots, in whole sets. The seeds key the hash: random in production.
+    pub fn new(capacity: usize, k0: u64, k1: u64, k2: u64) -> SourceTable {
+        let n = capacity.div_ceil(WAYS).max(1);
+        // Writing every slot here (the defaults are zero stores) makes the pages resident
+        // before any worker looks up a key: no page fault on the packet path.
+        SourceTable {
+            sets: (0..n).map(|_| Set::default()).collect(),
+            k0,
+            k1,
+            k2,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.sets.len() * WAYS
+    }
+
+    /// Occupied slots; walks the table, so for the control plane and tests only.
+    pub fn len(&self) -> usize {
+        self.sets
+            .iter()
+            .flat_map(|s| s.0.iter())
+            .filter(|s| s.tag.load(Relaxed) != 0)
+            .count()
+    }
+
+    /// Set index and tag of a key. `extra` carries the family, class and generation bits.
+    #[inline]
+    pub fn locate(&self, addr: u128, class: usize, extra: u64) -> (usize, u64) {
+        // Keyed folded multiplies. Both factors of the first vary with the address (the low
+        // half is also rotated into the second, since an IPv4 key's high half is always zero),
+        // so no seed collapses every key onto one set.
+        let (lo, hi) = (addr as u64, (addr >> 64) as u64);
+        let x = mum(
+            lo ^ self.k0,
+            hi ^ lo.rotate_left(32) ^ self.k1 ^ 0x243f_6a88_85a3_08d3,
+        );
+        let h = mum(x ^ extra, 0x9e37_79b9_7f4a_7c15);
+        let t = mum(x ^ self.k2 ^ extra.rotate_left(17), 0xd6e8_feb8_6659_fd93);
+        // Lemire's multiply-shift maps the hash onto any number of sets without a modulo.
+        let set = ((u128::from(h) * self.sets.len() as u128) >> 64) as usize;
+        let tag = (t & !0xf) | ((class as u64 & 0x7) << 1) | 1;
+        (set, tag)
+    }
+
+    /// Admits one packet of the key (`set`, `tag`) metered by `meter` at TSC `now`. `meter_of`
+    /// gives the meter of another slot's class for the eviction rank (None = no limit any more).
+    #[inline]
+    pub fn admit(
+        &self,
+        set: usize,
+        tag: u64,
+        meter: Meter,
+        now: u64,
+        meter_of: impl Fn(usize) -> Option<Meter>,
+        touched: &mut Touched,
+    ) -> bool {
+        let Some(ways) = self.sets.get(set) else {
+            return true;
+        };
+        for s in &ways.0 {
+            if s.tag.load(Relaxed) == tag {
+                return Self::take(s, meter, now);
+            }
+        }
+        // Miss: pick a victim and claim it. A lost race re-runs the scan (the winner may have
+        // inserted this very key); after WAYS attempts the packet is judged as a fresh key.
+        for _ in 0..WAYS {
+            let mut best = (u8::MAX, u64::MAX, 0usize, 0u64, 0u64);
+            for (i, s) in ways.0.iter().enumerate() {
+                let t = s.tag.load(Relaxed);
+                if t == tag {
+                    return Self::take(s, meter, now);
+                }
+                let st = s.state.load(Relaxed);
+                let rank = if t == 0 {
+                    (0, 0)
+                } else {
+                    match meter_of(tag_class(t)) {
+                        None => (1, 0),
+                        Some(m) => match m.ticks_to_full(st, now) {
+                            0 => (1, 0),
+                            n => (2, n),
+                        },
+                    }
+                };
+                if (rank.0, rank.1) < (best.0, best.1) {
+                    best = (rank.0, rank.1, i, t, st);
+                }
+            }
+            let (rank, _, i, old_tag, old_state) = best;
+            let Some(s) = ways.0.get(i) else {
+                return true;
+            };
+            if s.tag
+                .compare_exchange(old_tag, tag, Relaxed, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            touched.inserted = true;
+            touched.evicted = rank != 0;
+            touched.evicted_active = rank == 2;
+            // Start the bucket full and take this packet from it. If another worker already
+            // found the new tag and moved the state, judge against what it left.
+            let fresh = meter.fresh(now);
+            let first = meter.take(fresh, now).unwrap_or(fresh);
+            if s.state
+                .compare_exchange(old_state, first, Relaxed, Relaxed)
+                .is_ok()
+            {
+                return first != fresh;
+            }
+            return Self::take(s, meter, now);
+        }
+        true
+    }
+
+    #[inline]
+    fn take(s: &Slot, meter: Meter, now: u64) -> bool {
+        let mut cur = s.state.load(Relaxed);
+        loop {
+            let Some(next) = meter.take(cur, now) else {
+                return false;
+            };
+            match s.state.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const HZ: u64 = 1_000_000;
+
+    fn gcra(rate: u64, burst: u64) -> Meter {
+        let interval = (HZ << FRAC_BITS).div_ceil(rate);
+        Meter::Gcra {
+            interval,
+            limit: burst * interval,
+        }
+    }
+
+    #[test]
+    fn gcra_is_a_token_bucket() {
+        let m = gcra(100, 5);
+        let mut s = m.fresh(1000);
+        let mut passed = 0;
+        for _ in 0..10 {
+            if let Some(n) = m.take(s, 1000) {
+                s = n;
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 5, "a full bucket holds `burst`");
+        // One token every HZ/100 ticks.
+        assert!(m.take(s, 1000 + HZ / 100 - 1).is_none());
+        assert!(m.take(s, 1000 + HZ / 100).is_some());
+        // Long idle: full again, not more.
+        let later = 1000 + 100 * HZ;
+        assert_eq!(m.ticks_to_full(s, later), 0);
+        let mut s2 = s;
+        let mut n = 0;
+        while let Some(x) = m.take(s2, later) {
+            s2 = x;
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn gcra_survives_tsc_wrap_of_the_fixed_point_clock() {
+        let m = gcra(1000, 2);
+        // Just before the fixed-point clock wraps, and just after.
+        let t0 = (u64::MAX >> FRAC_BITS) - 10;
+        let s = m.take(m.fresh(t0), t0).unwrap();
+        let s = m.take(s, t0).unwrap();
+        assert!(m.take(s, t0).is_none());
+        assert!(
+            m.take(s, t0 + 20).is_none(),
+            "20 ticks refill nothing at 1000/s"
+        );
+        assert!(m.take(s, t0 + HZ / 1000 + 1).is_some());
+    }
+
+    #[test]
+    fn fixed_window_counts_per_aligned_window() {
+        let m = Meter::Window {
+            ticks: 100,
+            burst: 3,
+        };
+        let mut s = m.fresh(250);
+        for _ in 0..3 {
+            s = m.take(s, 250).unwrap();
+        }
+        assert!(m.take(s, 299).is_none());
+        assert_eq!(m.ticks_to_full(s, 299), 1);
+        assert!(m.take(s, 300).is_some(), "new window at 300");
+    }
+
+    /// Several threads hammer one key; whatever the interleaving, admissions never exceed
+    /// burst + rate·t (t = the span of TSC values used), and a thread sees every other's takes.
+    #[test]
+    fn concurrent_admissions_never_exceed_the_bound() {
+        for threads in [2usize, 4, 8] {
+            let table = Arc::new(SourceTable::new(64, 1, 2, 3));
+            let m = gcra(1000, 50);
+            let (set, tag) = table.locate(0x0a00_0001, 0, 0);
+            let ticks = 20 * HZ / 1000; // 20 ms of TSC: 20 tokens of refill
+            let per_thread = 2_000u64;
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let table = Arc::clone(&table);
+                    std::thread::spawn(move || {
+                        let mut passed = 0u64;
+                        for i in 0..per_thread {
+                            // Each thread walks the same TSC span at its own pace.
+                            let now = 1_000_000 + i * ticks / per_thread + t as u64;
+                            let mut touched = Touched::default();
+                            if table.admit(set, tag, m, now, |_| Some(m), &mut touched) {
+                                passed += 1;
+                            }
+                        }
+                        passed
+                    })
+                })
+                .collect();
+            let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            let span = ticks + threads as u64;
+            let bound = 50 + 1000 * span / HZ + 1;
+            // The insertion race may add at most threads − 1 (see the module docs).
+            assert!(
+                total < bound + threads as u64,
+                "{threads} threads: {total} passed, bound {bound}"
+            );
+            assert!(total >= 50, "{threads} threads: the burst must pass");
+        }
+    }
+
+    #[test]
+    fn victims_are_empty_then_full_then_closest_to_full() {
+        let t = SourceTable::new(WAYS, 9, 8, 7);
+        let m = gcra(1, 1); // one token per second
+        let mut keys = Vec::new();
+        let mut a = 0u128;
+        while keys.len() < WAYS + 2 {
+            let (set, tag) = t.locate(a, 0, 0);
+            assert_eq!(set, 0, "one set");
+            keys.push(tag);
+            a += 1;
+        }
+        for (i, &tag) in keys.iter().take(WAYS).enumerate() {
+            let mut tc = Touched::default();
+            assert!(t.admit(0, tag, m, 1 + i as u64, |_| Some(m), &mut tc));
+            assert!(tc.inserted && !tc.evicted);
+        }
+        // All drained; key 0 (drained first) is the closest to full and goes.
+        let mut tc = Touched::default();
+        assert!(t.admit(0, keys[WAYS], m, 100, |_| Some(m), &mut tc));
+        assert!(tc.evicted && tc.evicted_active);
+        let mut tc = Touched::default();
+        assert!(
+            t.admit(0, keys[0], m, 101, |_| Some(m), &mut tc),
+            "key 0 starts full again"
+        );
+        assert!(
+            tc.evicted_active,
+            "and pushed out key 1, the next closest to full"
+        );
+        // After a second everyone is full again: eviction loses nothing.
+        let mut tc = Touched::default();
+        assert!(t.admit(0, keys[WAYS + 1], m, 10 * HZ, |_| Some(m), &mut tc));
+        assert!(tc.evicted && !tc.evicted_active);
+        assert_eq!(t.len(), WAYS);
+    }
+}
