@@ -96,12 +96,20 @@ fn limit_holds_with(workers: usize) {
         assert!(n >= 100, "the burst passes: {n}");
         assert!(n <= bound, "{r}: {n} passed, bound {bound}");
     }
-    assert_eq!(passed.get(&client).copied(), Some(600), "other traffic untouched");
+    assert_eq!(
+        passed.get(&client).copied(),
+        Some(600),
+        "other traffic untouched"
+    );
     let drops = sum["ports"][0]["drops"]["rate_limited.udp_reflection"]
         .as_u64()
         .expect("rate-limit drops counted");
     let limited: u64 = reflectors.iter().map(|r| passed[r]).sum();
-    assert_eq!(drops + limited, 1800, "every reflector frame passed or counted");
+    assert_eq!(
+        drops + limited,
+        1800,
+        "every reflector frame passed or counted"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use pipeline::stage::signature::{CompiledRules, SignatureStage, Vars};
-use pipeline::{Meta, PipelineConfig, Policy, Verdict};
+use pipeline::{Direction, Meta, PipelineConfig, Policy, Verdict};
 
 /// TSC ticks per second: 1 MHz makes the 48-bit TSC span years, i.e. many cookie counter
 /// periods, rotations and rate-limit refills.
@@ -115,7 +115,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((head, frame)) = data.split_first_chunk::<8>() else {
         return;
     };
-    let room = usize::from(head[0]).min(ROOM_MAX);
+    let room = (usize::from(head[0] & 0x7f) * 2).min(ROOM_MAX);
+    // The side of the box the frame enters from; repeats alternate sides, so one input can
+    // record an outbound connection and then be judged as its inbound answer.
+    let first_outbound = head[0] & 0x80 != 0;
     let policy = usize::from(head[1] & 1);
     let repeats = 1 + ((head[1] >> 1) & 3);
     let step = u64::from(head[1] >> 3) << 16;
@@ -126,11 +129,16 @@ fuzz_target!(|data: &[u8]| {
     p.signature = Some(SignatureStage::new(Arc::clone(&f.rules)));
 
     let mut buf = vec![0u8; frame.len() + room];
-    for _ in 0..repeats {
+    for rep in 0..repeats {
+        let dir = if first_outbound ^ (rep & 1 == 1) {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        };
         buf[..frame.len()].copy_from_slice(frame);
         buf[frame.len()..].fill(0);
         let before = buf.clone();
-        let v = p.process(&mut buf, frame.len(), &Meta { port: 0, tsc, ..Meta::default() });
+        let v = p.process(&mut buf, frame.len(), &Meta { port: 0, dir, tsc });
         match v {
             Verdict::Reply { len } => assert!(
                 usize::from(len) <= buf.len(),
