@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what scrubd needs from Debian's archive, only if missing. Idempotent; run as root.
 set -euo pipefail
-pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2)
+# prometheus: its promtool lints the metrics exposition in the stats tests (skipped without it).
+# On a systemd host Debian enables prometheus.service (:9090); `systemctl disable --now
+# prometheus` if only promtool is wanted.
+pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
