@@ -541,6 +541,16 @@ impl Server {
         self.shared.clients().len()
     }
 
+    /// Clients waiting for their next request now (the others are inside a command); the
+    /// ones a privileged peer may displace.
+    pub fn waiting_clients(&self) -> usize {
+        self.shared
+            .clients()
+            .values()
+            .filter(|e| e.waiting_since.is_some())
+            .count()
+    }
+
     /// Stop accepting, unlink the socket, join the accept thread and end every client's reads.
     /// A request already being handled still gets its reply (only the read side is shut), so a
     /// `shutdown` command's own answer reaches the operator. Client threads are not joined: a

@@ -351,8 +351,11 @@ fn past_max_clients_a_privileged_peer_gets_the_reserve_then_room() {
     let server = fx.server.as_ref().unwrap();
     let mut first = Raw::connect(&fx.path());
     assert!(first.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
+    // First is back to waiting before second starts, so it has waited longest.
+    assert!(eventually(|| server.waiting_clients() == 1));
     let mut second = Raw::connect(&fx.path());
     assert!(second.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
+    assert!(eventually(|| server.waiting_clients() == 2));
     assert_eq!(server.active_clients(), 1 + RESERVED_PRIVILEGED);
     let mut third = Raw::connect(&fx.path());
     assert!(third.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
