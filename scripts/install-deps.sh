@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what scrubd needs from Debian's archive, only if missing. Idempotent; run as root.
 set -euo pipefail
-pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 ethtool tcpdump curl python3)
+# prometheus: its promtool lints the metrics exposition in the stats tests (skipped without it).
+# On a systemd host Debian enables prometheus.service (:9090); `systemctl disable --now
+# prometheus` if only promtool is wanted.
+# ethtool, tcpdump, curl, python3: the real-stack tests (hosts in network namespaces).
+pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 prometheus ethtool tcpdump curl python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

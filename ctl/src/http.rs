@@ -1,37 +1,52 @@
 //! Optional Prometheus scrape endpoint: just enough HTTP/1.1 for `GET /metrics`.
 //!
-//! A scraper connects every few seconds, so one short-lived thread per connection (capped) is
-//! plenty; every connection is answered once and closed (`Connection: close`), so there is no
+//! Every connection is answered once and closed (`Connection: close`), so there is no
 //! keep-alive state to get wrong.
+//!
+//! One thread serves every connection from a `poll(2)` loop, with non-blocking sockets, so a
+//! connection costs a buffer, not a thread, and a slow client holds up nobody: its bytes are
+//! taken as they come. The limits, which the README documents and the tests check at their
+//! boundaries:
+//! - **Whole-request deadline** [`REQUEST_DEADLINE`] from accept to the last byte of the reply:
+//!   reading the request and writing the reply together. A client trickling its header a byte
+//!   at a time, or not reading its reply, is closed when it runs out, however often it sends
+//!   (a per-read timeout would restart with every byte).
+//! - **[`MAX_CONNECTIONS`] at once.** When all are in use, a new connection closes the oldest one
+//!   still sending its request (or, if every one is being answered, the oldest one): a scraper
+//!   sends its request as soon as it connects, so it is never the oldest for long, while clients
+//!   that hold connections open to shut others out are the first to go.
 //!
 //! Replies: `GET`/`HEAD /metrics` (query string ignored) → 200
 //! `text/plain; version=0.0.4; charset=utf-8`; other paths → 404; other methods → 405 with
 //! `Allow: GET, HEAD`; headers over [`MAX_HEADER_BYTES`] → 431; unparsable request line → 400;
-//! over [`MAX_CONNECTIONS`] at once → 503; a render panic → 500.
+//! a render panic → 500.
 
-use crate::accept::{self, Wake, WakePair};
+use crate::accept::{self, WakePair};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-pub const MAX_CONNECTIONS: usize = 8;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections held at once, whatever state they are in.
+pub const MAX_CONNECTIONS: usize = 64;
+/// From accept to the last byte of the reply; a connection still open then is closed.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Produces the exposition text; called on a connection thread for every scrape.
+/// Produces the exposition text; called on the server thread for every scrape.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 pub struct MetricsServer {
     addr: SocketAddr,
     wake: UnixStream,
     accept: Option<JoinHandle<()>>,
+    open: Arc<AtomicUsize>,
 }
 
 /// Bind `addr` (port 0 picks a free one; see [`MetricsServer::local_addr`]) and serve.
@@ -40,13 +55,16 @@ pub fn serve_metrics(addr: SocketAddr, render: Render) -> Result<MetricsServer, 
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let WakePair { rx, tx } = WakePair::new()?;
+    let open = Arc::new(AtomicUsize::new(0));
+    let loop_open = Arc::clone(&open);
     let accept = thread::Builder::new()
-        .name("metrics-accept".into())
-        .spawn(move || accept_loop(listener, rx, render))?;
+        .name("metrics-http".into())
+        .spawn(move || serve_loop(listener, rx, render, loop_open))?;
     Ok(MetricsServer {
         addr,
         wake: tx,
         accept: Some(accept),
+        open,
     })
 }
 
@@ -55,8 +73,13 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stop accepting and join the accept thread; in-flight scrapes finish on their own
-    /// (bounded by the I/O timeout).
+    /// Connections open now (after the last pass of the loop), for tests and diagnostics.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Stop and join the server thread; connections still open are closed (each would have
+    /// been within [`REQUEST_DEADLINE`] of its end anyway).
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -75,84 +98,195 @@ impl Drop for MetricsServer {
     }
 }
 
-fn accept_loop(listener: TcpListener, wake: UnixStream, render: Render) {
-    let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        match accept::wait(listener.as_raw_fd(), &wake) {
-            Ok(Wake::Stop) => return,
-            Ok(Wake::Listener) => {}
-            Err(_) => {
-                thread::sleep(Duration::from_millis(50));
-                continue;
+/// One connection: reading its request until the header is complete, then writing its reply.
+struct Conn {
+    stream: TcpStream,
+    deadline: Instant,
+    state: State,
+}
+
+enum State {
+    Reading(Vec<u8>),
+    Writing { out: Vec<u8>, sent: usize },
+}
+
+impl Conn {
+    fn reading(&self) -> bool {
+        matches!(self.state, State::Reading(_))
+    }
+
+    fn interest(&self) -> libc::c_short {
+        if self.reading() {
+            libc::POLLIN
+        } else {
+            libc::POLLOUT
+        }
+    }
+
+    /// Take what the socket has for us, or give it what it will take. `false`: done or failed,
+    /// close it.
+    fn advance(&mut self, render: &(dyn Fn() -> String + Send + Sync)) -> bool {
+        if let State::Reading(buf) = &mut self.state {
+            match read_available(&mut self.stream, buf) {
+                Progress::More => return true,
+                Progress::Closed => return false,
+                Progress::Head(head) => {
+                    self.state = State::Writing {
+                        out: respond(head, render),
+                        sent: 0,
+                    };
+                }
             }
         }
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                continue
-            }
-            Err(_) => {
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+        let State::Writing { out, sent } = &mut self.state else {
+            return true;
         };
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            let mut s = stream;
-            let _ = write_reply(&mut s, 503, "Service Unavailable", &[], b"busy\n", true);
+        loop {
+            let rest = out.get(*sent..).unwrap_or_default();
+            if rest.is_empty() {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                return false;
+            }
+            match self.stream.write(rest) {
+                Ok(0) => return false,
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+enum Progress {
+    /// Header incomplete and the socket has nothing more now.
+    More,
+    /// EOF or an error before a complete header: nothing to answer.
+    Closed,
+    Head(Head),
+}
+
+/// Read what a non-blocking socket has, never holding more than `MAX_HEADER_BYTES`.
+fn read_available<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Progress {
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = find_head_end(buf) {
+            return Progress::Head(parse_request_line(buf.get(..end).unwrap_or_default()));
+        }
+        if buf.len() >= MAX_HEADER_BYTES {
+            return Progress::Head(Head::TooLarge);
+        }
+        let room = MAX_HEADER_BYTES.saturating_sub(buf.len()).min(chunk.len());
+        match r.read(&mut chunk[..room]) {
+            Ok(0) => return Progress::Closed,
+            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::More,
+            Err(_) => return Progress::Closed,
+        }
+    }
+}
+
+/// Which connection a newcomer replaces when all [`MAX_CONNECTIONS`] are open: the oldest still
+/// sending its request, else the oldest (connections are kept in accept order).
+fn victim(conns: &[Conn]) -> usize {
+    conns.iter().position(Conn::reading).unwrap_or(0)
+}
+
+/// Milliseconds until the nearest deadline, rounded up so a wake-up is never early; -1 (wait
+/// for ever) when no connection is open.
+fn poll_timeout(conns: &[Conn], now: Instant) -> libc::c_int {
+    match conns.iter().map(|c| c.deadline).min() {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(now);
+            let ms = left.as_micros().div_ceil(1000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        }
+    }
+}
+
+fn serve_loop(listener: TcpListener, wake: UnixStream, render: Render, open: Arc<AtomicUsize>) {
+    let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(MAX_CONNECTIONS + 2);
+    loop {
+        open.store(conns.len(), Ordering::Release);
+        fds.clear();
+        fds.push(pollfd(listener.as_raw_fd(), libc::POLLIN));
+        fds.push(pollfd(wake.as_raw_fd(), libc::POLLIN));
+        fds.extend(
+            conns
+                .iter()
+                .map(|c| pollfd(c.stream.as_raw_fd(), c.interest())),
+        );
+        let timeout = poll_timeout(&conns, Instant::now());
+        // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                thread::sleep(Duration::from_millis(50));
+            }
             continue;
         }
-        let render = Arc::clone(&render);
-        let act = Arc::clone(&active);
-        let spawned = thread::Builder::new()
-            .name("metrics-conn".into())
-            .spawn(move || {
-                serve_conn(stream, render.as_ref());
-                act.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::AcqRel);
+        if fds.get(1).is_some_and(|f| f.revents != 0) {
+            return;
         }
+        let mut i = 2;
+        conns.retain_mut(|c| {
+            let ready = fds.get(i).is_some_and(|f| f.revents != 0);
+            i += 1;
+            !ready || c.advance(render.as_ref())
+        });
+        let now = Instant::now();
+        conns.retain(|c| c.deadline > now);
+        if fds.first().is_some_and(|f| f.revents != 0) {
+            accept_all(&listener, &mut conns);
+        }
+    }
+}
+
+fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Accept every waiting connection (at most a listen backlog's worth per pass), making room
+/// as [`victim`] says.
+fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>) {
+    for _ in 0..MAX_CONNECTIONS {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                // Out of descriptors and the like: back off instead of spinning on poll.
+                thread::sleep(Duration::from_millis(50));
+                return;
+            }
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        if conns.len() >= MAX_CONNECTIONS {
+            let v = victim(conns);
+            conns.remove(v);
+        }
+        conns.push(Conn {
+            stream,
+            deadline: Instant::now() + REQUEST_DEADLINE,
+            state: State::Reading(Vec::new()),
+        });
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Head {
-    Request {
-        method: String,
-        target: String,
-    },
+    Request { method: String, target: String },
     TooLarge,
     Malformed,
-    /// Closed or timed out before a full header arrived.
-    Gone,
-}
-
-/// Read up to the blank line ending the header, never more than `MAX_HEADER_BYTES`.
-fn read_head<R: Read>(r: &mut R) -> Head {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = find_head_end(&buf) {
-            return parse_request_line(buf.get(..end).unwrap_or_default());
-        }
-        if buf.len() >= MAX_HEADER_BYTES {
-            return Head::TooLarge;
-        }
-        let room = MAX_HEADER_BYTES.saturating_sub(buf.len()).min(chunk.len());
-        match r.read(&mut chunk[..room]) {
-            Ok(0) => return Head::Gone,
-            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Head::Gone,
-        }
-    }
 }
 
 /// Accepts bare `\n\n` too; only the request line matters here.
@@ -180,82 +314,66 @@ fn parse_request_line(head: &[u8]) -> Head {
     }
 }
 
-fn serve_conn(mut s: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) {
-    let (method, target) = match read_head(&mut s) {
+/// The whole reply to one request, header and body, ready to be written out.
+fn respond(head: Head, render: &(dyn Fn() -> String + Send + Sync)) -> Vec<u8> {
+    let (method, target) = match head {
         Head::Request { method, target } => (method, target),
         Head::TooLarge => {
-            let _ = write_reply(
-                &mut s,
+            return reply(
                 431,
                 "Request Header Fields Too Large",
                 &[],
                 b"header too large\n",
                 true,
-            );
-            return;
+            )
         }
-        Head::Malformed => {
-            let _ = write_reply(&mut s, 400, "Bad Request", &[], b"bad request\n", true);
-            return;
-        }
-        Head::Gone => return,
+        Head::Malformed => return reply(400, "Bad Request", &[], b"bad request\n", true),
     };
     let path = target.split('?').next().unwrap_or("");
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        let _ = write_reply(
-            &mut s,
+        return reply(
             405,
             "Method Not Allowed",
             &[("Allow", "GET, HEAD")],
             b"method not allowed\n",
             true,
         );
-        return;
     }
     if path != "/metrics" {
-        let _ = write_reply(
-            &mut s,
+        return reply(
             404,
             "Not Found",
             &[],
             b"not found; try /metrics\n",
             !head_only,
         );
-        return;
     }
     match panic::catch_unwind(AssertUnwindSafe(render)) {
-        Ok(text) => {
-            let _ = write_reply(
-                &mut s,
-                200,
-                "OK",
-                &[("Content-Type", CONTENT_TYPE)],
-                text.as_bytes(),
-                !head_only,
-            );
-        }
-        Err(_) => {
-            let _ = write_reply(
-                &mut s,
-                500,
-                "Internal Server Error",
-                &[],
-                b"metrics rendering failed\n",
-                !head_only,
-            );
-        }
+        Ok(text) => reply(
+            200,
+            "OK",
+            &[("Content-Type", CONTENT_TYPE)],
+            text.as_bytes(),
+            !head_only,
+        ),
+        Err(_) => reply(
+            500,
+            "Internal Server Error",
+            &[],
+            b"metrics rendering failed\n",
+            !head_only,
+        ),
     }
 }
 
-fn write_reply<W: Write>(
-    w: &mut W,
+fn reply(
     status: u16,
     reason: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     with_body: bool,
-) -> io::Result<()> {
+) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
     let has_type = headers
         .iter()
@@ -270,11 +388,11 @@ fn write_reply<W: Write>(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     ));
-    w.write_all(out.as_bytes())?;
+    let mut out = out.into_bytes();
     if with_body {
-        w.write_all(body)?;
+        out.extend_from_slice(body);
     }
-    w.flush()
+    out
 }
 
 #[cfg(test)]
@@ -282,50 +400,98 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
+    fn head_of(bytes: &[u8]) -> Option<Head> {
+        match read_available(&mut Cursor::new(bytes.to_vec()), &mut Vec::new()) {
+            Progress::Head(h) => Some(h),
+            Progress::More | Progress::Closed => None,
+        }
+    }
+
     #[test]
     fn head_parsing() {
-        let mut c = Cursor::new(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec());
         assert_eq!(
-            read_head(&mut c),
-            Head::Request {
+            head_of(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Some(Head::Request {
                 method: "GET".into(),
                 target: "/metrics?x=1".into()
-            }
+            })
         );
-        assert_eq!(
-            read_head(&mut Cursor::new(b"GET /\n\n".to_vec())),
-            Head::Malformed
-        );
-        assert_eq!(
-            read_head(&mut Cursor::new(b"GET / SPDY/9\r\n\r\n".to_vec())),
-            Head::Malformed
-        );
-        assert_eq!(
-            read_head(&mut Cursor::new(b"GET / HTTP/1.1\r\n".to_vec())),
-            Head::Gone
-        );
+        assert_eq!(head_of(b"GET /\n\n"), Some(Head::Malformed));
+        assert_eq!(head_of(b"GET / SPDY/9\r\n\r\n"), Some(Head::Malformed));
+        // EOF before the blank line: nothing to answer.
+        assert_eq!(head_of(b"GET / HTTP/1.1\r\n"), None);
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEADER_BYTES * 2, b'a');
-        assert_eq!(read_head(&mut Cursor::new(big)), Head::TooLarge);
+        assert_eq!(head_of(&big), Some(Head::TooLarge));
+    }
+
+    /// A header arriving in pieces is kept between reads and answered once complete.
+    #[test]
+    fn head_in_pieces() {
+        struct Trickle(Vec<&'static [u8]>);
+        impl Read for Trickle {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                // Each piece, once taken, is followed by "nothing more for now".
+                match self.0.first_mut() {
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                    Some([]) => {
+                        self.0.remove(0);
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    Some(piece) => {
+                        let n = piece.len().min(out.len());
+                        out[..n].copy_from_slice(&piece[..n]);
+                        *piece = &piece[n..];
+                        Ok(n)
+                    }
+                }
+            }
+        }
+        let mut r = Trickle(vec![b"GET /met", b"rics HTTP/1.1\r\n", b"\r\n"]);
+        let mut buf = Vec::new();
+        assert!(matches!(read_available(&mut r, &mut buf), Progress::More));
+        assert!(matches!(read_available(&mut r, &mut buf), Progress::More));
+        match read_available(&mut r, &mut buf) {
+            Progress::Head(Head::Request { target, .. }) => assert_eq!(target, "/metrics"),
+            _ => panic!("head not complete"),
+        }
     }
 
     #[test]
     fn reply_has_length_and_close() {
-        let mut out = Vec::new();
-        write_reply(
-            &mut out,
-            200,
-            "OK",
-            &[("Content-Type", CONTENT_TYPE)],
-            b"abc",
-            true,
-        )
-        .unwrap();
+        let out = reply(200, "OK", &[("Content-Type", CONTENT_TYPE)], b"abc", true);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(s.contains("Content-Length: 3\r\n"));
         assert!(s.contains("Connection: close\r\n"));
         assert_eq!(s.matches("Content-Type").count(), 1);
         assert!(s.ends_with("\r\n\r\nabc"));
+    }
+
+    #[test]
+    fn newcomer_replaces_oldest_reader_else_oldest() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let _clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let conn = |state| Conn {
+            stream: l.accept().unwrap().0,
+            deadline: Instant::now() + REQUEST_DEADLINE,
+            state,
+        };
+        let writing = || State::Writing {
+            out: Vec::new(),
+            sent: 0,
+        };
+        let conns = vec![
+            conn(writing()),
+            conn(State::Reading(Vec::new())),
+            conn(writing()),
+        ];
+        assert_eq!(victim(&conns), 1);
+        let conns: Vec<_> = conns.into_iter().filter(Conn::reading).collect();
+        assert_eq!(victim(&conns), 0);
+        assert_eq!(poll_timeout(&[], Instant::now()), -1);
+        let t = poll_timeout(&conns, Instant::now());
+        assert!(t > 0 && t <= REQUEST_DEADLINE.as_millis() as i32, "{t}");
     }
 }

@@ -17,8 +17,18 @@
 //! - A handler panic becomes an `internal` error for that request only.
 //! - A peer whose credentials are not allowed, or one over `max_clients`, gets one `unavailable`
 //!   error line without `id` and is closed.
-//! - A client that sends nothing for `idle_timeout_s`, or does not read its replies for
-//!   `write_timeout_s`, is closed without a reply.
+//! - Privileged peers (root and the daemon's own uid) always get in, so a runaway script or an
+//!   attacker holding connections open cannot lock the operator out: they have
+//!   [`RESERVED_PRIVILEGED`] slots beyond `max_clients`, and when those are taken too, the client
+//!   that has waited longest for its next request is closed (with an `unavailable` line) to
+//!   make room. A client in the middle of a command is never closed for this.
+//! - Deadlines cover a whole request and a whole reply, not one `read(2)`/`write(2)`, so a peer
+//!   trickling a byte at a time gains nothing: a client that has not sent a complete request
+//!   line within `idle_timeout_s` of connecting or of its previous reply, or that has not taken
+//!   a whole reply within `write_timeout_s` of its first byte being written, is closed without
+//!   a reply.
+//! - Refusals and closings for room are logged on stderr (the daemon's log), at most one line
+//!   a second with a count of the ones left out, so a peer hammering the socket cannot flood it.
 
 use crate::accept::{self, Wake, WakePair};
 use crate::protocol::{
@@ -34,10 +44,10 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// What the daemon implements: one command in, the reply's `data` or an error out.
@@ -71,17 +81,23 @@ pub struct ServerConfig {
     pub group: Option<String>,
     pub allowed_uids: Vec<u32>,
     pub allowed_gids: Vec<u32>,
-    /// Clients served at once; each holds a thread.
+    /// Clients served at once; each holds a thread. Privileged peers have
+    /// [`RESERVED_PRIVILEGED`] more.
     pub max_clients: usize,
-    /// A client that sends nothing for this long is disconnected.
+    /// A client that has not sent a complete request line this long after connecting or after
+    /// its previous reply is disconnected (however many bytes of it trickled in).
     #[serde(rename = "idle_timeout_s", deserialize_with = "de_secs")]
     pub idle_timeout: Duration,
-    /// A client that does not take a reply within this long is disconnected.
+    /// A client that has not taken a whole reply this long after it started is disconnected.
     #[serde(rename = "write_timeout_s", deserialize_with = "de_secs")]
     pub write_timeout: Duration,
 }
 
 pub const DEFAULT_SOCKET_PATH: &str = "/run/scrubd/scrubd.sock";
+
+/// Slots beyond `max_clients` that only root and the daemon's own uid may take, so the operator
+/// gets in while unprivileged clients fill the others.
+pub const RESERVED_PRIVILEGED: usize = 1;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -391,10 +407,70 @@ struct Shared {
     max_clients: usize,
     idle_timeout: Duration,
     write_timeout: Duration,
-    active: AtomicUsize,
-    /// Clones of live client streams, so `shutdown` can end their reads.
-    clients: Mutex<HashMap<u64, UnixStream>>,
+    /// Every admitted client, so `shutdown` can end their reads and a privileged peer can make
+    /// room. An entry is a slot: admitting, closing for room and a client's exit all change the
+    /// map under its lock, so the count and the choice of whom to close never disagree.
+    clients: Mutex<HashMap<u64, ClientEntry>>,
     next_client: AtomicU64,
+    log: PeerLog,
+}
+
+struct ClientEntry {
+    /// A clone of the client's stream.
+    stream: UnixStream,
+    cred: PeerCred,
+    /// When it started waiting for its next request; `None` while a command runs or its reply
+    /// is written (such a client is never closed to make room).
+    waiting_since: Option<Instant>,
+}
+
+impl Shared {
+    fn clients(&self) -> MutexGuard<'_, HashMap<u64, ClientEntry>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mark client `id` as waiting for a request (`true`) or busy (`false`). `false` back: it
+    /// was closed to make room, and must stop without running anything more.
+    fn set_waiting(&self, id: u64, waiting: bool) -> bool {
+        match self.clients().get_mut(&id) {
+            Some(e) => {
+                e.waiting_since = waiting.then(Instant::now);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Stderr notes about refused and closed peers, at most one a second: the daemon logs to
+/// stderr, and a peer that connects in a loop must not flood it.
+struct PeerLog {
+    /// When the last line was printed, and how many were left out since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl PeerLog {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new() -> PeerLog {
+        PeerLog {
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if st.0.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            st.1 = st.1.saturating_add(1);
+            return;
+        }
+        match std::mem::take(&mut st.1) {
+            0 => eprintln!("scrubd: control socket: {msg}"),
+            n => eprintln!("scrubd: control socket: {msg} ({n} similar left out)"),
+        }
+        st.0 = Some(now);
+    }
 }
 
 /// The running server. Shut down explicitly or by dropping it.
@@ -432,9 +508,9 @@ pub fn serve(cfg: ServerConfig, handler: Arc<dyn Handler>) -> Result<Server, Ser
         max_clients: cfg.max_clients,
         idle_timeout: cfg.idle_timeout,
         write_timeout: cfg.write_timeout,
-        active: AtomicUsize::new(0),
         clients: Mutex::new(HashMap::new()),
         next_client: AtomicU64::new(0),
+        log: PeerLog::new(),
     });
     let unlink_on_error = |e: io::Error, op| {
         let _ = fs::remove_file(&cfg.path);
@@ -462,7 +538,17 @@ impl Server {
 
     /// Clients connected now.
     pub fn active_clients(&self) -> usize {
-        self.shared.active.load(Ordering::Acquire)
+        self.shared.clients().len()
+    }
+
+    /// Clients waiting for their next request now (the others are inside a command); the
+    /// ones a privileged peer may displace.
+    pub fn waiting_clients(&self) -> usize {
+        self.shared
+            .clients()
+            .values()
+            .filter(|e| e.waiting_since.is_some())
+            .count()
     }
 
     /// Stop accepting, unlink the socket, join the accept thread and end every client's reads.
@@ -485,13 +571,8 @@ impl Server {
                 let _ = fs::remove_file(&self.path);
             }
         }
-        let clients = self
-            .shared
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for s in clients.values() {
-            let _ = s.shutdown(std::net::Shutdown::Read);
+        for e in self.shared.clients().values() {
+            let _ = e.stream.shutdown(std::net::Shutdown::Read);
         }
     }
 }
@@ -523,10 +604,51 @@ fn accept_loop(listener: UnixListener, wake: UnixStream, shared: Arc<Shared>) {
 }
 
 /// Reply once without reading and close: used for refusals, on the accept thread, so bounded
-/// by a short write timeout (one small line always fits the socket buffer anyway).
+/// by a short deadline (one small line always fits the socket buffer anyway).
 fn refuse(mut stream: UnixStream, code: ErrorCode, message: String) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = write_response(&mut stream, &error_response(None, code, message));
+    let _ = write_response(
+        &mut stream,
+        &error_response(None, code, message),
+        Duration::from_secs(1),
+    );
+}
+
+/// Root and the daemon's own uid: the operator, who must always get in.
+fn privileged(policy: &AccessPolicy, cred: &PeerCred) -> bool {
+    cred.uid == 0 || cred.uid == policy.daemon_uid
+}
+
+/// Where a peer that passed the access check goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Room {
+    /// A free slot (for a privileged peer, possibly a reserved one).
+    Free,
+    /// Client `id` was chosen to be closed: it has waited longest for its next request.
+    Made { id: u64 },
+    /// Nothing free and nobody to close.
+    Full,
+}
+
+/// The slot decision, apart from the sockets so it can be tested on its own: `waiting` holds
+/// each client's id and when it started waiting for a request (`None`: in a command).
+fn find_room(
+    clients: usize,
+    max_clients: usize,
+    privileged: bool,
+    waiting: impl Iterator<Item = (u64, Option<Instant>)>,
+) -> Room {
+    if clients < max_clients
+        || (privileged && clients < max_clients.saturating_add(RESERVED_PRIVILEGED))
+    {
+        return Room::Free;
+    }
+    if !privileged {
+        return Room::Full;
+    }
+    waiting
+        .filter_map(|(id, since)| since.map(|t| (t, id)))
+        .min()
+        .map_or(Room::Full, |(_, id)| Room::Made { id })
 }
 
 fn admit(stream: UnixStream, shared: &Arc<Shared>) {
@@ -536,6 +658,10 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
         Err(_) => return,
     };
     if !shared.policy.check(&cred) {
+        shared.log.note(&format!(
+            "refused uid {} (pid {}): not allowed",
+            cred.uid, cred.pid
+        ));
         refuse(
             stream,
             ErrorCode::Unavailable,
@@ -546,53 +672,98 @@ fn admit(stream: UnixStream, shared: &Arc<Shared>) {
         );
         return;
     }
-    let prev = shared.active.fetch_add(1, Ordering::AcqRel);
-    if prev >= shared.max_clients {
-        shared.active.fetch_sub(1, Ordering::AcqRel);
-        refuse(
-            stream,
-            ErrorCode::Unavailable,
-            format!(
-                "too many control clients (max {}); try again later",
-                shared.max_clients
-            ),
-        );
+    let Ok(clone) = stream.try_clone() else {
         return;
-    }
+    };
+    let is_privileged = privileged(&shared.policy, &cred);
     let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
-    let timeouts = stream
-        .set_read_timeout(Some(shared.idle_timeout))
-        .and_then(|()| stream.set_write_timeout(Some(shared.write_timeout)));
-    let registered = timeouts.and_then(|()| stream.try_clone()).map(|clone| {
-        shared
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, clone);
-    });
-    if registered.is_err() {
-        shared.active.fetch_sub(1, Ordering::AcqRel);
-        return;
+    let mut clients = shared.clients();
+    let room = find_room(
+        clients.len(),
+        shared.max_clients,
+        is_privileged,
+        clients.iter().map(|(id, e)| (*id, e.waiting_since)),
+    );
+    let closed = match room {
+        Room::Free => None,
+        Room::Made { id } => clients.remove(&id),
+        Room::Full => {
+            let in_use = clients.len();
+            drop(clients);
+            shared.log.note(&format!(
+                "refused uid {} (pid {}): too many clients ({in_use} connected)",
+                cred.uid, cred.pid
+            ));
+            let message = if is_privileged {
+                format!(
+                    "too many control clients (max {} + {RESERVED_PRIVILEGED} reserved), all \
+                     running commands; try again shortly",
+                    shared.max_clients
+                )
+            } else {
+                format!(
+                    "too many control clients (max {}); try again later",
+                    shared.max_clients
+                )
+            };
+            refuse(stream, ErrorCode::Unavailable, message);
+            return;
+        }
+    };
+    clients.insert(
+        id,
+        ClientEntry {
+            stream: clone,
+            cred,
+            waiting_since: Some(Instant::now()),
+        },
+    );
+    drop(clients);
+    if let Some(old) = closed {
+        close_for_room(old, &cred, &shared.log);
     }
     let sh = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(format!("ctl-client-{id}"))
         .spawn(move || {
             let _slot = ClientSlot { shared: &sh, id };
-            serve_client(stream, &sh);
+            serve_client(stream, &sh, id);
         });
     if spawned.is_err() {
         // The closure (and its stream) was dropped; undo the registration it would have undone.
-        shared
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        shared.active.fetch_sub(1, Ordering::AcqRel);
+        shared.clients().remove(&id);
     }
 }
 
-/// Frees the client's slot however its thread ends.
+/// Tell a client it is closed to make room for `newcomer`, and close it. Its thread is in a
+/// read (or about to check in) and ends on its own; its slot already went to the newcomer.
+fn close_for_room(old: ClientEntry, newcomer: &PeerCred, log: &PeerLog) {
+    let waited = old
+        .waiting_since
+        .map_or(Duration::ZERO, |t| t.elapsed())
+        .as_secs_f64();
+    log.note(&format!(
+        "closed uid {} (pid {}), idle {waited:.1} s, to make room for uid {} (pid {})",
+        old.cred.uid, old.cred.pid, newcomer.uid, newcomer.pid
+    ));
+    let mut s = old.stream;
+    // Best effort and never blocking: this runs on the accept thread.
+    let _ = s.set_nonblocking(true);
+    if let Ok(line) = encode(&error_response(
+        None,
+        ErrorCode::Unavailable,
+        format!(
+            "closed after {waited:.0} s without a request to make room for a privileged client \
+             (uid {})",
+            newcomer.uid
+        ),
+    )) {
+        let _ = s.write(&line);
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+/// Frees the client's slot however its thread ends (unless it was already given away).
 struct ClientSlot<'a> {
     shared: &'a Shared,
     id: u64,
@@ -600,12 +771,7 @@ struct ClientSlot<'a> {
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        self.shared
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        self.shared.clients().remove(&self.id);
     }
 }
 
@@ -620,9 +786,20 @@ enum Line {
 }
 
 /// Read one line into `buf` (cleared first), never holding more than `cap` bytes of it.
-fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, cap: usize) -> Line {
+/// `arm` runs before every read that reaches the socket (not when the buffer still holds
+/// bytes): it sets what is left of the request's deadline as the read timeout, and `false`
+/// from it (deadline passed) ends the line as `Gone`.
+fn read_line<R: io::Read>(
+    r: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    arm: &mut dyn FnMut() -> bool,
+) -> Line {
     buf.clear();
     loop {
+        if r.buffer().is_empty() && !arm() {
+            return Line::Gone;
+        }
         let avail = match r.fill_buf() {
             Ok(a) => a,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -656,7 +833,7 @@ fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, cap: usize) -> Line {
     }
 }
 
-fn serve_client(stream: UnixStream, shared: &Shared) {
+fn serve_client(stream: UnixStream, shared: &Shared, id: u64) {
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -664,10 +841,26 @@ fn serve_client(stream: UnixStream, shared: &Shared) {
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let mut line = Vec::new();
     loop {
-        match read_line(&mut reader, &mut line, MAX_REQUEST_BYTES) {
+        if !shared.set_waiting(id, true) {
+            return;
+        }
+        let deadline = Instant::now() + shared.idle_timeout;
+        // The timeout belongs to the socket, so setting it through the writer's clone arms the
+        // reader too.
+        let sock = &writer;
+        let mut arm = || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            !left.is_zero() && sock.set_read_timeout(Some(left)).is_ok()
+        };
+        let got = read_line(&mut reader, &mut line, MAX_REQUEST_BYTES, &mut arm);
+        // Closed to make room while the line arrived: it runs nothing more.
+        if !shared.set_waiting(id, false) {
+            return;
+        }
+        match got {
             Line::Full => {
                 if let Some(resp) = handle_line(shared.handler.as_ref(), &line) {
-                    if write_response(&mut writer, &resp).is_err() {
+                    if write_response(&mut writer, &resp, shared.write_timeout).is_err() {
                         return;
                     }
                 }
@@ -680,6 +873,7 @@ fn serve_client(stream: UnixStream, shared: &Shared) {
                         ErrorCode::TooLarge,
                         format!("request line longer than {MAX_REQUEST_BYTES} bytes; closing"),
                     ),
+                    shared.write_timeout,
                 );
                 return;
             }
@@ -688,10 +882,36 @@ fn serve_client(stream: UnixStream, shared: &Shared) {
     }
 }
 
-fn write_response(w: &mut UnixStream, resp: &Response) -> io::Result<()> {
+fn encode(resp: &Response) -> io::Result<Vec<u8>> {
     let mut out = serde_json::to_vec(resp).map_err(io::Error::other)?;
     out.push(b'\n');
-    w.write_all(&out)
+    Ok(out)
+}
+
+/// Write one reply line whole within `limit` of starting, however the peer paces its reads:
+/// the timeout is re-armed with what is left before each `write(2)` (`write_all` under a fixed
+/// per-call timeout restarts it with every partial write, so a slow reader could stretch it).
+fn write_response(w: &mut UnixStream, resp: &Response, limit: Duration) -> io::Result<()> {
+    let out = encode(resp)?;
+    write_within(w, &out, Instant::now() + limit)
+}
+
+fn write_within(w: &mut UnixStream, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        w.set_write_timeout(Some(left))?;
+        match w.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn error_response(id: Option<u64>, code: ErrorCode, message: String) -> Response {
@@ -945,16 +1165,112 @@ mod tests {
     fn read_line_caps_and_splits() {
         let mut buf = Vec::new();
         let mut r = BufReader::with_capacity(4, Cursor::new(b"ab\ncdefgh\nxyz".to_vec()));
-        assert_eq!(read_line(&mut r, &mut buf, 6), Line::Full);
+        assert_eq!(read_line(&mut r, &mut buf, 6, &mut || true), Line::Full);
         assert_eq!(buf, b"ab");
-        assert_eq!(read_line(&mut r, &mut buf, 6), Line::Full);
+        assert_eq!(read_line(&mut r, &mut buf, 6, &mut || true), Line::Full);
         assert_eq!(buf, b"cdefgh");
-        assert_eq!(read_line(&mut r, &mut buf, 6), Line::Full);
+        assert_eq!(read_line(&mut r, &mut buf, 6, &mut || true), Line::Full);
         assert_eq!(buf, b"xyz");
-        assert_eq!(read_line(&mut r, &mut buf, 6), Line::Eof);
+        assert_eq!(read_line(&mut r, &mut buf, 6, &mut || true), Line::Eof);
         let mut r = BufReader::with_capacity(4, Cursor::new(b"abcdefg\n".to_vec()));
-        assert_eq!(read_line(&mut r, &mut buf, 6), Line::TooLarge);
+        assert_eq!(read_line(&mut r, &mut buf, 6, &mut || true), Line::TooLarge);
         assert!(buf.len() <= 6);
+    }
+
+    /// The deadline is checked before every read that reaches the socket, and only then: bytes
+    /// already buffered are still parsed after it passed.
+    #[test]
+    fn read_line_stops_when_the_deadline_is_gone() {
+        let mut buf = Vec::new();
+        let mut reads = 0;
+        let mut r = BufReader::with_capacity(
+            4,
+            Cursor::new(
+                b"abcdef
+xy
+"
+                .to_vec(),
+            ),
+        );
+        let mut arm = || {
+            reads += 1;
+            reads <= 1
+        };
+        // First fill allowed (4 bytes), the second one refused mid-line.
+        assert_eq!(read_line(&mut r, &mut buf, 64, &mut arm), Line::Gone);
+        assert_eq!(reads, 2);
+        let mut r = BufReader::with_capacity(
+            16,
+            Cursor::new(
+                b"ab
+cd
+"
+                .to_vec(),
+            ),
+        );
+        assert_eq!(read_line(&mut r, &mut buf, 64, &mut || true), Line::Full);
+        assert_eq!(read_line(&mut r, &mut buf, 64, &mut || false), Line::Full);
+        assert_eq!(buf, b"cd");
+    }
+
+    #[test]
+    fn room_for_privileged_peers() {
+        let t0 = Instant::now();
+        let t = |s| Some(t0 + Duration::from_secs(s));
+        let none = || std::iter::empty();
+        // Below the cap anyone gets in; at the cap only privileged peers, into the reserve.
+        assert_eq!(find_room(3, 4, false, none()), Room::Free);
+        assert_eq!(find_room(4, 4, false, none()), Room::Full);
+        assert_eq!(find_room(4, 4, true, none()), Room::Free);
+        assert_eq!(
+            find_room(4 + RESERVED_PRIVILEGED - 1, 4, true, none()),
+            Room::Free
+        );
+        // Reserve used up too: the client waiting longest is closed, never one in a command.
+        let full = 4 + RESERVED_PRIVILEGED;
+        let clients = [(7, t(5)), (8, None), (9, t(2)), (10, t(9))];
+        assert_eq!(
+            find_room(full, 4, true, clients.into_iter()),
+            Room::Made { id: 9 }
+        );
+        assert_eq!(find_room(full, 4, false, clients.into_iter()), Room::Full);
+        assert_eq!(
+            find_room(full, 4, true, [(1, None), (2, None)].into_iter()),
+            Room::Full
+        );
+    }
+
+    /// One reply, however the reader paces itself, gets `limit` in all: here the reader takes
+    /// a little every 100 ms (each partial write resets a per-call timeout), and the writer
+    /// still gives up at the deadline.
+    #[test]
+    fn write_deadline_covers_the_whole_reply() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let reader = thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            let mut total = 0usize;
+            b.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                thread::sleep(Duration::from_millis(100));
+                match io::Read::read(&mut b, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => total += n,
+                    Err(_) => {}
+                }
+            }
+            total
+        });
+        let big = vec![b'x'; 64 << 20];
+        let start = Instant::now();
+        let r = write_within(&mut a, &big, start + Duration::from_millis(500));
+        let took = start.elapsed();
+        assert!(r.is_err());
+        // Bounded by the deadline, not by (partial writes) x (timeout): generous upper bound.
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        drop(a);
+        assert!(reader.join().unwrap() < big.len());
     }
 
     fn policy() -> AccessPolicy {

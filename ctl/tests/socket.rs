@@ -5,11 +5,12 @@ mod common;
 use common::*;
 use ctl::client::{Client, ClientError};
 use ctl::protocol::*;
-use ctl::server::{serve, ServerError};
+use ctl::server::{serve, ServerConfig, ServerError, RESERVED_PRIVILEGED};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
+use std::time::Instant;
 
 fn every_command() -> Vec<Command> {
     vec![
@@ -341,21 +342,100 @@ fn shutdown_leaves_a_successors_socket_alone() {
     drop(other);
 }
 
+/// This process is root (or at least the daemon's own uid), so it is privileged: past
+/// `max_clients` it gets the reserved slot, and past that the client idle longest is closed
+/// for it, with a line saying why.
 #[test]
-fn over_max_clients_gets_an_error_line() {
+fn past_max_clients_a_privileged_peer_gets_the_reserve_then_room() {
     let fx = start_with(Fake::default(), |c| c.max_clients = 1);
+    let server = fx.server.as_ref().unwrap();
     let mut first = Raw::connect(&fx.path());
     assert!(first.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
+    // First is back to waiting before second starts, so it has waited longest.
+    assert!(eventually(|| server.waiting_clients() == 1));
     let mut second = Raw::connect(&fx.path());
-    let r = second.recv().expect("refusal line");
-    assert_eq!(code(&r), ErrorCode::Unavailable);
-    assert!(r.error.unwrap().message.contains("too many"));
-    assert!(second.closed());
-    drop(first);
-    let server = fx.server.as_ref().unwrap();
-    assert!(eventually(|| server.active_clients() == 0));
+    assert!(second.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
+    assert!(eventually(|| server.waiting_clients() == 2));
+    assert_eq!(server.active_clients(), 1 + RESERVED_PRIVILEGED);
     let mut third = Raw::connect(&fx.path());
     assert!(third.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
+    let r = first.recv().expect("a line saying why");
+    assert_eq!(code(&r), ErrorCode::Unavailable);
+    assert!(r.error.unwrap().message.contains("make room"));
+    assert!(first.closed());
+    assert_eq!(server.active_clients(), 1 + RESERVED_PRIVILEGED);
+    // The one that waited less is untouched.
+    assert!(second.roundtrip(r#"{"v":1,"cmd":"status"}"#).ok);
+    drop((second, third));
+    assert!(eventually(|| server.active_clients() == 0));
+}
+
+/// The issue's case: 16 idle clients (the documented `max_clients`) hold every ordinary slot.
+/// A 17th unprivileged peer (allowed by uid) is refused with a reason; root still gets in and
+/// its `status` and `shutdown` succeed.
+#[test]
+fn sixteen_idle_clients_do_not_lock_out_root() {
+    let fx = start_with(Fake::default(), |c| c.allowed_uids = vec![65534]);
+    assert_eq!(ServerConfig::default().max_clients, 16, "README says 16");
+    let server = fx.server.as_ref().unwrap();
+    let idle: Vec<Raw> = (0..16).map(|_| Raw::connect(&fx.path())).collect();
+    assert!(eventually(|| server.active_clients() == 16));
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(fx.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let reply = connect_as_nobody(&fx.path(), b"{\"v\":1,\"id\":1,\"cmd\":\"status\"}\n");
+        let r: Response = serde_json::from_slice(reply.split(|&b| b == b'\n').next().unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&reply)));
+        assert_eq!(code(&r), ErrorCode::Unavailable);
+        let msg = r.error.unwrap().message;
+        assert!(msg.contains("too many control clients (max 16)"), "{msg}");
+    } else {
+        eprintln!("skipped the unprivileged 17th peer: needs root to run it as another uid");
+    }
+
+    let mut root = Client::connect(fx.path()).unwrap();
+    root.set_timeout(Some(BOUND)).unwrap();
+    let status: StatusReport = serde_json::from_value(root.call(Command::Status).unwrap()).unwrap();
+    assert_eq!(status.version, "9.9.9-fake");
+    root.call(Command::Shutdown).unwrap();
+    assert_eq!(server.active_clients(), 16 + RESERVED_PRIVILEGED);
+    assert_eq!(
+        fx.fake.calls(),
+        vec![Command::Status, Command::Shutdown],
+        "the refused peer reached nothing"
+    );
+    drop(idle);
+}
+
+/// A peer sending its request a byte at a time does not keep its slot past `idle_timeout`:
+/// the deadline covers the whole line, not each read.
+#[test]
+fn trickled_request_is_cut_at_the_idle_deadline() {
+    let fx = start_with(Fake::default(), |c| {
+        c.idle_timeout = std::time::Duration::from_secs(1)
+    });
+    let server = fx.server.as_ref().unwrap();
+    let mut raw = Raw::connect(&fx.path());
+    let mut w = raw.w.try_clone().unwrap();
+    let start = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        // 20 s of bytes, one every 100 ms: a per-read timeout of 1 s would never fire.
+        for _ in 0..200 {
+            if w.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    assert!(raw.closed());
+    let took = start.elapsed();
+    assert!(eventually(|| server.active_clients() == 0));
+    // Generous: the point is that it ends at all while bytes keep coming.
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    trickle.join().unwrap();
+    assert!(fx.fake.calls().is_empty());
 }
 
 #[test]
@@ -383,6 +463,37 @@ fn client_that_never_reads_is_dropped() {
     // Once the handler ran, the thread is stuck writing 4 MiB nobody reads, until it gives up.
     assert!(eventually(|| fx.fake.calls().len() == 1));
     assert!(eventually(|| server.active_clients() == 0));
+    drop(raw);
+}
+
+/// The README's "not reading its replies for 10 s": with the default config, a client that
+/// asks for a reply far bigger than the socket buffers and never reads is cut off 10 s (±1 s)
+/// after the reply started, not after 10 s without progress per `write(2)` (which was 10-20 s).
+#[test]
+fn stalled_reader_is_cut_off_at_the_documented_write_timeout() {
+    const DOCUMENTED: std::time::Duration = std::time::Duration::from_secs(10);
+    assert_eq!(ServerConfig::default().write_timeout, DOCUMENTED);
+    // Far over a Unix socket's send buffer (about 200 KiB), yet quick to build and encode, so
+    // the clock below starts within a few milliseconds of the reply's first write.
+    let fake = Fake {
+        metrics_len: 2 << 20,
+        ..Default::default()
+    };
+    let fx = start_with(fake, |_| {});
+    let server = fx.server.as_ref().unwrap();
+    let raw = Raw::connect(&fx.path());
+    let mut w = raw.w.try_clone().unwrap();
+    w.write_all(b"{\"v\":1,\"cmd\":\"metrics\"}\n").unwrap();
+    assert!(eventually(|| fx.fake.calls().len() == 1));
+    let start = Instant::now();
+    assert!(eventually(|| server.active_clients() == 0));
+    let took = start.elapsed();
+    eprintln!("stalled reader cut off after {took:?}");
+    let one = std::time::Duration::from_secs(1);
+    assert!(
+        took + one >= DOCUMENTED && took <= DOCUMENTED + one,
+        "cut off after {took:?}, documented {DOCUMENTED:?}"
+    );
     drop(raw);
 }
 
