@@ -237,8 +237,9 @@ pub struct SynCookieStage {
     non_tcp: NonTcpPolicy,
     ticks_per_counter: u64,
     rotate_ticks: Option<u64>,
-    /// TSC of the next scheduled rotation; armed by the first packet, since construction has no clock.
-    next_rotation: Option<u64>,
+    /// The rotation period slot (TSC / period) of the last scheduled rotation; set by the first
+    /// packet, since construction has no clock.
+    rotation_slot: Option<u64>,
     jar: CookieJar,
     allowlist: Arc<Allowlist>,
     outbound: Arc<Outbound>,
@@ -401,7 +402,7 @@ impl SynCookieStage {
             non_tcp: cfg.non_tcp,
             ticks_per_counter,
             rotate_ticks,
-            next_rotation: None,
+            rotation_slot: None,
             jar: CookieJar::new(secret),
             allowlist: Arc::clone(&shared.allowlist),
             outbound: Arc::clone(&shared.outbound),
@@ -494,13 +495,17 @@ impl SynCookieStage {
         let Some(period) = self.rotate_ticks else {
             return;
         };
-        match self.next_rotation {
-            None => self.next_rotation = Some(now.saturating_add(period)),
-            Some(at) if now >= at => {
+        // Rotations fall on whole multiples of the period of the TSC, which every core shares,
+        // so all workers move to the next generation at the same instant (each at its first
+        // packet after it) and a cookie one worker issues validates on any other.
+        let slot = now / period;
+        match self.rotation_slot {
+            None => self.rotation_slot = Some(slot),
+            Some(last) if slot > last => {
                 // One rotation however long we were idle: cookies from before are long dead
-                // by the time counter anyway, and the next deadline restarts from now.
+                // by the time counter anyway.
                 self.rotate();
-                self.next_rotation = Some(now.saturating_add(period));
+                self.rotation_slot = Some(slot);
             }
             Some(_) => {}
         }

@@ -1588,3 +1588,30 @@ fn an_authentication_on_one_worker_holds_on_every_worker() {
         StageResult::Continue
     );
 }
+
+#[test]
+fn scheduled_rotations_fall_at_the_same_instant_on_every_worker() {
+    let cfg = SynCookieConfig {
+        rotate_every_s: 64,
+        ..config()
+    };
+    let shared = Shared::new(&cfg, SECRET, HZ);
+    let mut a = SynCookieStage::with_shared(&cfg, SECRET, HZ, &shared).unwrap();
+    let mut b = SynCookieStage::with_shared(&cfg, SECRET, HZ, &shared).unwrap();
+    // The workers see their first packets at different times of the same period...
+    run(&mut a, &mut syn(false, 1), T0 + 10);
+    run(&mut b, &mut syn(false, 1), T0 + PERIOD / 2);
+    // ...and both rotate at the period boundary, so a SYN-ACK from one after the boundary
+    // carries a cookie the other validates.
+    let mut s = syn(false, 9);
+    let orig = s.clone();
+    let len = reply_len(run(&mut a, &mut s, T0 + PERIOD + 20));
+    let rst = client_rst_for(&orig, &s[..len], &Shape::default());
+    let mut rst = rst;
+    assert_eq!(
+        run(&mut b, &mut rst, T0 + PERIOD + 21),
+        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
+    );
+    assert_eq!(a.status(0).secret_generation, 1);
+    assert_eq!(b.status(0).secret_generation, 1);
+}
