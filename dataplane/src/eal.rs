@@ -440,3 +440,86 @@ pub fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no preconditions.
     unsafe { dpdk_sys::shim_rte_rdtsc() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn file_prefix_from_args() {
+        assert_eq!(file_prefix_of(&args(&["-l", "0,1"])), "rte");
+        assert_eq!(file_prefix_of(&args(&["--file-prefix=a"])), "a");
+        assert_eq!(
+            file_prefix_of(&args(&["--file-prefix", "b", "-l", "0"])),
+            "b"
+        );
+        // The last one counts, as in EAL's getopt loop.
+        assert_eq!(
+            file_prefix_of(&args(&["--file-prefix=a", "--file-prefix=c"])),
+            "c"
+        );
+    }
+
+    #[test]
+    fn mount_points_unescape() {
+        assert_eq!(unescape_mount("/mnt/huge\\040pages"), "/mnt/huge pages");
+        assert_eq!(unescape_mount("/dev/hugepages"), "/dev/hugepages");
+        assert_eq!(unescape_mount("/a\\\\b"), "/a\\\\b", "not an octal escape");
+    }
+
+    fn temp_prefix(tag: &str) -> PrefixFiles {
+        let prefix = format!("dataplane-test-{tag}-{}", std::process::id());
+        let runtime_dir = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&runtime_dir);
+        std::fs::create_dir_all(&runtime_dir).unwrap();
+        PrefixFiles {
+            prefix,
+            runtime_dir,
+        }
+    }
+
+    /// A dead process's runtime dir (unlocked config, sockets nobody listens on) is
+    /// reclaimed; one whose socket answers is refused and left alone.
+    #[test]
+    fn reclaim_takes_only_what_no_live_process_uses() {
+        let f = temp_prefix("reclaim");
+        let dir = f.runtime_dir().to_path_buf();
+        std::fs::write(dir.join("config"), [0u8; 64]).unwrap();
+        drop(std::os::unix::net::UnixDatagram::bind(dir.join("mp_socket")).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(dir.join("dpdk_telemetry.v2")).unwrap());
+        assert!(dir.join("mp_socket").exists(), "a dead socket's file stays");
+        assert_eq!(f.live_user().unwrap(), None);
+        let r = f.reclaim().unwrap();
+        assert!(r.runtime_dir && r.hugepage_files == 0, "{r:?}");
+        assert!(!dir.exists());
+        // Nothing left: reclaiming again is a no-op.
+        assert!(f.reclaim().unwrap().is_empty());
+
+        let f = temp_prefix("live");
+        let dir = f.runtime_dir().to_path_buf();
+        let live = std::os::unix::net::UnixDatagram::bind(dir.join("mp_socket")).unwrap();
+        assert_eq!(f.live_user().unwrap(), Some(None));
+        match f.reclaim() {
+            Err(DpdkError::PrefixInUse { pid: None, .. }) => {}
+            other => panic!("a live socket must stop the reclaim: {other:?}"),
+        }
+        assert!(dir.join("mp_socket").exists(), "nothing removed");
+        drop(live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn runtime_dir_follows_eal() {
+        let f = PrefixFiles::new("x");
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            assert_eq!(f.runtime_dir(), Path::new("/var/run/dpdk/x"));
+        } else {
+            assert!(f.runtime_dir().ends_with("dpdk/x"));
+        }
+    }
+}
