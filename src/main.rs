@@ -101,12 +101,21 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         .reclaim()
         .map_err(|e| cfg.start_error(&file, "eal.file_prefix", &e))?;
     if !reclaimed.is_empty() {
+        let mut what = Vec::new();
+        if reclaimed.hugepage_files > 0 {
+            what.push(format!(
+                "{} hugepage file(s), {} MiB",
+                reclaimed.hugepage_files,
+                reclaimed.hugepage_bytes / (1024 * 1024)
+            ));
+        }
+        if reclaimed.runtime_dir {
+            what.push("its runtime directory".to_string());
+        }
         eprintln!(
-            "scrubd: reclaimed what a dead process with prefix \"{}\" left: {} hugepage file(s), {} MiB{}",
+            "scrubd: reclaimed what a dead process with prefix \"{}\" left: {}",
             cfg.eal.file_prefix,
-            reclaimed.hugepage_files,
-            reclaimed.hugepage_bytes / (1024 * 1024),
-            if reclaimed.runtime_dir { ", its runtime directory" } else { "" }
+            what.join(", ")
         );
     }
     let eal =
