@@ -69,6 +69,15 @@ fn main() -> ExitCode {
         eprintln!("scrubd: config error: {}: {e}", cli.config.display());
         return ExitCode::from(2);
     }
+    // What the machine must offer (CPUs, files, devices, hugepages, free ports), checked
+    // before EAL both here and for --check, so the two fail alike and name file and key.
+    let host = cfg.check_host(&cli.config.display().to_string());
+    if !host.is_empty() {
+        for e in &host {
+            eprintln!("scrubd: config error: {e}");
+        }
+        return ExitCode::from(2);
+    }
     if cli.check {
         println!("{}: ok", cli.config.display());
         println!("EAL arguments: {}", cfg.eal_args().join(" "));
@@ -85,7 +94,32 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     dataplane::signals::install_stop_handler()?;
-    let eal = Eal::init("scrubd", &cfg.eal_args())?;
+    let file = cli.config.display().to_string();
+    // A process killed with this prefix left its hugepages and runtime files: take them back
+    // (refused while any live process uses the prefix).
+    let reclaimed = dataplane::eal::PrefixFiles::new(&cfg.eal.file_prefix)
+        .reclaim()
+        .map_err(|e| cfg.start_error(&file, "eal.file_prefix", &e))?;
+    if !reclaimed.is_empty() {
+        let mut what = Vec::new();
+        if reclaimed.hugepage_files > 0 {
+            what.push(format!(
+                "{} hugepage file(s), {} MiB",
+                reclaimed.hugepage_files,
+                reclaimed.hugepage_bytes / (1024 * 1024)
+            ));
+        }
+        if reclaimed.runtime_dir {
+            what.push("its runtime directory".to_string());
+        }
+        eprintln!(
+            "scrubd: reclaimed what a dead process with prefix \"{}\" left: {}",
+            cfg.eal.file_prefix,
+            what.join(", ")
+        );
+    }
+    let eal =
+        Eal::init("scrubd", &cfg.eal_args()).map_err(|e| cfg.start_error(&file, "eal", &e))?;
     let policy = Policy::build(&cfg.pipeline, eal.tsc_hz(), cookie_secret()?)?;
     let d = &cfg.dataplane;
     let socket = eal.socket_of_lcore(d.workers[0]);
@@ -95,10 +129,11 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         d.mempool_mbufs,
         d.mempool_cache,
         socket,
-    )?;
+    )
+    .map_err(|e| cfg.start_error(&file, "dataplane.mempool_mbufs", &e))?;
     let queues = d.workers.len() as u16;
     let mut ports = Vec::with_capacity(cfg.ports.len());
-    for p in &cfg.ports {
+    for (i, p) in cfg.ports.iter().enumerate() {
         let setup = PortSetup {
             rx_queues: queues,
             tx_queues: queues,
@@ -108,7 +143,7 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             mtu: p.mtu,
         };
         let port = Port::start(&eal, p.device_name(), &pool, &setup)
-            .map_err(|e| format!("port \"{}\": {e}", p.name))?;
+            .map_err(|e| cfg.port_error(&file, i, &e))?;
         eprintln!(
             "scrubd: port {} \"{}\" ({}, driver {}) up: {} queue(s), rss {:?}, link {:?}",
             port.id(),

@@ -4,8 +4,13 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum DpdkError {
-    #[error("EAL initialisation failed: {0} (arguments: {1})")]
-    EalInit(String, String),
+    #[error("EAL initialisation failed: {msg} (arguments: {args})")]
+    EalInit {
+        msg: String,
+        args: String,
+        /// `rte_errno`: ENODEV for a device no driver takes, EINVAL for bad arguments, ...
+        errno: i32,
+    },
     #[error("EAL is already initialised in this process; DPDK allows one EAL per process")]
     EalAlready,
     #[error("EAL argument contains a NUL byte: {0:?}")]
@@ -22,6 +27,34 @@ pub enum DpdkError {
         port: u16,
         name: String,
         what: &'static str,
+        msg: String,
+        /// The (positive) errno DPDK returned, so callers can tell a pool too small for the
+        /// PMD (EINVAL/ENOMEM from queue setup or start) from other failures.
+        errno: i32,
+    },
+    #[error(
+        "port {port} ({name}) takes {min}..={max} {kind} descriptors in multiples of {align}, \
+         {want} requested"
+    )]
+    Descriptors {
+        port: u16,
+        name: String,
+        kind: &'static str,
+        want: u16,
+        min: u16,
+        max: u16,
+        align: u16,
+    },
+    #[error(
+        "a live DPDK process{} already uses file prefix \"{prefix}\"; each process on a \
+         machine needs its own prefix",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    PrefixInUse { prefix: String, pid: Option<i32> },
+    #[error("cannot reclaim the files of DPDK prefix \"{prefix}\" ({path}): {msg}")]
+    Reclaim {
+        prefix: String,
+        path: String,
         msg: String,
     },
     #[error("port {port} ({name}) supports at most {max} {kind} queues, {want} requested")]
@@ -62,6 +95,11 @@ pub fn strerror(errno: i32) -> String {
 
 /// The calling thread's `rte_errno`, as text.
 pub fn rte_errno_text() -> String {
+    strerror(rte_errno())
+}
+
+/// The calling thread's `rte_errno`.
+pub fn rte_errno() -> i32 {
     // SAFETY: reads the thread-local rte_errno through the shim; no preconditions.
-    strerror(unsafe { dpdk_sys::shim_rte_errno() })
+    unsafe { dpdk_sys::shim_rte_errno() }
 }

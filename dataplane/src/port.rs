@@ -92,6 +92,7 @@ impl<'a> Port<'a> {
             name: name.into(),
             what,
             msg: strerror(rc),
+            errno: rc.abs(),
         };
 
         let mut info = dpdk_sys::rte_eth_dev_info::default();
@@ -119,6 +120,25 @@ impl<'a> Port<'a> {
                     kind,
                     max,
                     want,
+                });
+            }
+        }
+        // Checked here rather than left to queue setup, whose EINVAL would not say which of
+        // the ring size or the pool was wrong.
+        for (kind, want, lim) in [
+            ("RX", setup.rx_desc, &info.rx_desc_lim),
+            ("TX", setup.tx_desc, &info.tx_desc_lim),
+        ] {
+            let align = lim.nb_align.max(1);
+            if want < lim.nb_min || want > lim.nb_max || want % align != 0 {
+                return Err(DpdkError::Descriptors {
+                    port: id,
+                    name: name.into(),
+                    kind,
+                    want,
+                    min: lim.nb_min,
+                    max: lim.nb_max,
+                    align,
                 });
             }
         }

@@ -109,7 +109,9 @@ pub enum PolicyError {
     SynCookie(#[from] syncookie::ConfigError),
     #[error("pipeline.{0}")]
     RateLimit(#[from] RateLimitError),
-    #[error("pipeline.{0}")]
+    /// Rule-file errors already read `file:line:col: ...` (the README's promise), so only the
+    /// config-key errors of this stage take the `pipeline.` prefix.
+    #[error("{}{0}", if matches!(.0, SignatureError::Rules(_)) { "" } else { "pipeline." })]
     Signature(#[from] SignatureError),
     #[error("pipeline.offenders_capacity: {0} is above the maximum of {max}", max = MAX_OFFENDERS_CAPACITY)]
     OffendersCapacity(usize),
