@@ -442,6 +442,11 @@ fn every_command_matches_the_traffic_sent() {
     assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("t.rules:1") && err.contains("pcre"), "{err}");
+    // file:line:col, as at start-up: no config-key prefix before the path.
+    assert!(
+        err.contains(&format!("{}:1:", rules.display())) && !err.contains("pipeline./"),
+        "{err}"
+    );
     let status = d.json(&["status"]);
     assert_eq!(
         (n(&status["rules"]), n(&status["rules_generation"])),

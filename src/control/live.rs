@@ -159,7 +159,11 @@ impl LivePolicy {
             None => AclBuilder::default(),
         };
         let rules = match &cfg.pipeline.signature {
-            Some(s) => Some(Arc::new(s.compile().map_err(|e| format!("pipeline.{e}"))?)),
+            Some(s) => {
+                Some(Arc::new(s.compile().map_err(|e| {
+                    pipeline::PolicyError::Signature(e).to_string()
+                })?))
+            }
             None => None,
         };
         self.base_acl = base_acl;
