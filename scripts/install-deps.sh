@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what scrubd needs from Debian's archive, only if missing. Idempotent; run as root.
 set -euo pipefail
-pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2)
+pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 ethtool tcpdump curl python3)
 missing=()
+# tests/realstack.rs also runs ping and kill (procps) inside network namespaces.
+pkgs+=(iputils-ping procps)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
