@@ -7,6 +7,8 @@ set -euo pipefail
 # ethtool, tcpdump, curl, python3: the real-stack tests (hosts in network namespaces).
 pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2 prometheus ethtool tcpdump curl python3)
 missing=()
+# tests/realstack.rs also runs ping and kill (procps) inside network namespaces.
+pkgs+=(iputils-ping procps)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

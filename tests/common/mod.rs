@@ -222,3 +222,5 @@ pub fn assert_conserved(sum: &serde_json::Value) -> Vec<serde_json::Value> {
     assert_eq!(sum["conserved"], true);
     ports
 }
+
+pub mod netns;
