@@ -124,14 +124,53 @@ fn url(host: &str, port: &str, path: &str) -> String {
     format!("http://{host}:{port}/{path}")
 }
 
-/// The shipped af_packet example parses (no namespace needed).
+/// The shipped af_packet example passes `--check` on a machine that has its two interfaces
+/// (a namespace with a veth pair of those names), and names them when they are missing.
 #[test]
-fn shipped_af_packet_config_parses() {
+fn shipped_af_packet_config_checks() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/af_packet-2port.toml");
-    let out = scrubd()
+    let missing = scrubd()
         .args(["--config", cfg, "--check"])
         .output()
         .expect("run scrubd --check");
+    if !std::path::Path::new("/sys/class/net/veth-out").exists() {
+        let err = String::from_utf8_lossy(&missing.stderr);
+        assert!(
+            !missing.status.success() && err.contains("port[0].vdev") && err.contains("veth-out"),
+            "{}",
+            show(&missing)
+        );
+    }
+    if let Some(why) = common::netns::unavailable() {
+        println!("skipped the --check with interfaces: {why}");
+        return;
+    }
+    let ns = format!("scrubd-cfgchk-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(o.status.success(), "ip {args:?}: {}", show(&o));
+    };
+    ip(&["netns", "add", &ns]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    ip(&[
+        "-n", &ns, "link", "add", "veth-out", "type", "veth", "peer", "name", "veth-in",
+    ]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_scrubd")])
+        .args(["--config", cfg, "--check"])
+        .output()
+        .expect("run scrubd --check in the namespace");
     assert!(out.status.success(), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
