@@ -921,3 +921,66 @@ fn s8_stats_match_the_wire() {
         opackets(1)
     );
 }
+
+/// 9. (Issue 9) Two workers, the client's connections spread over both queues by the kernel's
+///    fanout hash: the client authenticates once, on whichever worker its first connection
+///    reached, and every later connection passes on either worker without a new cookie.
+#[test]
+fn s9_authentication_holds_on_every_worker() {
+    let _g = lock();
+    let Some(t) = Topology::new("mq") else {
+        return;
+    };
+    let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"mq\n")]);
+    let u = url(SERVER_IP, HTTP_PORT, "index.html");
+    let d = t.scrubd(&t.config_workers(2, AUTH_SERVER));
+    let first = t.curl(Host::Client, &u, None, &["--max-time", "10"]);
+    assert_eq!((first.code, first.exit), (200, 0), "first curl: {first:?}");
+    // New connections (new source ports) until both workers have carried client traffic.
+    let mut connects = Vec::new();
+    let mut st = d.stats();
+    for _ in 0..24 {
+        let c = t.curl(Host::Client, &u, None, &["--max-time", "10"]);
+        assert_eq!((c.code, c.exit), (200, 0), "curl: {c:?}");
+        connects.push(c.connect_s * 1000.0);
+        st = d.stats();
+        let busy = st["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .filter(|w| num(&w["counters"]["rx_packets"]) > 0)
+            .count();
+        if busy == 2 && connects.len() >= 4 {
+            break;
+        }
+    }
+    let rx: Vec<u64> = st["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| num(&w["counters"]["rx_packets"]))
+        .collect();
+    assert!(
+        rx.iter().all(|&n| n > 0),
+        "connections never reached both queues: rx per worker {rx:?}"
+    );
+    let st = d.settle("one cookie exchange in all", |st| {
+        let (a, r) = (
+            stage(st, "syncookie.syn_answered"),
+            stage(st, "syncookie.rst_validated"),
+        );
+        if (a, r) != (1, 1) {
+            return Err(format!("syn_answered {a}, rst_validated {r}"));
+        }
+        Ok(st.clone())
+    });
+    assert_stats_conserved(&st);
+    let max = connects.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "s9 two workers: first connect {:.2} ms (authenticated); {} more connections over both \
+         queues (rx per worker {rx:?}), none re-authenticated (syn_answered 1), connect max {max:.2} ms",
+        first.connect_s * 1000.0,
+        connects.len()
+    );
+    d.shutdown(&t.s);
+}

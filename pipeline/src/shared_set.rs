@@ -7,16 +7,17 @@
 //! it on its next lookup (the store is visible to other cores within nanoseconds; there is no
 //! batching or broadcast delay).
 //!
-//! Layout: set-associative. A keyed SipHash-1-3 of the key's bytes gives 128 bits: the low half
-//! picks one bucket of [`WAYS`] slots, the high half is the key's 64-bit tag. A bucket is one
+//! Layout: set-associative. A keyed 64-bit SipHash-1-3 of the key's bytes is the key's tag, and
+//! its low bits pick one bucket of [`WAYS`] slots. A bucket is one
 //! 64-byte cache line (four slots of tag + deadline), so a lookup touches one line. The table
 //! is allocated once (and written once, so its pages are resident before any worker reads
 //! it) and never grows. The hash is keyed so that nobody outside can aim keys at one bucket.
 //!
-//! Tags instead of whole keys: a slot holds 64 bits of a keyed hash, not the address or flow
-//! itself, so a slot is two atomics. Two different keys with the same bucket and tag would
-//! alias; with a secret key that is a 2^-64 chance per pair, which an attacker cannot raise
-//! without the key.
+//! Tags instead of whole keys: a slot holds the 64-bit keyed hash, not the address or flow
+//! itself, so a slot is two atomics. Two different keys with the same hash would alias; within
+//! one bucket the bits above the bucket index decide, at least 42 of them even at the largest
+//! capacity (2^22 slots), so a lookup of a key that is absent matches by accident with a chance
+//! below 4·2^-42, which an attacker cannot raise without the secret key.
 //!
 //! Concurrency (all atomics `Relaxed`: this is a cache of facts that are each true on their
 //! own, and no other memory is published through it):
@@ -36,7 +37,7 @@
 //!
 //! Time is the TSC, which DPDK requires to be invariant and synchronised across cores.
 
-use siphasher::sip128::{Hasher128, SipHasher13};
+use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -129,10 +130,10 @@ impl SharedSet {
     pub fn hash(&self, key: &[u8]) -> Hashed {
         let mut h = self.hasher;
         h.write(key);
-        let h = h.finish128();
+        let h = h.finish();
         Hashed {
-            bucket: (h.h1 as usize) & self.mask,
-            tag: h.h2.max(1),
+            bucket: (h as usize) & self.mask,
+            tag: h.max(1),
         }
     }
 

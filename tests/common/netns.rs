@@ -359,6 +359,25 @@ impl Topology {
         )
     }
 
+    /// As [`Topology::config`] with `workers` workers: each port gets `qpairs = workers` (the
+    /// kernel's fanout hash spreads flows over the queues as RSS would); lcores share CPU 1.
+    pub fn config_workers(&self, workers: usize, extra: &str) -> PathBuf {
+        let lcores = std::iter::once("0@0".to_string())
+            .chain((1..=workers).map(|w| format!("{w}@1")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ids: Vec<u32> = (1..=workers as u32).collect();
+        self.s.config_with(
+            &lcores,
+            &ids,
+            &format!("{},qpairs={workers}", af_packet_vdev(0, "o0")),
+            &format!("{},qpairs={workers}", af_packet_vdev(1, "i0")),
+            "",
+            32767,
+            extra,
+        )
+    }
+
     /// Start scrubd in the box namespace and wait for its control socket.
     pub fn scrubd(&self, cfg: &Path) -> Scrubd {
         let exe = env!("CARGO_BIN_EXE_scrubd");

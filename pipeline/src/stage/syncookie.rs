@@ -476,7 +476,11 @@ impl SynCookieStage {
             Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) != TcpInfo::SYN => {
                 (t.sport, t.dport, PROTO_TCP)
             }
-            Transport::Udp { sport, dport } => (sport, dport, PROTO_UDP),
+            // UDP from unauthenticated sources is stopped only under `non_tcp.udp = "drop"`;
+            // otherwise it passes anyway and the lookup would be wasted.
+            Transport::Udp { sport, dport } if self.non_tcp.udp == NonTcpAction::Drop => {
+                (sport, dport, PROTO_UDP)
+            }
             _ => return false,
         };
         self.outbound.check(
