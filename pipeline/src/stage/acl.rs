@@ -978,4 +978,59 @@ mod tests {
             }
         }
     }
+
+    /// Cost of one publish at 3,000 and 100,000 entries: a single add (repair of the spare),
+    /// a bulk add past the repair limit (rebuild in place) and the copy made when the spare is
+    /// held. Prints, asserts nothing about time. Run with
+    /// `cargo test -p pipeline --release stage::acl::tests::measure_writer -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_writer() {
+        use std::time::Instant;
+        let addr = |i: u32| {
+            Prefix::masked(
+                IpAddr::V4((0xc900_0000u32 + (i << 8) + (i & 0xff)).into()),
+                32,
+            )
+        };
+        for n in [3_000u32, 100_000] {
+            let mut b = AclBuilder::default();
+            (0..n).for_each(|i| {
+                b.add_deny(addr(i));
+            });
+            let mut w = AclWriter::new(b);
+            // Two publishes so both tables exist and the spare is free, as in steady state.
+            for k in 0..2 {
+                w.add(AclAction::Deny, p(&format!("10.0.{k}.1/32")));
+                w.publish();
+            }
+            let t0 = Instant::now();
+            for k in 0..1000u32 {
+                w.add(
+                    AclAction::Deny,
+                    Prefix::masked(IpAddr::V4((0x0b00_0000 | k << 8).into()), 32),
+                );
+                w.publish();
+            }
+            let single = t0.elapsed() / 1000;
+            for k in 0..(REPAIR_LIMIT as u32 + 1) {
+                w.add(
+                    AclAction::Deny,
+                    Prefix::masked(IpAddr::V4((0x0c00_0000 | k << 8).into()), 32),
+                );
+            }
+            let t0 = Instant::now();
+            w.publish();
+            let rebuild = t0.elapsed();
+            w.publish();
+            let held = Arc::clone(w.current());
+            let _spare_held = w.spare.clone();
+            w.add(AclAction::Deny, p("10.9.9.9/32"));
+            let t0 = Instant::now();
+            w.publish();
+            let copy = t0.elapsed();
+            drop(held);
+            println!("{n} entries: single add publish {single:?}, rebuild in place {rebuild:?}, copy when the spare is held {copy:?}");
+        }
+    }
 }
