@@ -765,9 +765,17 @@ fn socket_security_and_bad_requests() {
     let e = raw(&sock, b"{\"v\":99,\"id\":6,\"cmd\":\"status\"}\n");
     assert_eq!(e["error"]["code"], "unsupported_version");
     let mut big = b"{\"v\":1,\"cmd\":\"block_add\",\"args\":{\"prefix\":\"".to_vec();
-    big.extend(std::iter::repeat_n(b'1', 100_000));
+    big.extend(std::iter::repeat_n(b'1', ctl::protocol::MAX_REQUEST_BYTES));
     big.extend_from_slice(b"\"}}\n");
-    let e = raw(&sock, &big);
+    let mut c = UnixStream::connect(&sock).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The daemon replies and closes once the cap is passed, while this is still writing.
+    let _ = c.write_all(&big);
+    let mut resp = String::new();
+    BufReader::new(c)
+        .read_line(&mut resp)
+        .expect("response line");
+    let e: Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}: {resp}"));
     assert_eq!(e["error"]["code"], "too_large");
     let e = raw(
         &sock,

@@ -270,3 +270,48 @@ fn help_on_every_level_has_an_example() {
         assert!(out.contains("scrubctl "), "{args:?}");
     }
 }
+
+#[test]
+fn block_add_from_a_file_is_one_request() {
+    let fx = start();
+    let file = fx.dir.path().join("attackers.txt");
+    std::fs::write(
+        &file,
+        "# attackers\n192.0.2.1\n\n198.51.100.0/24  # botnet\n2001:db8::/32\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = scrubctl(&fx.path(), &["block", "add", "-f", f, "--ttl", "60"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = scrubctl(&fx.path(), &["allow", "add", "--file", f]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let list: Vec<String> = ["192.0.2.1", "198.51.100.0/24", "2001:db8::/32"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        fx.fake.calls(),
+        vec![
+            Command::BlockAddMany {
+                prefixes: list.clone(),
+                ttl_s: Some(60)
+            },
+            Command::AllowAddMany {
+                prefixes: list,
+                ttl_s: None
+            },
+        ]
+    );
+    // Either a prefix or a file, not both, not neither; a missing file is named.
+    let o = scrubctl(&fx.path(), &["block", "add", "192.0.2.1", "-f", f]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = scrubctl(&fx.path(), &["block", "add"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = scrubctl(&fx.path(), &["block", "add", "-f", "/nonexistent/list.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent/list.txt"),
+        "{}",
+        stderr(&o)
+    );
+}

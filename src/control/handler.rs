@@ -58,9 +58,15 @@ impl Shared {
             }),
             Command::RulesReload => self.reload(),
             Command::BlockAdd { prefix, ttl_s } => self.list_add(AclAction::Deny, &prefix, ttl_s),
+            Command::BlockAddMany { prefixes, ttl_s } => {
+                self.list_add_many(AclAction::Deny, &prefixes, ttl_s)
+            }
             Command::BlockDel { prefix } => self.list_del(AclAction::Deny, &prefix),
             Command::BlockList => ok(self.list(AclAction::Deny, now)),
             Command::AllowAdd { prefix, ttl_s } => self.list_add(AclAction::Allow, &prefix, ttl_s),
+            Command::AllowAddMany { prefixes, ttl_s } => {
+                self.list_add_many(AclAction::Allow, &prefixes, ttl_s)
+            }
             Command::AllowDel { prefix } => self.list_del(AclAction::Allow, &prefix),
             Command::AllowList => ok(self.list(AclAction::Allow, now)),
             Command::RatelimitShow => ok(self.ratelimit_show()),
@@ -101,7 +107,7 @@ impl Shared {
             stages: lock(&self.stages).clone(),
             rules_generation: live.rules_generation,
             rules: live.rules.as_ref().map_or(0, |r| r.len()),
-            acl_entries: live.acl.len(),
+            acl_entries: live.acl_entries(),
             stopping: self.stopping.load(Ordering::Acquire),
         }
     }
@@ -143,7 +149,7 @@ impl Shared {
         ok(ReloadReport {
             rules_generation: r.rules_generation,
             rules: r.rules.as_ref().map_or(0, |c| c.len()),
-            acl_entries: r.acl.len(),
+            acl_entries: r.acl_entries,
             workers_applied: applied,
             compile_ms,
         })
@@ -172,6 +178,29 @@ impl Shared {
         done(format!(
             "{} {}{ttl}: applied on {n}/{} workers",
             prefix.trim(),
+            if action == AclAction::Deny {
+                "blocked"
+            } else {
+                "allowed"
+            },
+            self.workers()
+        ))
+    }
+
+    /// Many prefixes in one request: validated together, published as one table.
+    fn list_add_many(&self, action: AclAction, prefixes: &[String], ttl_s: Option<u64>) -> Reply {
+        let mut live = lock(&self.live);
+        let (table, new) = live
+            .add_many(action, prefixes, ttl_s, Instant::now())
+            .map_err(|e| err(ErrorCode::Invalid, e))?;
+        let n = self
+            .publish(|_| Update::Acl(Some(Arc::clone(&table))))
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        self.set_stage("acl", true);
+        let ttl = ttl_s.map(|t| format!(" for {t} s")).unwrap_or_default();
+        done(format!(
+            "{} prefixes {}{ttl} ({new} new): applied on {n}/{} workers",
+            prefixes.len(),
             if action == AclAction::Deny {
                 "blocked"
             } else {

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use pipeline::prefix::Prefix;
-use pipeline::stage::acl::{AclAction, AclBuilder, AclTable};
+use pipeline::stage::acl::{AclAction, AclBuilder, AclTable, AclWriter};
 use pipeline::stage::ratelimit::{ClassLimit, LimitClass, RateLimitConfig, RateLimiter};
 use pipeline::stage::signature::CompiledRules;
 use std::collections::BTreeMap;
@@ -27,8 +27,9 @@ pub struct LivePolicy {
     /// Entries from the config file's [pipeline.acl] (replaced by `reload`).
     base_acl: AclBuilder,
     dynamic: BTreeMap<(AclAction, Prefix), Dynamic>,
-    /// The table the workers run now, and how many entries it holds.
-    pub acl: Arc<AclTable>,
+    /// Config and dynamic entries together, and the tables published from them (changed
+    /// incrementally: see `AclWriter`).
+    acl: AclWriter,
     pub rules: Option<Arc<CompiledRules>>,
     pub rules_generation: u64,
     /// The rate-limit configuration in force (classes change with `ratelimit set`).
@@ -38,6 +39,7 @@ pub struct LivePolicy {
 /// What a reload produced, for the workers and the reply.
 pub struct Reloaded {
     pub acl: Arc<AclTable>,
+    pub acl_entries: usize,
     pub rules: Option<Arc<CompiledRules>>,
     pub rules_generation: u64,
 }
@@ -53,7 +55,7 @@ impl LivePolicy {
             Some(a) => a.to_builder().map_err(|e| format!("pipeline.acl: {e}"))?,
             None => AclBuilder::default(),
         };
-        let acl = Arc::new(base_acl.clone().build());
+        let acl = AclWriter::new(base_acl.clone());
         Ok(LivePolicy {
             config_path,
             tsc_hz,
@@ -66,13 +68,22 @@ impl LivePolicy {
         })
     }
 
-    fn rebuild_acl(&mut self) -> Arc<AclTable> {
-        let mut b = self.base_acl.clone();
-        for (action, prefix) in self.dynamic.keys() {
-            b.add(*action, *prefix);
+    /// The table the workers run (or are being given).
+    #[cfg(test)]
+    pub fn acl(&self) -> &Arc<AclTable> {
+        self.acl.current()
+    }
+
+    /// Config and dynamic entries (a prefix on both lists counts twice).
+    pub fn acl_entries(&self) -> usize {
+        self.acl.len()
+    }
+
+    /// Drop a dynamic entry from the effective lists unless the config file has it too.
+    fn unlist(&mut self, action: AclAction, p: &Prefix) {
+        if !self.base_acl.contains(action, p) {
+            self.acl.remove(action, p);
         }
-        self.acl = Arc::new(b.build());
-        Arc::clone(&self.acl)
     }
 
     /// Add (or refresh the TTL of) a dynamic entry; returns the table to publish.
@@ -87,18 +98,47 @@ impl LivePolicy {
             .trim()
             .parse()
             .map_err(|e| format!("prefix \"{prefix}\": {e}"))?;
-        if ttl_s == Some(0) {
-            return Err("ttl must be at least 1 second (omit it for no expiry)".into());
-        }
-        let expires = match ttl_s {
-            Some(t) => Some(
-                now.checked_add(std::time::Duration::from_secs(t))
-                    .ok_or_else(|| format!("ttl {t} s is too large"))?,
-            ),
-            None => None,
-        };
+        let expires = expiry(ttl_s, now)?;
         self.dynamic.insert((action, p), Dynamic { expires });
-        Ok(self.rebuild_acl())
+        self.acl.add(action, p);
+        Ok(self.acl.publish())
+    }
+
+    /// Add (or refresh) many dynamic entries at once and publish one table. All or nothing:
+    /// a bad prefix is reported by its index and nothing is added. Returns the table and how
+    /// many entries were not on the dynamic list before.
+    pub fn add_many(
+        &mut self,
+        action: AclAction,
+        prefixes: &[String],
+        ttl_s: Option<u64>,
+        now: Instant,
+    ) -> Result<(Arc<AclTable>, usize), String> {
+        let parsed = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.trim()
+                    .parse::<Prefix>()
+                    .map_err(|e| format!("prefixes[{i}] \"{text}\": {e}; nothing was added"))
+            })
+            .collect::<Result<Vec<Prefix>, String>>()?;
+        if parsed.is_empty() {
+            return Err("prefixes: the list is empty".into());
+        }
+        let expires = expiry(ttl_s, now)?;
+        let mut new = 0;
+        for p in parsed {
+            if self
+                .dynamic
+                .insert((action, p), Dynamic { expires })
+                .is_none()
+            {
+                new += 1;
+            }
+            self.acl.add(action, p);
+        }
+        Ok((self.acl.publish(), new))
     }
 
     /// Remove a dynamic entry; config-file entries are changed in the file plus `rules reload`.
@@ -108,18 +148,14 @@ impl LivePolicy {
             .parse()
             .map_err(|e| format!("prefix \"{prefix}\": {e}"))?;
         if self.dynamic.remove(&(action, p)).is_none() {
-            let in_config = self
-                .base_acl
-                .list()
-                .iter()
-                .any(|e| e.action == action && e.prefix == p);
-            return Err(if in_config {
+            return Err(if self.base_acl.contains(action, &p) {
                 format!("{p} comes from the config file; edit it there and run `rules reload`")
             } else {
                 format!("{p} is not on the {} list", list_name(action))
             });
         }
-        Ok(self.rebuild_acl())
+        self.unlist(action, &p);
+        Ok(self.acl.publish())
     }
 
     /// Entries of one list: (prefix, from config?, seconds left).
@@ -144,10 +180,20 @@ impl LivePolicy {
 
     /// Drop lapsed entries; returns the table to publish when something lapsed.
     pub fn expire(&mut self, now: Instant) -> Option<Arc<AclTable>> {
-        let before = self.dynamic.len();
-        self.dynamic
-            .retain(|_, d| d.expires.is_none_or(|t| t > now));
-        (self.dynamic.len() != before).then(|| self.rebuild_acl())
+        let lapsed: Vec<(AclAction, Prefix)> = self
+            .dynamic
+            .iter()
+            .filter(|(_, d)| d.expires.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        if lapsed.is_empty() {
+            return None;
+        }
+        for (action, p) in &lapsed {
+            self.dynamic.remove(&(*action, *p));
+            self.unlist(*action, p);
+        }
+        Some(self.acl.publish())
     }
 
     /// Re-read the config file's ACL and signature rules and compile them. On any error the
@@ -166,12 +212,19 @@ impl LivePolicy {
             }
             None => None,
         };
+        let mut lists = base_acl.clone();
+        for (action, p) in self.dynamic.keys() {
+            lists.add(*action, *p);
+        }
         self.base_acl = base_acl;
-        let acl = self.rebuild_acl();
+        // Only the prefixes whose listing changed are repainted.
+        self.acl.replace(lists);
+        let acl = self.acl.publish();
         self.rules = rules.clone();
         self.rules_generation += 1;
         Ok(Reloaded {
             acl,
+            acl_entries: self.acl.len(),
             rules,
             rules_generation: self.rules_generation,
         })
@@ -196,6 +249,17 @@ impl LivePolicy {
         RateLimiter::new(&next, self.tsc_hz).map_err(|e| e.to_string())?;
         self.ratelimit = Some(next);
         Ok(())
+    }
+}
+
+fn expiry(ttl_s: Option<u64>, now: Instant) -> Result<Option<Instant>, String> {
+    match ttl_s {
+        Some(0) => Err("ttl must be at least 1 second (omit it for no expiry)".into()),
+        Some(t) => now
+            .checked_add(std::time::Duration::from_secs(t))
+            .map(Some)
+            .ok_or_else(|| format!("ttl {t} s is too large")),
+        None => Ok(None),
     }
 }
 
@@ -232,8 +296,8 @@ mod tests {
         let c = cfg("[pipeline.acl]\ndeny = [\"198.51.100.0/24\"]\n");
         let mut lp = LivePolicy::new("x.toml".into(), &c, None, 1_000_000_000).unwrap();
         let t0 = Instant::now();
-        assert_eq!(lp.acl.lookup(ip("198.51.100.7")), Some(AclAction::Deny));
-        assert_eq!(lp.acl.lookup(ip("203.0.113.9")), None);
+        assert_eq!(lp.acl().lookup(ip("198.51.100.7")), Some(AclAction::Deny));
+        assert_eq!(lp.acl().lookup(ip("203.0.113.9")), None);
         let t = lp
             .add(AclAction::Deny, "203.0.113.0/24", Some(60), t0)
             .unwrap();
@@ -256,10 +320,39 @@ mod tests {
     }
 
     #[test]
+    fn bulk_add_is_all_or_nothing_and_config_entries_survive_dynamic_deletes() {
+        let c = cfg("[pipeline.acl]\ndeny = [\"198.51.100.0/24\"]\n");
+        let mut lp = LivePolicy::new("x.toml".into(), &c, None, 1_000_000_000).unwrap();
+        let t0 = Instant::now();
+        let bad: Vec<String> = vec!["192.0.2.1".into(), "192.0.2.300".into()];
+        let e = lp.add_many(AclAction::Deny, &bad, None, t0).err().unwrap();
+        assert!(e.starts_with("prefixes[1] \"192.0.2.300\""), "{e}");
+        assert!(e.ends_with("nothing was added"), "{e}");
+        assert_eq!(lp.acl().lookup(ip("192.0.2.1")), None);
+        assert!(lp.add_many(AclAction::Deny, &[], None, t0).is_err());
+        let list: Vec<String> = ["192.0.2.1", " 2001:db8::/48 ", "198.51.100.0/24"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (t, new) = lp.add_many(AclAction::Deny, &list, Some(60), t0).unwrap();
+        assert_eq!(new, 3, "the config entry is a new dynamic one too");
+        assert_eq!(t.lookup(ip("192.0.2.1")), Some(AclAction::Deny));
+        assert_eq!(t.lookup(ip("2001:db8::5")), Some(AclAction::Deny));
+        assert_eq!(lp.acl_entries(), 3);
+        // Deleting (or expiring) the dynamic copy leaves the config entry in force.
+        let t = lp.del(AclAction::Deny, "198.51.100.0/24").unwrap();
+        assert_eq!(t.lookup(ip("198.51.100.7")), Some(AclAction::Deny));
+        let t = lp.expire(t0 + Duration::from_secs(61)).expect("lapsed");
+        assert_eq!(t.lookup(ip("192.0.2.1")), None);
+        assert_eq!(t.lookup(ip("198.51.100.7")), Some(AclAction::Deny));
+        assert_eq!(lp.acl_entries(), 1);
+    }
+
+    #[test]
     fn bad_changes_leave_the_policy_alone() {
         let c = cfg("[pipeline.acl]\ndeny = [\"198.51.100.0/24\"]\n");
         let mut lp = LivePolicy::new("x.toml".into(), &c, None, 1_000_000_000).unwrap();
-        let before = Arc::clone(&lp.acl);
+        let before = Arc::clone(lp.acl());
         let e = lp.add(AclAction::Deny, "300.1.2.3/8", None, Instant::now());
         assert!(e.err().unwrap().contains("300.1.2.3/8"));
         let e = lp.del(AclAction::Deny, "198.51.100.0/24").err().unwrap();
@@ -269,7 +362,7 @@ mod tests {
         assert!(lp
             .add(AclAction::Deny, "192.0.2.0/24", Some(0), Instant::now())
             .is_err());
-        assert!(Arc::ptr_eq(&before, &lp.acl));
+        assert!(Arc::ptr_eq(&before, lp.acl()));
         let e = lp.set_class(
             LimitClass::Icmp,
             Some(ClassLimit {
@@ -283,6 +376,6 @@ mod tests {
         let e = lp.reload().err().unwrap();
         assert!(e.contains("x.toml"), "{e}");
         assert_eq!(lp.rules_generation, 0);
-        assert!(Arc::ptr_eq(&before, &lp.acl));
+        assert!(Arc::ptr_eq(&before, lp.acl()));
     }
 }

@@ -66,6 +66,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How long a command waits for every worker to acknowledge an update.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a publish polls for acknowledgments without sleeping.
+const ACK_SPIN: Duration = Duration::from_micros(200);
 
 impl Shared {
     #[allow(clippy::too_many_arguments)]
@@ -169,6 +171,7 @@ impl Shared {
             }
             targets.push(self.sent[w].fetch_add(1, Ordering::AcqRel) + 1);
         }
+        let start = Instant::now();
         loop {
             let done = targets
                 .iter()
@@ -181,7 +184,14 @@ impl Shared {
             // Acks arrive through the rings: drain here too, so a publish from the control
             // thread itself (ACL expiry) does not wait on its own loop.
             self.drain();
-            std::thread::sleep(Duration::from_millis(1));
+            // A polling worker applies an update within microseconds: yield for the first
+            // 200 µs rather than sleep, or every publish (and so every `block add`) would
+            // take at least a scheduler tick of ~1 ms.
+            if start.elapsed() < ACK_SPIN {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
     }
 }
@@ -205,12 +215,16 @@ pub fn spawn_control_thread(
                 let now = Instant::now();
                 if now >= next_expiry {
                     next_expiry = now + Duration::from_millis(250);
-                    let lapsed = lock(&shared.live).expire(now);
-                    if let Some(table) = lapsed {
+                    // The policy stays locked until the workers switched, as for a command: a
+                    // concurrent `block add` must not publish in between (its table would be
+                    // overtaken by this older one).
+                    let mut live = lock(&shared.live);
+                    if let Some(table) = live.expire(now) {
                         if let Err(e) = shared.publish(|_| Update::Acl(Some(Arc::clone(&table)))) {
                             eprintln!("scrubd: publishing expired ACL entries: {e}");
                         }
                     }
+                    drop(live);
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }

@@ -7,7 +7,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use ctl::client::{code_name, Client, ClientError};
 use ctl::protocol::{
     Command, Done, LatencyReport, ListReport, MetricsReport, OffendersReport, PortsReport,
-    RatelimitReport, ReloadReport, StatsReport, StatusReport, SyncookieReport,
+    RatelimitReport, ReloadReport, StatsReport, StatusReport, SyncookieReport, MAX_REQUEST_BYTES,
 };
 use ctl::render;
 use ctl::server::DEFAULT_SOCKET_PATH;
@@ -119,11 +119,17 @@ enum RulesCmd {
 
 #[derive(Subcommand)]
 enum ListCmd {
-    /// Add a prefix (optionally expiring).
-    #[command(after_help = "Example:\n  scrubctl block add 203.0.113.0/24 --ttl 600")]
+    /// Add a prefix, or every prefix of a file in one request (optionally expiring).
+    #[command(
+        after_help = "Examples:\n  scrubctl block add 203.0.113.0/24 --ttl 600\n  scrubctl block add -f attackers.txt --ttl 3600\n\nFILE: one prefix per line, `#` starts a comment, blank lines ignored; `-` reads stdin.\nThe whole file is one request and one table update; a bad line is reported as FILE:LINE\nand nothing is added."
+    )]
+    #[command(group(ArgGroup::new("what").required(true).args(["prefix", "file"])))]
     Add {
         /// IPv4 or IPv6 prefix, e.g. 203.0.113.0/24 or 2001:db8::/32.
-        prefix: String,
+        prefix: Option<String>,
+        /// Add every prefix listed in FILE at once.
+        #[arg(short = 'f', long, value_name = "FILE")]
+        file: Option<PathBuf>,
         /// Remove it again after this many seconds.
         #[arg(long, value_name = "SECS")]
         ttl: Option<u64>,
@@ -258,12 +264,12 @@ fn show<T: DeserializeOwned>(
 
 fn list_cmd(c: &ListCmd, block: bool) -> Command {
     match (c, block) {
-        (ListCmd::Add { prefix, ttl }, true) => Command::BlockAdd {
-            prefix: prefix.clone(),
+        (ListCmd::Add { prefix, ttl, .. }, true) => Command::BlockAdd {
+            prefix: prefix.clone().unwrap_or_default(),
             ttl_s: *ttl,
         },
-        (ListCmd::Add { prefix, ttl }, false) => Command::AllowAdd {
-            prefix: prefix.clone(),
+        (ListCmd::Add { prefix, ttl, .. }, false) => Command::AllowAdd {
+            prefix: prefix.clone().unwrap_or_default(),
             ttl_s: *ttl,
         },
         (ListCmd::Del { prefix }, true) => Command::BlockDel {
@@ -274,6 +280,113 @@ fn list_cmd(c: &ListCmd, block: bool) -> Command {
         },
         (ListCmd::List, true) => Command::BlockList,
         (ListCmd::List, false) => Command::AllowList,
+    }
+}
+
+/// The prefixes of a list file with their line numbers: `#` to end of line is a comment, blank
+/// lines are skipped (the same format as `pipeline.acl.deny_file`).
+fn read_list_file(file: &Path) -> Result<Vec<(usize, String)>, Fail> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Fail::Local(format!("cannot read stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Fail::Local(format!("cannot read {}: {e}", file.display())))?
+    };
+    Ok(parse_list(&text))
+}
+
+fn parse_list(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let content = raw.split_once('#').map_or(raw, |(before, _)| before).trim();
+            (!content.is_empty()).then(|| (i + 1, content.to_string()))
+        })
+        .collect()
+}
+
+/// Splits `entries` into requests under the daemon's line cap: one request for any list of
+/// up to 100,000 prefixes, more only for a larger file.
+fn chunks(entries: &[(usize, String)]) -> Vec<&[(usize, String)]> {
+    // Room for the envelope (`{"v":1,"cmd":"block_add_many","args":{...,"ttl_s":N}}`).
+    let budget = MAX_REQUEST_BYTES - 256;
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, (_, p)) in entries.iter().enumerate() {
+        // Quotes, comma, and JSON escaping of anything odd in the line (at most 6 bytes each).
+        let cost = 3 + p.len() * if p.is_ascii() { 1 } else { 6 };
+        if size + cost > budget && i > start {
+            out.push(&entries[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += cost;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
+}
+
+/// `block add -f FILE` / `allow add -f FILE`: the file's prefixes in one request (or a few,
+/// for a file over the request cap). A rejected prefix is reported as FILE:LINE.
+fn add_file(c: &mut Client, json: bool, file: &Path, ttl: Option<u64>, block: bool) -> Out {
+    let entries = read_list_file(file)?;
+    if entries.is_empty() {
+        return Err(Fail::Local(format!(
+            "{}: no prefixes in it",
+            file.display()
+        )));
+    }
+    let mut replies = Vec::new();
+    for chunk in chunks(&entries) {
+        let prefixes: Vec<String> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let cmd = if block {
+            Command::BlockAddMany {
+                prefixes,
+                ttl_s: ttl,
+            }
+        } else {
+            Command::AllowAddMany {
+                prefixes,
+                ttl_s: ttl,
+            }
+        };
+        match c.call(cmd) {
+            Ok(v) => replies.push(v),
+            Err(ClientError::Daemon { code, message }) => {
+                return Err(Fail::Client(ClientError::Daemon {
+                    code,
+                    message: locate(&message, file, chunk),
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for v in replies {
+        if json {
+            print_json(&v);
+        } else {
+            let d: Done = serde_json::from_value(v).map_err(|e| {
+                Fail::Client(ClientError::Protocol(format!("unexpected reply data: {e}")))
+            })?;
+            print(&render::done(&d));
+        }
+    }
+    Ok(())
+}
+
+/// Turns the daemon's `prefixes[i] ...` into `FILE:LINE: ...` for the entry it names.
+fn locate(message: &str, file: &Path, chunk: &[(usize, String)]) -> String {
+    let line = message
+        .strip_prefix("prefixes[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, rest)| Some((chunk.get(i.parse::<usize>().ok()?)?.0, rest)));
+    match line {
+        Some((line, rest)) => format!("{}:{line}:{rest}", file.display()),
+        None => message.to_string(),
     }
 }
 
@@ -303,6 +416,12 @@ fn run(cli: &Cli) -> Out {
         }
         Cmd::Block(ListCmd::List) => show::<ListReport>(c, json, Command::BlockList, render::list),
         Cmd::Allow(ListCmd::List) => show::<ListReport>(c, json, Command::AllowList, render::list),
+        Cmd::Block(ListCmd::Add {
+            file: Some(f), ttl, ..
+        }) => add_file(c, json, f, *ttl, true),
+        Cmd::Allow(ListCmd::Add {
+            file: Some(f), ttl, ..
+        }) => add_file(c, json, f, *ttl, false),
         Cmd::Block(l) => show::<Done>(c, json, list_cmd(l, true), render::done),
         Cmd::Allow(l) => show::<Done>(c, json, list_cmd(l, false), render::done),
         Cmd::Ratelimit(RatelimitCmd::Show) => {
@@ -391,5 +510,73 @@ fn top(c: &mut Client, json: bool, interval: f64, count: Option<u64>) -> Out {
             return Ok(());
         }
         std::thread::sleep(pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_file_lines_and_errors_located() {
+        let e =
+            parse_list("# attackers\n192.0.2.1\n\n  198.51.100.0/24  # botnet\n2001:db8::/32\n");
+        assert_eq!(
+            e,
+            vec![
+                (2, "192.0.2.1".to_string()),
+                (4, "198.51.100.0/24".to_string()),
+                (5, "2001:db8::/32".to_string()),
+            ]
+        );
+        assert_eq!(
+            locate(
+                "prefixes[1] \"x\": bad; nothing was added",
+                Path::new("l.txt"),
+                &e
+            ),
+            "l.txt:4: \"x\": bad; nothing was added"
+        );
+        assert_eq!(
+            locate("prefixes[9] x", Path::new("l.txt"), &e),
+            "prefixes[9] x"
+        );
+        assert_eq!(locate("other", Path::new("l.txt"), &e), "other");
+    }
+
+    #[test]
+    fn a_hundred_thousand_prefixes_are_one_request() {
+        let e: Vec<(usize, String)> = (0..100_000u32)
+            .map(|i| {
+                (
+                    i as usize + 1,
+                    format!(
+                        "ffff:ffff:ffff:ffff:ffff:ffff:{:x}:{:x}/128",
+                        i >> 16,
+                        i & 0xffff
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(chunks(&e).len(), 1);
+        let many: Vec<(usize, String)> = (0..400_000u32)
+            .map(|i| (1, format!("2001:db8::{i:x}/128")))
+            .collect();
+        let c = chunks(&many);
+        assert!(c.len() > 1);
+        assert_eq!(c.iter().map(|c| c.len()).sum::<usize>(), many.len());
+        for chunk in c {
+            let cmd = Command::BlockAddMany {
+                prefixes: chunk.iter().map(|(_, p)| p.clone()).collect(),
+                ttl_s: Some(u64::MAX),
+            };
+            let line = serde_json::to_string(&ctl::protocol::Request {
+                v: 1,
+                id: Some(u64::MAX),
+                cmd,
+            })
+            .unwrap();
+            assert!(line.len() <= MAX_REQUEST_BYTES, "{}", line.len());
+        }
     }
 }
