@@ -283,16 +283,19 @@ impl Publisher {
     }
 
     /// Apply one queued update at a burst boundary and send the box back with what it replaced.
-    fn apply_update(&mut self, pipeline: &mut Pipeline) {
+    ///
+    /// Returns true when an update was applied; its ack then waits in the outbox so the caller
+    /// can publish a snapshot first (see the worker loop).
+    fn apply_update(&mut self, pipeline: &mut Pipeline) -> bool {
         if !self.outbox.is_empty() {
             self.flush_outbox();
             // Take no new update while an ack is still waiting: its ring room is reserved.
             if !self.outbox.is_empty() {
-                return;
+                return false;
             }
         }
         let Some(mut u) = self.channel.next_update() else {
-            return;
+            return false;
         };
         match u.as_mut() {
             Update::Acl(table) => install_acl(pipeline, table),
@@ -322,9 +325,8 @@ impl Publisher {
                 }
             }
         }
-        if let Err(ToCtl::Applied(u)) = self.channel.send(ToCtl::Applied(u)) {
-            self.outbox.push(u);
-        }
+        self.outbox.push(u);
+        true
     }
 
     fn flush_outbox(&mut self) {
@@ -463,7 +465,21 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             );
             next_publish = now.wrapping_add(interval);
         }
-        publisher.apply_update(&mut plan.pipeline);
+        if publisher.apply_update(&mut plan.pipeline) {
+            // A snapshot ahead of the ack: whoever waits for the ack (`syncookie rotate`, a
+            // block add) then finds the aggregator already showing the change.
+            let now = rdtsc();
+            publisher.publish(
+                &counters,
+                &plan.pipeline,
+                now,
+                busy,
+                now.wrapping_sub(start),
+                true,
+            );
+            next_publish = now.wrapping_add(interval);
+            publisher.flush_outbox();
+        }
     }
     // The final snapshot must reach the control side so its totals equal this report. The
     // control thread keeps recycling buffers until every worker has stopped; wait for one a
