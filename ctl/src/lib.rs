@@ -3,6 +3,7 @@
 mod accept;
 pub mod client;
 pub mod http;
-pub mod protocol;
+/// The protocol's types, from their own crate (see `ctl-protocol`).
+pub use ctl_protocol as protocol;
 pub mod render;
 pub mod server;

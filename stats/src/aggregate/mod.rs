@@ -11,7 +11,7 @@
 use crate::exposition::{Kind, Writer};
 use crate::hgrm;
 use crate::snapshot::{new_latency_histogram, Snapshot};
-use ctl::protocol::{
+use ctl_protocol::{
     Counters, LatencyReport, LatencyRow, Offender, OffendersReport, PortStatsRow, Rates,
     SignatureHit, StatsReport, SyncookieWorkerRow, WorkerStatsRow,
 };

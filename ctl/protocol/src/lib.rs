@@ -6,6 +6,13 @@
 //!
 //! `id` is optional and echoed back so scripts can pipeline requests. Commands without arguments
 //! may omit `args`. Requests are capped at [`MAX_REQUEST_BYTES`]; responses have no cap.
+//!
+//! The types live in their own crate so that both sides of the protocol can name them: the
+//! control socket and `scrubctl` (crate `ctl`, which re-exports this as `ctl::protocol`) and
+//! the stats aggregator that builds the reports (crate `stats`), without the data path pulling
+//! in the socket server through `stats`.
+
+#![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
