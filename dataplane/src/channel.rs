@@ -16,37 +16,13 @@
 //! still handled (the item waits in the worker's outbox) rather than assumed.
 
 use crossbeam::queue::ArrayQueue;
-use pipeline::stage::acl::AclTable;
-use pipeline::stage::ratelimit::{ClassLimit, LimitClass};
-use pipeline::stage::signature::SignatureStage;
 use stats::Snapshot;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A change the control side publishes to a worker. After applying it the worker returns the
-/// same box with whatever it replaced.
-pub enum Update {
-    /// Install this ACL table (the worker gets an ACL stage if it had none). Comes back holding
-    /// the table that was replaced.
-    Acl(Option<Arc<AclTable>>),
-    /// A reloaded policy, applied between two bursts as one step: this ACL table and this
-    /// signature stage (None: no signature stage) as rule generation `generation`. Comes back
-    /// holding the replaced table, the replaced stage with its final hit counts, and its
-    /// generation.
-    Rules {
-        acl: Option<Arc<AclTable>>,
-        generation: u64,
-        stage: Option<SignatureStage>,
-    },
-    /// Change one per-source rate-limit class. Comes back with `applied` set to the outcome.
-    RateClass {
-        class: LimitClass,
-        limit: Option<ClassLimit>,
-        applied: Option<Result<(), String>>,
-    },
-    /// Rotate the SYN-cookie secret now. Comes back with whether the stage exists.
-    RotateCookie { applied: bool },
-}
+/// A change the control side publishes to a worker: the pipeline's own update type, applied by
+/// `Pipeline::apply` at a burst boundary and sent back holding what it replaced.
+pub use pipeline::Update;
 
 /// What a worker sends to the control thread.
 pub enum ToCtl {

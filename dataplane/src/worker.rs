@@ -214,7 +214,6 @@ struct Publisher {
     ns_per_tick_q16: u64,
     seq: u64,
     deferred: u64,
-    rules_generation: u64,
     /// Acks that met a full ring (cannot happen with the ring sizes `channel` picks; kept
     /// rather than lost if it ever does).
     #[allow(clippy::vec_box)] // the boxes travel back to the control side as they came
@@ -256,13 +255,13 @@ impl Publisher {
             dst.clone_from(src);
         }
         pipeline.fill_stage_counters(&mut buf.stages);
-        buf.rules_generation = self.rules_generation;
+        buf.rules_generation = pipeline.rules_generation();
         buf.signature_hits.clear();
         // Reallocates only the first time after a reload brought more rules.
         buf.signature_hits
             .extend_from_slice(pipeline.signature_hits());
         pipeline.export_offenders(&mut buf.offenders);
-        buf.syncookie = pipeline.syncookie.as_ref().map(|s| s.status(tsc));
+        buf.syncookie = pipeline.syncookie_status(tsc);
         // The control side resets histograms before recycling them, so the swap leaves an
         // empty pending histogram here without touching its memory.
         std::mem::swap(&mut buf.latency, &mut self.pending);
@@ -297,34 +296,7 @@ impl Publisher {
         let Some(mut u) = self.channel.next_update() else {
             return false;
         };
-        match u.as_mut() {
-            Update::Acl(table) => install_acl(pipeline, table),
-            Update::Rules {
-                acl,
-                generation,
-                stage,
-            } => {
-                install_acl(pipeline, acl);
-                std::mem::swap(&mut pipeline.signature, stage);
-                std::mem::swap(&mut self.rules_generation, generation);
-            }
-            Update::RateClass {
-                class,
-                limit,
-                applied,
-            } => {
-                *applied = Some(match &mut pipeline.ratelimit {
-                    Some(rl) => rl.set_class(*class, *limit).map_err(|e| e.to_string()),
-                    None => Err("rate limiting is not configured".into()),
-                });
-            }
-            Update::RotateCookie { applied } => {
-                if let Some(sc) = &mut pipeline.syncookie {
-                    sc.rotate();
-                    *applied = true;
-                }
-            }
-        }
+        pipeline.apply(u.as_mut());
         self.outbox.push(u);
         true
     }
@@ -335,23 +307,6 @@ impl Publisher {
                 self.outbox.push(u);
                 return;
             }
-        }
-    }
-}
-
-/// Swap `table` into the pipeline's ACL stage (creating the stage if there was none), leaving
-/// the replaced table in `table` for the control side to free.
-fn install_acl(
-    pipeline: &mut Pipeline,
-    table: &mut Option<std::sync::Arc<pipeline::stage::acl::AclTable>>,
-) {
-    if let Some(new) = table.take() {
-        match &mut pipeline.acl {
-            Some(stage) => {
-                *table = Some(std::sync::Arc::clone(stage.table()));
-                stage.set_table(new);
-            }
-            None => pipeline.acl = Some(pipeline::stage::acl::AclStage::new(new)),
         }
     }
 }
@@ -375,7 +330,6 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
         ns_per_tick_q16: ((1_000_000_000u128 << 16) / u128::from(plan.tsc_hz.max(1))) as u64,
         seq: 0,
         deferred: 0,
-        rules_generation: 0,
         outbox: Vec::with_capacity(4),
     };
     let interval = plan.stats_interval_tsc.max(1);

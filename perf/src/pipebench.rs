@@ -701,7 +701,7 @@ impl Tally {
                 DropReason::Unauthenticated => 4,
                 DropReason::CookieInvalid => 5,
                 DropReason::AuthHandshake => 6,
-                DropReason::RateLimited(c) => 7 + usize::from(c.min(5)),
+                DropReason::RateLimited(c) => 7 + usize::from(c.index().min(5)),
                 DropReason::Signature(_) => 13,
                 DropReason::UnsupportedEthertype => 14,
             },
@@ -879,7 +879,7 @@ pub fn build_pipeline(
     let policy =
         Policy::build(&cfg, tsc_hz, SECRET).map_err(|e| format!("{}: {e}", stage.label()))?;
     let mut p = policy.worker();
-    if p.syncookie.is_some() {
+    if p.syncookie_status(0).is_some() {
         authenticate(&mut p, &mix.authenticate, clock)?;
     }
     Ok(Some(p))

@@ -38,7 +38,7 @@ impl DropReason {
             DropReason::AuthHandshake => BASE + 3,
             DropReason::Signature(_) => BASE + 4,
             DropReason::UnsupportedEthertype => BASE + 5,
-            DropReason::RateLimited(c) => RATE_BASE + (usize::from(c) % RATE_CLASSES),
+            DropReason::RateLimited(c) => RATE_BASE + (usize::from(c.index()) % RATE_CLASSES),
         }
     }
 }
@@ -141,7 +141,7 @@ mod tests {
             DropReason::Signature(7),
             DropReason::UnsupportedEthertype,
         ]);
-        reasons.extend((0..RATE_CLASSES as u8).map(DropReason::RateLimited));
+        reasons.extend(LimitClass::ALL.map(DropReason::RateLimited));
         let mut slots: Vec<usize> = reasons.iter().map(|r| r.slot()).collect();
         slots.push(TX_FULL_SLOT);
         slots.push(REPLY_FAILED_SLOT);
@@ -162,7 +162,7 @@ mod tests {
             Verdict::Forward,
             Verdict::Reply { len: 60 },
             Verdict::Drop(DropReason::AclDeny),
-            Verdict::Drop(DropReason::RateLimited(2)),
+            Verdict::Drop(DropReason::RateLimited(LimitClass::TcpSyn)),
         ] {
             c.rx_packets += 1;
             c.count(v);

@@ -12,14 +12,17 @@ pub mod pipeline;
 pub mod prefix;
 pub mod shared_set;
 pub mod stage;
+pub mod stage_counters;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
+pub mod update;
 pub mod verdict;
 pub mod wire;
 
 pub use counters::VerdictCounters;
 pub use headers::{Frag, Headers, IpHeaders, IpVersion, Net, TcpInfo, TcpOptions, Transport};
 pub use pipeline::{Pipeline, PipelineConfig, Policy, PolicyError};
+pub use update::Update;
 pub use verdict::{DropReason, Malformed, Verdict};
 
 /// Which side of the box a frame entered from. scrubd protects the inside from the outside:

@@ -23,12 +23,11 @@
 
 use crate::offenders::{OffenderEntry, Offenders, MAX_CAPACITY as MAX_OFFENDERS_CAPACITY};
 use crate::stage::acl::{AclConfig, AclError, AclStage, AclTable};
-use crate::stage::ratelimit::{
-    LimitClass, RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter,
-};
+use crate::stage::ratelimit::{RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter};
 use crate::stage::signature::{CompiledRules, SignatureConfig, SignatureError, SignatureStage};
 use crate::stage::syncookie::{self, SynCookieConfig, SynCookieStage};
 use crate::stage::StageResult;
+use crate::stage_counters::{self, StageKind};
 use crate::verdict::{DropReason, Verdict};
 use crate::wire::parse::parse;
 use crate::{Direction, Headers, Meta, Net};
@@ -117,37 +116,8 @@ pub enum PolicyError {
     OffendersCapacity(usize),
 }
 
-const ACL_COUNTERS: [&str; 5] = [
-    "acl.allowed_src",
-    "acl.allowed_dst",
-    "acl.denied_src",
-    "acl.denied_dst",
-    "acl.no_match",
-];
-const SYNCOOKIE_COUNTERS: [&str; 11] = [
-    "syncookie.syn_answered",
-    "syncookie.auth_fallback_classic",
-    "syncookie.rst_validated",
-    "syncookie.ack_validated",
-    "syncookie.cookie_invalid",
-    "syncookie.unauthenticated",
-    "syncookie.allowlist_hits",
-    "syncookie.allowlist_evictions",
-    "syncookie.rotations",
-    "syncookie.outbound_tracked",
-    "syncookie.outbound_return",
-];
-const RATELIMIT_COUNTERS: [&str; 4] = [
-    "ratelimit.unlimited",
-    "ratelimit.table_inserts",
-    "ratelimit.table_evictions",
-    "ratelimit.table_evictions_active",
-];
-/// Number of stage counters ([`Pipeline::stage_counter_names`]).
-pub const STAGE_COUNTERS: usize = ACL_COUNTERS.len()
-    + SYNCOOKIE_COUNTERS.len()
-    + RATELIMIT_COUNTERS.len()
-    + 2 * LimitClass::COUNT;
+/// Number of stage counters ([`crate::stage_counters::schema`]).
+pub const STAGE_COUNTERS: usize = stage_counters::COUNT;
 
 /// Everything compiled from a [`PipelineConfig`] once, off the fast path, and shared by the
 /// workers: the ACL table and rule set behind `Arc`s, the rate limiter's shared aggregate
@@ -235,6 +205,7 @@ impl Policy {
                 .rules
                 .as_ref()
                 .map(|r| SignatureStage::new(Arc::clone(r))),
+            rules_generation: 0,
             offenders: (self.offenders_capacity > 0)
                 .then(|| Offenders::new(self.offenders_capacity)),
         }
@@ -255,10 +226,13 @@ impl Policy {
 pub struct Pipeline {
     non_ip: NonIpAction,
     outbound: OutboundStages,
-    pub acl: Option<AclStage>,
-    pub syncookie: Option<SynCookieStage>,
-    pub ratelimit: Option<RateLimitStage>,
-    pub signature: Option<SignatureStage>,
+    // The stages are private: they change only through [`Pipeline::apply`] (crate::update).
+    pub(crate) acl: Option<AclStage>,
+    pub(crate) syncookie: Option<SynCookieStage>,
+    pub(crate) ratelimit: Option<RateLimitStage>,
+    pub(crate) signature: Option<SignatureStage>,
+    /// Generation of the signature rule set in force (0 = the one from start-up).
+    pub(crate) rules_generation: u64,
     offenders: Option<Offenders>,
 }
 
@@ -273,8 +247,20 @@ impl Pipeline {
             syncookie: None,
             ratelimit: None,
             signature: None,
+            rules_generation: 0,
             offenders: None,
         }
+    }
+
+    /// The SYN-cookie stage's state for the control plane, if the stage runs.
+    pub fn syncookie_status(&self, tsc: u64) -> Option<crate::stage::syncookie::Status> {
+        self.syncookie.as_ref().map(|s| s.status(tsc))
+    }
+
+    /// The generation of the signature rule set in force (0 = the start-up set); hit counts
+    /// are reported per generation.
+    pub fn rules_generation(&self) -> u64 {
+        self.rules_generation
     }
 
     /// This worker's offender sketch; `None` when `offenders_capacity` is 0.
@@ -291,71 +277,53 @@ impl Pipeline {
         }
     }
 
-    /// Names of every stage counter any pipeline can have, in the order
-    /// [`Pipeline::fill_stage_counters`] writes them. The list is fixed for the process so a
-    /// worker can publish its counters into a preallocated array whatever stages a reload adds
-    /// or removes.
-    pub fn stage_counter_names() -> &'static [String] {
-        static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-        NAMES.get_or_init(|| {
-            let mut v: Vec<String> = Vec::new();
-            v.extend(ACL_COUNTERS.iter().map(|s| s.to_string()));
-            v.extend(SYNCOOKIE_COUNTERS.iter().map(|s| s.to_string()));
-            v.extend(RATELIMIT_COUNTERS.iter().map(|s| s.to_string()));
-            for class in LimitClass::ALL {
-                v.push(format!("ratelimit.{}.passed", class.name()));
-                v.push(format!("ratelimit.{}.dropped", class.name()));
-            }
-            v
-        })
-    }
-
-    /// Writes every stage counter into `out` (indexed like [`Pipeline::stage_counter_names`];
-    /// absent stages write zeros). No allocation: workers call this when they publish stats.
+    /// Writes every stage counter into `out`, laid out as [`stage_counters::schema`] says
+    /// (absent stages write zeros). No allocation: workers call this when they publish stats.
     pub fn fill_stage_counters(&self, out: &mut [u64]) {
         let mut vals = [0u64; STAGE_COUNTERS];
+        let mut put = |kind: StageKind, v: &[u64]| {
+            if let Some(dst) = vals.get_mut(kind.range()) {
+                dst.copy_from_slice(v);
+            }
+        };
         if let Some(a) = &self.acl {
-            let c = &a.counters;
-            vals[..5].copy_from_slice(&[
-                c.allowed_src,
-                c.allowed_dst,
-                c.denied_src,
-                c.denied_dst,
-                c.no_match,
-            ]);
+            put(StageKind::Acl, &stage_counters::acl_values(&a.counters));
         }
         if let Some(sc) = &self.syncookie {
-            let c = sc.counters();
-            vals[5..16].copy_from_slice(&[
-                c.syn_answered,
-                c.auth_fallback_classic,
-                c.rst_validated,
-                c.ack_validated,
-                c.cookie_invalid,
-                c.unauthenticated,
-                c.allowlist_hits,
-                c.allowlist_evictions,
-                c.rotations,
-                c.outbound_tracked,
-                c.outbound_return,
-            ]);
+            put(
+                StageKind::SynCookie,
+                &stage_counters::syncookie_values(sc.counters()),
+            );
         }
         if let Some(rl) = &self.ratelimit {
-            let c = &rl.counters;
-            vals[16..20].copy_from_slice(&[
-                c.unlimited,
-                c.table_inserts,
-                c.table_evictions,
-                c.table_evictions_active,
-            ]);
-            for class in LimitClass::ALL {
-                let i = usize::from(class.index());
-                vals[20 + 2 * i] = c.passed[i];
-                vals[20 + 2 * i + 1] = c.dropped[i];
-            }
+            put(
+                StageKind::RateLimit,
+                &stage_counters::ratelimit_values(&rl.counters),
+            );
         }
         for (o, v) in out.iter_mut().zip(vals.iter()) {
             *o = *v;
+        }
+    }
+
+    /// The names of [`stage_counters::schema`] in layout order, for reports that index by
+    /// position (snapshot arrays).
+    pub fn stage_counter_names() -> &'static [String] {
+        static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        NAMES.get_or_init(|| {
+            stage_counters::schema()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
+        })
+    }
+
+    /// Whether this pipeline runs the stage.
+    pub fn has_stage(&self, kind: StageKind) -> bool {
+        match kind {
+            StageKind::Acl => self.acl.is_some(),
+            StageKind::SynCookie => self.syncookie.is_some(),
+            StageKind::RateLimit => self.ratelimit.is_some(),
         }
     }
 
@@ -363,16 +331,11 @@ impl Pipeline {
     pub fn stage_counters(&self) -> Vec<(Cow<'static, str>, u64)> {
         let mut vals = [0u64; STAGE_COUNTERS];
         self.fill_stage_counters(&mut vals);
-        let present = |name: &str| {
-            (name.starts_with("acl.") && self.acl.is_some())
-                || (name.starts_with("syncookie.") && self.syncookie.is_some())
-                || (name.starts_with("ratelimit.") && self.ratelimit.is_some())
-        };
-        Pipeline::stage_counter_names()
+        stage_counters::schema()
             .iter()
             .zip(vals)
-            .filter(|(n, _)| present(n))
-            .map(|(n, v)| (Cow::Owned(n.clone()), v))
+            .filter(|(c, _)| self.has_stage(c.stage))
+            .map(|(c, v)| (Cow::Owned(c.name.clone()), v))
             .collect()
     }
 
@@ -535,7 +498,7 @@ mod tests {
         assert_eq!(out.iter().sum::<u64>(), 1);
         let listed = p.stage_counters();
         assert!(listed.iter().all(|(n, _)| n.starts_with("syncookie.")));
-        assert_eq!(listed.len(), SYNCOOKIE_COUNTERS.len());
+        assert_eq!(listed.len(), StageKind::SynCookie.range().len());
     }
 
     #[test]

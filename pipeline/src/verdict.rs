@@ -1,5 +1,7 @@
 //! What happens to a packet, and why.
 
+use crate::stage::ratelimit::LimitClass;
+
 /// The fate of one packet. Every received packet ends as exactly one of these, which is what
 /// lets the counters prove conservation: rx = forwarded + replied + Σ drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +29,9 @@ pub enum DropReason {
     /// The client's RST that carried a valid cookie: consumed once the source is allowlisted,
     /// because the protected server never saw the handshake it would refer to.
     AuthHandshake,
-    /// Over a per-source or aggregate rate limit; the class index is defined by the rate-limit stage.
-    RateLimited(u8),
+    /// Over a per-source limit of this class, or over an aggregate budget
+    /// ([`LimitClass::Aggregate`]).
+    RateLimited(LimitClass),
     /// Matched a signature rule whose action is drop; the value is the rule's index in the
     /// compiled rule set (not its sid), so per-rule counters are a plain array.
     Signature(u32),

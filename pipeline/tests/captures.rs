@@ -400,7 +400,7 @@ fn check_against_oracle(
             } else {
                 dropped += 1;
                 e.1 += 1;
-                Verdict::Drop(DropReason::RateLimited(class.index()))
+                Verdict::Drop(DropReason::RateLimited(class))
             }
         } else {
             Verdict::Forward
@@ -408,7 +408,7 @@ fn check_against_oracle(
         assert_eq!(o.verdict, want, "packet {i}");
     }
     assert_eq!(r.forwarded(), frames.len() - dropped);
-    assert_eq!(r.drops(DropReason::RateLimited(class.index())), dropped);
+    assert_eq!(r.drops(DropReason::RateLimited(class)), dropped);
     assert_eq!(r.counters.dropped(), dropped as u64);
     // The oracle has no table: the stage matches it only while no key with a deficit is evicted.
     assert_eq!(stage_counter(p, "ratelimit.table_evictions_active"), 0);
@@ -484,10 +484,10 @@ fn syn_flood_200_fixed_window_matches_suricata() {
     )
     .worker();
     let r = run(&mut p, &frames);
-    let limited = Verdict::Drop(DropReason::RateLimited(LimitClass::TcpSyn.index()));
+    let limited = Verdict::Drop(DropReason::RateLimited(LimitClass::TcpSyn));
     assert_eq!(r.counters.forwarded, 100, "test.yaml firewall.accepted");
     assert_eq!(
-        r.drops(DropReason::RateLimited(2)),
+        r.drops(DropReason::RateLimited(LimitClass::TcpSyn)),
         100,
         "test.yaml blocked"
     );

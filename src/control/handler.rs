@@ -13,6 +13,7 @@ use pipeline::stage::acl::AclAction;
 use pipeline::stage::ratelimit::{ClassLimit, LimitClass, LimitMode};
 use pipeline::stage::signature::SignatureStage;
 use pipeline::stage::syncookie::Mode;
+use pipeline::stage_counters::StageKind;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -344,13 +345,13 @@ impl Shared {
             }
         };
         let mut live = lock(&self.live);
-        live.set_class(cls, limit)
+        let change = live
+            .set_class(cls, limit)
             .map_err(|e| err(ErrorCode::Invalid, e))?;
         let n = self
             .publish(|_| Update::RateClass {
-                class: cls,
-                limit,
-                applied: None,
+                change,
+                applied: false,
             })
             .map_err(|e| err(ErrorCode::Unavailable, e))?;
         let what = match limit {
@@ -373,7 +374,11 @@ impl Shared {
             let counters: BTreeMap<String, u64> = agg
                 .stage_totals()
                 .into_iter()
-                .filter(|(k, _)| k.starts_with("syncookie."))
+                .filter(|(k, _)| {
+                    pipeline::stage_counters::schema()
+                        .iter()
+                        .any(|c| c.stage == StageKind::SynCookie && &c.name == k)
+                })
                 .collect();
             (counters, agg.syncookie_workers())
         };

@@ -8,7 +8,7 @@
 use crate::config::Config;
 use pipeline::prefix::Prefix;
 use pipeline::stage::acl::{AclAction, AclBuilder, AclTable, AclWriter};
-use pipeline::stage::ratelimit::{ClassLimit, LimitClass, RateLimitConfig, RateLimiter};
+use pipeline::stage::ratelimit::{ClassChange, ClassLimit, LimitClass, RateLimitConfig};
 use pipeline::stage::signature::CompiledRules;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -230,25 +230,26 @@ impl LivePolicy {
         })
     }
 
-    /// Validate a class change against the whole rate-limit configuration and keep it.
+    /// Validate a class change (once, here: the workers apply the result as is) and keep it
+    /// for `ratelimit show`.
     pub fn set_class(
         &mut self,
         class: LimitClass,
         limit: Option<ClassLimit>,
-    ) -> Result<(), String> {
-        let Some(cur) = &self.ratelimit else {
+    ) -> Result<ClassChange, String> {
+        let Some(cur) = &mut self.ratelimit else {
             return Err(
                 "rate limiting is not configured: add a [pipeline.ratelimit] section".into(),
             );
         };
-        let mut next = cur.clone();
-        let Some(slot) = next.classes.slot(class) else {
+        if class == LimitClass::Aggregate {
             return Err("`aggregate` budgets are set in the config file".into());
-        };
-        *slot = limit;
-        RateLimiter::new(&next, self.tsc_hz).map_err(|e| e.to_string())?;
-        self.ratelimit = Some(next);
-        Ok(())
+        }
+        let change = ClassChange::new(class, limit, self.tsc_hz).map_err(|e| e.to_string())?;
+        if let Some(slot) = cur.classes.slot(class) {
+            *slot = limit;
+        }
+        Ok(change)
     }
 }
 

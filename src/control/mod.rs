@@ -139,10 +139,13 @@ impl Shared {
                 }
             }
             Update::RateClass {
-                applied: Some(Err(e)),
-                ..
+                applied: false,
+                change,
             } => {
-                eprintln!("scrubd: worker {w} rejected a rate-limit change: {e}");
+                eprintln!(
+                    "scrubd: worker {w} has no rate-limit stage; change of {} not applied",
+                    change.class().name()
+                );
             }
             Update::Acl(_) | Update::RateClass { .. } | Update::RotateCookie { .. } => {}
         }

@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use pipeline::stage::signature::{CompiledRules, SignatureStage, Vars};
-use pipeline::{Direction, Meta, PipelineConfig, Policy, Verdict};
+use pipeline::{Direction, Meta, PipelineConfig, Policy, Update, Verdict};
 
 /// TSC ticks per second: 1 MHz makes the 48-bit TSC span years, i.e. many cookie counter
 /// periods, rotations and rate-limit refills.
@@ -126,7 +126,11 @@ fuzz_target!(|data: &[u8]| {
 
     let f = fixture();
     let mut p = f.policies[policy].worker();
-    p.signature = Some(SignatureStage::new(Arc::clone(&f.rules)));
+    p.apply(&mut Update::Rules {
+        acl: None,
+        generation: 1,
+        stage: Some(SignatureStage::new(Arc::clone(&f.rules))),
+    });
 
     let mut buf = vec![0u8; frame.len() + room];
     for rep in 0..repeats {

@@ -3,6 +3,7 @@
 use super::*;
 use crate::exposition::validate;
 use crate::snapshot::LATENCY_MAX_NS;
+use pipeline::stage::ratelimit::LimitClass;
 use pipeline::verdict::{DropReason, Verdict};
 use proptest::prelude::*;
 
@@ -90,7 +91,7 @@ fn verdict(k: u8) -> Verdict {
         0 => Verdict::Forward,
         1 => Verdict::Reply { len: 60 },
         2 => Verdict::Drop(DropReason::AclDeny),
-        _ => Verdict::Drop(DropReason::RateLimited(0)),
+        _ => Verdict::Drop(DropReason::RateLimited(LimitClass::UdpReflection)),
     }
 }
 
@@ -559,7 +560,7 @@ fn offenders_merge_and_filter() {
     let t0 = Instant::now();
     let mut agg = Aggregator::new_at(config(1, 2), t0).unwrap();
     let acl = DropReason::AclDeny.slot();
-    let udp = DropReason::RateLimited(0).slot();
+    let udp = DropReason::RateLimited(LimitClass::UdpReflection).slot();
     let mut a = Snapshot::new(0, 1, stages());
     a.seq = 1;
     a.offenders = vec![
@@ -630,7 +631,13 @@ fn exposition_fixture() -> (Aggregator, AggregatorConfig, Instant) {
     let mut b = SimWorker::new(1, 2);
     a.packets(0, 9, Verdict::Forward, 100, 1_000);
     a.packets(1, 4, Verdict::Drop(DropReason::AclDeny), 100, 2_000);
-    b.packets(1, 6, Verdict::Drop(DropReason::RateLimited(2)), 80, 3_000);
+    b.packets(
+        1,
+        6,
+        Verdict::Drop(DropReason::RateLimited(LimitClass::TcpSyn)),
+        80,
+        3_000,
+    );
     b.packets(0, 2, Verdict::Reply { len: 60 }, 80, 4_000);
     let mut s = a.publish(true).unwrap();
     s.signature_hits = vec![5];

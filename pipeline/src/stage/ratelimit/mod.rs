@@ -338,6 +338,50 @@ impl Params {
     }
 }
 
+/// A live change of one per-source class (`ratelimit set`), validated once, off the packet
+/// path: the control side builds it, every worker applies it with
+/// [`RateLimitStage::apply_class`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClassChange {
+    class: LimitClass,
+    limit: Option<ClassLimit>,
+    params: Option<Params>,
+}
+
+impl ClassChange {
+    /// Checks `limit` (`None` removes the class's limit) for `class` at TSC frequency `tsc_hz`.
+    pub fn new(
+        class: LimitClass,
+        limit: Option<ClassLimit>,
+        tsc_hz: u64,
+    ) -> Result<ClassChange, RateLimitError> {
+        if class == LimitClass::Aggregate {
+            return Err(invalid("classes", "`aggregate` is not a per-source class"));
+        }
+        let params = match limit {
+            Some(l) => Some(Params::new(
+                &format!("classes.{}", class.name()),
+                l,
+                tsc_hz,
+            )?),
+            None => None,
+        };
+        Ok(ClassChange {
+            class,
+            limit,
+            params,
+        })
+    }
+
+    pub fn class(&self) -> LimitClass {
+        self.class
+    }
+
+    pub fn limit(&self) -> Option<ClassLimit> {
+        self.limit
+    }
+}
+
 /// Validated config shared by all workers: build once, then [`RateLimiter::worker_stage`] per worker.
 pub struct RateLimiter {
     config: RateLimitConfig,
@@ -509,7 +553,7 @@ impl RateLimitStage {
                 if let Some(d) = self.counters.dropped.get_mut(ci) {
                     *d += 1;
                 }
-                return StageResult::Done(Verdict::Drop(DropReason::RateLimited(class.index())));
+                return StageResult::Done(Verdict::Drop(DropReason::RateLimited(class)));
             }
         }
         if let Some(b) = self.aggregate.bucket_for(ip.dst) {
@@ -520,7 +564,7 @@ impl RateLimitStage {
                     *d += 1;
                 }
                 return StageResult::Done(Verdict::Drop(DropReason::RateLimited(
-                    LimitClass::Aggregate.index(),
+                    LimitClass::Aggregate,
                 )));
             }
         }
@@ -565,34 +609,34 @@ impl RateLimitStage {
         ok
     }
 
-    /// Changes (or with `None` removes) a class's limit live. Existing keys keep their level,
-    /// clamped to the new burst; a change of mode restarts the class's keys full.
+    /// Changes (or with `None` removes) a class's limit live: validates, then applies. Workers
+    /// get a [`ClassChange`] validated on the control side and apply it with
+    /// [`RateLimitStage::apply_class`] instead, which cannot fail and does not allocate.
     pub fn set_class(
         &mut self,
         class: LimitClass,
         limit: Option<ClassLimit>,
     ) -> Result<(), RateLimitError> {
-        let ci = usize::from(class.index());
-        let Some(slot) = self.config.classes.slot(class) else {
-            return Err(invalid("classes", "`aggregate` is not a per-source class"));
-        };
-        let params = match limit {
-            Some(l) => Some(Params::new(
-                &format!("classes.{}", class.name()),
-                l,
-                self.tsc_hz,
-            )?),
-            None => None,
+        let change = ClassChange::new(class, limit, self.tsc_hz)?;
+        self.apply_class(&change);
+        Ok(())
+    }
+
+    /// Applies a validated class change. Existing keys keep their state (see the module docs);
+    /// a change of mode restarts the class's keys full.
+    pub fn apply_class(&mut self, change: &ClassChange) {
+        let ci = usize::from(change.class.index());
+        let Some(slot) = self.config.classes.slot(change.class) else {
+            return;
         };
         let old_mode = slot.map(|l| l.mode);
-        *slot = limit;
+        *slot = change.limit;
         if let (Some(p), Some(g)) = (self.params.get_mut(ci), self.generation.get_mut(ci)) {
-            if old_mode != limit.map(|l| l.mode) {
+            if old_mode != change.limit.map(|l| l.mode) {
                 *g = g.wrapping_add(1) & 0x7;
             }
-            *p = params;
+            *p = change.params;
         }
-        Ok(())
     }
 
     /// The configuration in force on this worker (for `ratelimit show`).
@@ -869,7 +913,8 @@ mod tests {
         }
     }
 
-    const SYN_DROP: StageResult = StageResult::Done(Verdict::Drop(DropReason::RateLimited(2)));
+    const SYN_DROP: StageResult =
+        StageResult::Done(Verdict::Drop(DropReason::RateLimited(LimitClass::TcpSyn)));
 
     #[test]
     fn class_names_and_indices_are_stable() {
@@ -1388,7 +1433,7 @@ mod tests {
             )
         };
         let agg_drop = StageResult::Done(Verdict::Drop(DropReason::RateLimited(
-            LimitClass::Aggregate.index(),
+            LimitClass::Aggregate,
         )));
         for _ in 0..5 {
             assert_eq!(
