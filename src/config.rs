@@ -203,6 +203,9 @@ pub struct RunConfig {
     pub exit_when_idle_ms: Option<u64>,
     /// Write the final summary as JSON to this path.
     pub summary_json: Option<PathBuf>,
+    /// Level of the operator log on stderr ("error", "warn", "info", "debug", "trace";
+    /// default "info"); `--log-level` overrides it.
+    pub log_level: Option<log::LevelFilter>,
 }
 
 impl Config {
@@ -1414,6 +1417,17 @@ inside = "inside"
 
     /// Issue 9: the README gives a default per `[dataplane]` key, so a section that sets only
     /// some keys takes the rest from the defaults instead of failing on "missing field".
+    #[test]
+    fn run_log_level_is_a_level_name() {
+        let with = |v: &str| format!("{GOOD}\n[run]\nlog_level = {v}\n");
+        let c = Config::parse(&with("\"debug\""), "x.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.run.log_level, Some(log::LevelFilter::Debug));
+        let e = Config::parse(&with("\"loud\""), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml") && e.contains("log_level"), "{e}");
+    }
+
     #[test]
     fn partial_sections_take_defaults_per_key() {
         let only_workers = GOOD.replace(

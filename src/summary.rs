@@ -68,7 +68,7 @@ pub struct Summary {
 }
 
 /// What the control side saw by the end of the run.
-pub struct ControlView<'a> {
+pub struct ControlView {
     /// Per-port totals of the workers' final snapshots.
     pub totals: Vec<VerdictCounters>,
     /// Signature hits summed by sid over every rule generation (after a `rules reload` the
@@ -76,7 +76,7 @@ pub struct ControlView<'a> {
     pub stats: ctl::protocol::StatsReport,
     pub latency: ctl::protocol::LatencyReport,
     /// The rule sets that ran (the first and the last), to name each hit rule's action.
-    pub rule_sets: Vec<&'a CompiledRules>,
+    pub rule_sets: Vec<std::sync::Arc<CompiledRules>>,
 }
 
 impl Summary {

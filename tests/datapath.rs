@@ -315,3 +315,49 @@ fn pipeline_scrubs_attack_and_forwards_legit_in_the_data_path() {
     assert_eq!(sum["signature_hits"][0]["sid"], 7);
     assert_eq!(sum["signature_hits"][0]["hits"], memcached);
 }
+
+/// The operator log: time-stamped, levelled lines on stderr; `--log-level` (or `run.log_level`)
+/// filters them, and a bad level is refused by the command line.
+#[test]
+fn operator_log_has_levels_and_timestamps() {
+    let _g = lock();
+    let s = Scenario::new("log");
+    let rx = s.write_pcap("outside.pcap", &mix(Side::Outside, 50, 31));
+    let cfg = s.config(
+        "0,1",
+        &[1],
+        &pcap_vdev(0, &rx, &s.path("o-tx.pcap")),
+        &format!(
+            "net_pcap1,rx_pcap={},tx_pcap={}",
+            rx.display(),
+            s.path("i-tx.pcap").display()
+        ),
+        "exit_when_idle_ms = 300",
+        8191,
+    );
+    let out = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("port 0 \"outside\"") && l.contains(" up:"))
+        .unwrap_or_else(|| panic!("no port-up line in:\n{err}"));
+    // `[2026-11-27T08:00:00Z INFO  scrubd] port 0 ...`: an RFC 3339 time, then the level.
+    assert!(line.starts_with("[20") && line.contains("Z INFO"), "{line}");
+    assert!(err.contains("stopping (idle)"), "{err}");
+
+    let mut quiet = scrubd();
+    quiet.args(["--config", cfg.to_str().unwrap(), "--log-level", "warn"]);
+    let out = run_with_limit(quiet, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(" INFO "),
+        "{}",
+        show(&out)
+    );
+
+    let bad = scrubd()
+        .args(["--config", cfg.to_str().unwrap(), "--log-level", "loud"])
+        .output()
+        .expect("run scrubd");
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+}

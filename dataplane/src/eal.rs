@@ -328,16 +328,13 @@ impl PrefixFiles {
                     done.hugepage_files += 1;
                     done.hugepage_bytes += bytes;
                 }
-                Err(e) => eprintln!("dataplane: cannot remove {}: {e}", path.display()),
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
             }
         }
         match std::fs::remove_dir_all(&self.runtime_dir) {
             Ok(()) => done.runtime_dir = true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => eprintln!(
-                "dataplane: cannot remove {}: {e}",
-                self.runtime_dir.display()
-            ),
+            Err(e) => log::warn!("cannot remove {}: {e}", self.runtime_dir.display()),
         }
         done
     }

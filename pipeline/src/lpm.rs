@@ -532,7 +532,15 @@ mod tests {
         let hits = sweep(&t);
         let after = thread_faults(&mut b1);
         assert_eq!(hits, 64, "10/8 spans 64 of the probed pages");
-        assert_eq!(before, after, "lookups into a built table fault no page in");
+        // A table that is not prefaulted takes one fault per page swept: 16,384. A handful is
+        // allowed for what the kernel does to this thread under a loaded parallel test run
+        // (seen once: 1 fault with every other test running); the process test on the worker
+        // thread (tests/acl_updates.rs) is the exact check.
+        let stray = |b: (u64, u64), a: (u64, u64)| (a.0 - b.0) + (a.1 - b.1);
+        assert!(
+            stray(before, after) <= 4,
+            "lookups into a built table fault no page in: {before:?} -> {after:?}"
+        );
         let copy = t.clone();
         rules.set(p4("10.1.2.3/32"), Some(nz(2)));
         t.repair(&rules, &[p4("10.1.2.3/32")]);
@@ -540,7 +548,10 @@ mod tests {
         sweep(&copy);
         sweep(&t);
         let after = thread_faults(&mut b1);
-        assert_eq!(before, after, "nor into a clone or a repaired one");
+        assert!(
+            stray(before, after) <= 4,
+            "nor into a clone or a repaired one: {before:?} -> {after:?}"
+        );
         let v4_only = Dir24_8::build(&[(0x0a00_0000, 8, nz(1))]);
         let dir_sweep = |t: &Dir24_8| {
             for page in 0..(1u32 << 14) {
@@ -550,7 +561,11 @@ mod tests {
         dir_sweep(&Dir24_8::build(&[]));
         let before = thread_faults(&mut b0);
         dir_sweep(&v4_only);
-        assert_eq!(before, thread_faults(&mut b1), "Dir24_8::build too");
+        let after = thread_faults(&mut b1);
+        assert!(
+            stray(before, after) <= 4,
+            "Dir24_8::build too: {before:?} -> {after:?}"
+        );
     }
 
     fn p4(s: &str) -> Prefix {

@@ -119,6 +119,7 @@ impl Shared {
         // cannot publish a table built from the old base in between.
         let mut live = lock(&self.live);
         let r = live.reload().map_err(|e| {
+            log::warn!("rules reload refused, running rules unchanged: {e}");
             err(
                 ErrorCode::Invalid,
                 format!("reload refused, running rules unchanged: {e}"),
@@ -147,6 +148,13 @@ impl Shared {
             .map_err(|e| err(ErrorCode::Unavailable, e))?;
         self.set_stage("signature", r.rules.is_some());
         self.set_stage("acl", true);
+        log::info!(
+            "rules reloaded: generation {}, {} rule(s), {} ACL entries, compiled in {compile_ms:.1} ms, applied on {applied}/{} workers",
+            r.rules_generation,
+            r.rules.as_ref().map_or(0, |c| c.len()),
+            r.acl_entries,
+            self.workers()
+        );
         ok(ReloadReport {
             rules_generation: r.rules_generation,
             rules: r.rules.as_ref().map_or(0, |c| c.len()),
@@ -407,6 +415,10 @@ impl Shared {
         let n = self
             .publish(|_| Update::RotateCookie { applied: false })
             .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        log::info!(
+            "SYN-cookie secret rotated on command ({n}/{} workers)",
+            self.workers()
+        );
         done(format!(
             "SYN-cookie secret rotated on {n}/{} workers; cookies issued before stay valid until the next rotation",
             self.workers()

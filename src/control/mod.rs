@@ -135,15 +135,15 @@ impl Shared {
             } => {
                 let hits = stage.as_ref().map(|s| s.counters()).unwrap_or(&[]);
                 if let Err(e) = lock(&self.agg).retire_rules(w as u16, generation, hits) {
-                    eprintln!("scrubd: worker {w}: retiring rule generation {generation}: {e}");
+                    log::error!("worker {w}: retiring rule generation {generation}: {e}");
                 }
             }
             Update::RateClass {
                 applied: false,
                 change,
             } => {
-                eprintln!(
-                    "scrubd: worker {w} has no rate-limit stage; change of {} not applied",
+                log::warn!(
+                    "worker {w} has no rate-limit stage; change of {} not applied",
                     change.class().name()
                 );
             }
@@ -210,12 +210,14 @@ pub fn spawn_control_thread(
         .name("scrubd-ctl".into())
         .spawn(move || {
             if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                eprintln!("scrubd: control thread: cannot pin to CPU {cpu}; running unpinned");
+                log::warn!("control thread: cannot pin to CPU {cpu}; running unpinned");
             }
             let mut next_expiry = Instant::now();
+            let mut stalls = StallWatch::new(shared.stats_interval_ms);
             while !stop.load(Ordering::Acquire) {
                 shared.drain();
                 let now = Instant::now();
+                stalls.check(&shared, now);
                 if now >= next_expiry {
                     next_expiry = now + Duration::from_millis(250);
                     // The policy stays locked until the workers switched, as for a command: a
@@ -224,7 +226,7 @@ pub fn spawn_control_thread(
                     let mut live = lock(&shared.live);
                     if let Some(table) = live.expire(now) {
                         if let Err(e) = shared.publish(|_| Update::Acl(Some(Arc::clone(&table)))) {
-                            eprintln!("scrubd: publishing expired ACL entries: {e}");
+                            log::error!("publishing expired ACL entries: {e}");
                         }
                     }
                     drop(live);
@@ -233,6 +235,48 @@ pub fn spawn_control_thread(
             }
             shared.drain();
         })
+}
+
+/// Notices workers that stop publishing snapshots (a wedged lcore, a CPU taken away) and says
+/// so once in the log, and again when they come back. Checked once a second.
+struct StallWatch {
+    limit_ms: f64,
+    next: Instant,
+    stalled: Vec<bool>,
+}
+
+impl StallWatch {
+    fn new(stats_interval_ms: u64) -> StallWatch {
+        StallWatch {
+            // Ten missed intervals, and never under a second: one slow publish is not a stall.
+            limit_ms: (10 * stats_interval_ms).max(1000) as f64,
+            next: Instant::now() + Duration::from_secs(1),
+            stalled: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, shared: &Shared, now: Instant) {
+        if now < self.next {
+            return;
+        }
+        self.next = now + Duration::from_secs(1);
+        let report = lock(&shared.agg).stats_report(now);
+        self.stalled.resize(report.workers.len(), false);
+        for (w, was) in report.workers.iter().zip(self.stalled.iter_mut()) {
+            let stalled = w.snapshots > 0 && w.last_snapshot_age_ms > self.limit_ms;
+            if stalled && !*was {
+                log::warn!(
+                    "worker {} (lcore {}) has published no stats for {:.1} s: stalled?",
+                    w.worker,
+                    w.lcore,
+                    w.last_snapshot_age_ms / 1000.0
+                );
+            } else if !stalled && *was {
+                log::info!("worker {} (lcore {}) publishes again", w.worker, w.lcore);
+            }
+            *was = stalled;
+        }
+    }
 }
 
 /// A JSON reply turned into DPDK telemetry's data model, so `/scrubd/*` shows the same fields
