@@ -161,6 +161,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 pub mod headers;
 pub mod lpm;
