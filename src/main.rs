@@ -1,5 +1,7 @@
 //! scrubd: an inline DDoS scrubber on DPDK.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod control;
 mod start;

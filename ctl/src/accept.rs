@@ -2,8 +2,10 @@
 //! closing the listener from another thread, so both servers wait in `poll(2)` on the listener
 //! and on one end of a socket pair whose other end `shutdown` writes to.
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
 /// What woke the accept loop.
@@ -35,36 +37,30 @@ pub(crate) fn signal(tx: &mut UnixStream) {
 }
 
 /// Block until the listener is readable or the wake end is; EINTR is retried.
-pub(crate) fn wait(listener: RawFd, wake: &UnixStream) -> io::Result<Wake> {
+pub(crate) fn wait(listener: BorrowedFd<'_>, wake: &UnixStream) -> io::Result<Wake> {
     let mut fds = [
-        libc::pollfd {
-            fd: listener,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        PollFd::new(listener, PollFlags::POLLIN),
+        PollFd::new(wake.as_fd(), PollFlags::POLLIN),
     ];
     loop {
-        // SAFETY: `fds` is a valid array of two initialised pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
         }
-        if fds[1].revents != 0 {
+        if has_events(&fds[1]) {
             return Ok(Wake::Stop);
         }
-        if fds[0].revents != 0 {
+        if has_events(&fds[0]) {
             return Ok(Wake::Listener);
         }
     }
+}
+
+/// Whether `poll` reported anything for `fd`: readiness, error or hang-up alike. Bits nix does
+/// not name still count.
+pub(crate) fn has_events(fd: &PollFd<'_>) -> bool {
+    fd.revents().is_none_or(|r| !r.is_empty())
 }
 
 #[cfg(test)]
@@ -79,9 +75,9 @@ mod tests {
         let l = UnixListener::bind(&path).unwrap();
         let mut pair = WakePair::new().unwrap();
         let _c = UnixStream::connect(&path).unwrap();
-        assert_eq!(wait(l.as_raw_fd(), &pair.rx).unwrap(), Wake::Listener);
+        assert_eq!(wait(l.as_fd(), &pair.rx).unwrap(), Wake::Listener);
         let _ = l.accept().unwrap();
         signal(&mut pair.tx);
-        assert_eq!(wait(l.as_raw_fd(), &pair.rx).unwrap(), Wake::Stop);
+        assert_eq!(wait(l.as_fd(), &pair.rx).unwrap(), Wake::Stop);
     }
 }

@@ -22,9 +22,11 @@
 //! a render panic → 500.
 
 use crate::accept::{self, WakePair};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,11 +117,11 @@ impl Conn {
         matches!(self.state, State::Reading(_))
     }
 
-    fn interest(&self) -> libc::c_short {
+    fn interest(&self) -> PollFlags {
         if self.reading() {
-            libc::POLLIN
+            PollFlags::POLLIN
         } else {
-            libc::POLLOUT
+            PollFlags::POLLOUT
         }
     }
 
@@ -195,61 +197,60 @@ fn victim(conns: &[Conn]) -> usize {
 
 /// Milliseconds until the nearest deadline, rounded up so a wake-up is never early; -1 (wait
 /// for ever) when no connection is open.
-fn poll_timeout(conns: &[Conn], now: Instant) -> libc::c_int {
+fn poll_timeout(conns: &[Conn], now: Instant) -> i32 {
     match conns.iter().map(|c| c.deadline).min() {
         None => -1,
         Some(d) => {
             let left = d.saturating_duration_since(now);
             let ms = left.as_micros().div_ceil(1000);
-            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+            i32::try_from(ms).unwrap_or(i32::MAX)
         }
     }
 }
 
 fn serve_loop(listener: TcpListener, wake: UnixStream, render: Render, open: Arc<AtomicUsize>) {
     let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(MAX_CONNECTIONS + 2);
+    // Which descriptors `poll` reported, in `fds` order: the listener, the wake end, then each
+    // connection. Copied out so the connections can be advanced once `fds` (which borrows
+    // them) is gone.
+    let mut ready: Vec<bool> = Vec::with_capacity(MAX_CONNECTIONS + 2);
     loop {
         open.store(conns.len(), Ordering::Release);
-        fds.clear();
-        fds.push(pollfd(listener.as_raw_fd(), libc::POLLIN));
-        fds.push(pollfd(wake.as_raw_fd(), libc::POLLIN));
+        let timeout = PollTimeout::try_from(poll_timeout(&conns, Instant::now()))
+            .unwrap_or(PollTimeout::NONE);
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(conns.len() + 2);
+        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
         fds.extend(
             conns
                 .iter()
-                .map(|c| pollfd(c.stream.as_raw_fd(), c.interest())),
+                .map(|c| PollFd::new(c.stream.as_fd(), c.interest())),
         );
-        let timeout = poll_timeout(&conns, Instant::now());
-        // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => {
                 thread::sleep(Duration::from_millis(50));
+                continue;
             }
-            continue;
         }
-        if fds.get(1).is_some_and(|f| f.revents != 0) {
+        ready.clear();
+        ready.extend(fds.iter().map(accept::has_events));
+        drop(fds);
+        if ready.get(1).copied().unwrap_or(false) {
             return;
         }
         let mut i = 2;
         conns.retain_mut(|c| {
-            let ready = fds.get(i).is_some_and(|f| f.revents != 0);
+            let fired = ready.get(i).copied().unwrap_or(false);
             i += 1;
-            !ready || c.advance(render.as_ref())
+            !fired || c.advance(render.as_ref())
         });
         let now = Instant::now();
         conns.retain(|c| c.deadline > now);
-        if fds.first().is_some_and(|f| f.revents != 0) {
+        if ready.first().copied().unwrap_or(false) {
             accept_all(&listener, &mut conns);
         }
-    }
-}
-
-fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
     }
 }
 

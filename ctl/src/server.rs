@@ -34,12 +34,13 @@ use crate::accept::{self, Wake, WakePair};
 use crate::protocol::{
     Command, ErrorBody, ErrorCode, Request, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::{geteuid, Group};
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
@@ -187,29 +188,11 @@ pub struct PeerCred {
 
 /// SO_PEERCRED of a connected Unix stream (std's `peer_cred` is not stable).
 pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes and `len` holds the size of `cred`.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let cred = getsockopt(s, sockopt::PeerCredentials)?;
     Ok(PeerCred {
-        pid: cred.pid,
-        uid: cred.uid,
-        gid: cred.gid,
+        pid: cred.pid(),
+        uid: cred.uid(),
+        gid: cred.gid(),
     })
 }
 
@@ -267,37 +250,14 @@ fn parse_groups_line(status: &str) -> Vec<u32> {
 
 /// Group name to gid through NSS (so LDAP/sssd groups work, not only /etc/group).
 pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "group name contains NUL"))?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: all-zero is a valid `group` (null pointers, zero gid); it is only read after
-        // getgrnam_r filled it.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        return Ok(if result.is_null() {
-            None
-        } else {
-            Some(grp.gr_gid)
-        });
+    if name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "group name contains NUL",
+        ));
     }
+    // getgrnam_r, retried with a larger buffer while it reports ERANGE.
+    Ok(Group::from_name(name)?.map(|g| g.gid.as_raw()))
 }
 
 /// Longest path `sockaddr_un` holds (108 bytes with the terminating NUL on Linux).
@@ -494,8 +454,7 @@ pub fn serve(cfg: ServerConfig, handler: Arc<dyn Handler>) -> Result<Server, Ser
     };
     let mut gids = cfg.allowed_gids.clone();
     gids.extend(group_gid);
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let daemon_uid = unsafe { libc::geteuid() };
+    let daemon_uid = geteuid().as_raw();
     let policy = AccessPolicy {
         daemon_uid,
         uids: cfg.allowed_uids.clone(),
@@ -585,7 +544,7 @@ impl Drop for Server {
 
 fn accept_loop(listener: UnixListener, wake: UnixStream, shared: Arc<Shared>) {
     loop {
-        match accept::wait(listener.as_raw_fd(), &wake) {
+        match accept::wait(listener.as_fd(), &wake) {
             Ok(Wake::Stop) => return,
             Ok(Wake::Listener) => {}
             Err(_) => {

@@ -4,6 +4,7 @@
 //! through [`Host`] so tests can stand in for the kernel: a plain file cannot hand back fewer
 //! pages than were asked for, and a test must not call mount(2).
 
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -24,9 +25,8 @@ pub trait Host {
     fn unmount(&mut self, target: &Path) -> io::Result<()>;
 }
 
-/// Source and filesystem type name for mount(2). A byte literal rather than `c"..."` to stay
-/// within the workspace's rust-version.
-const HUGETLBFS: &[u8] = b"hugetlbfs\0";
+/// Source and filesystem type name for mount(2).
+const HUGETLBFS: &str = "hugetlbfs";
 
 /// The real kernel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,35 +48,20 @@ impl Host for SystemHost {
         let target = c_path(target)?;
         let data = CString::new(format!("pagesize={}", size.mount_option_value()))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: every pointer comes from a live NUL-terminated CString or from the
-        // NUL-terminated static `HUGETLBFS`, all of which outlive the call; hugetlbfs reads
-        // `data` as a NUL-terminated option string, and mount(2) keeps none of the pointers.
-        let rc = unsafe {
-            libc::mount(
-                HUGETLBFS.as_ptr().cast(),
-                target.as_ptr(),
-                HUGETLBFS.as_ptr().cast(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        mount(
+            Some(HUGETLBFS),
+            target.as_c_str(),
+            Some(HUGETLBFS),
+            MsFlags::empty(),
+            Some(data.as_c_str()),
+        )?;
+        Ok(())
     }
 
     fn unmount(&mut self, target: &Path) -> io::Result<()> {
         let target = c_path(target)?;
-        // SAFETY: `target` is a live NUL-terminated CString for the duration of the call, and
-        // umount2(2) does not retain the pointer.
-        let rc = unsafe { libc::umount2(target.as_ptr(), 0) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        umount2(target.as_c_str(), MntFlags::empty())?;
+        Ok(())
     }
 }
 

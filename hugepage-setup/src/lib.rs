@@ -6,6 +6,8 @@
 //! writes, because the kernel accepts any number in `nr_hugepages` and silently allocates fewer
 //! pages when memory is short or fragmented.
 
+#![forbid(unsafe_code)]
+
 pub mod host;
 pub mod mounts;
 pub mod page_size;

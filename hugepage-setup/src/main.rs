@@ -1,5 +1,8 @@
 //! `hugepage-setup`: the CLI face of the library; parsing and printing only.
 
+#![forbid(unsafe_code)]
+
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -127,11 +130,12 @@ struct ReleaseArgs {
     dry_run: bool,
 }
 
+/// Exit status when stdout is a pipe whose reader has gone: the status a shell reports for a
+/// command that SIGPIPE ended (128 + 13), so `set -o pipefail` scripts see what they would
+/// with any other Unix tool.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
 fn main() -> ExitCode {
-    // `hugepage-setup status | head` must end quietly, not panic on a closed stdout: take the
-    // default SIGPIPE action (terminate) that Rust's runtime replaces with "ignore".
-    // SAFETY: called first thing, before any other thread exists; SIG_DFL is always valid.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let roots = Roots {
         sysfs: cli.sysfs_root,
@@ -145,6 +149,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `hugepage-setup status | head` must end quietly, not with an error about the closed
+        // stdout (Rust ignores SIGPIPE, so the write fails with EPIPE instead).
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             eprintln!("hugepage-setup: error: {e}");
             ExitCode::FAILURE
@@ -152,26 +159,34 @@ fn main() -> ExitCode {
     }
 }
 
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
 fn show_status(roots: &Roots, args: &StatusArgs) -> Result<(), Box<dyn std::error::Error>> {
     let st = status(roots)?;
+    let out = &mut io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&st)?)?;
     } else {
-        print_status(&st);
+        print_status(out, &st)?;
     }
     Ok(())
 }
 
-fn print_status(st: &Status) {
+fn print_status(out: &mut impl Write, st: &Status) -> io::Result<()> {
     if let Some(d) = st.default_size {
-        println!("default hugepage size: {d}");
+        writeln!(out, "default hugepage size: {d}")?;
     }
-    println!(
+    writeln!(
+        out,
         "{:<11} {:<13} {:>8} {:>8} {:>8} {:>8}",
         "size", "pool", "total", "free", "reserved", "surplus"
-    );
+    )?;
     for s in &st.sizes {
-        println!(
+        writeln!(
+            out,
             "{:<11} {:<13} {:>8} {:>8} {:>8} {:>8}",
             s.size.to_string(),
             "system-wide",
@@ -179,9 +194,10 @@ fn print_status(st: &Status) {
             s.free,
             s.reserved,
             s.surplus
-        );
+        )?;
         for n in &s.nodes {
-            println!(
+            writeln!(
+                out,
                 "{:<11} {:<13} {:>8} {:>8} {:>8} {:>8}",
                 "",
                 format!("node {}", n.node),
@@ -189,40 +205,51 @@ fn print_status(st: &Status) {
                 n.free,
                 "-",
                 n.surplus
-            );
+            )?;
         }
     }
-    println!();
+    writeln!(out)?;
     if st.mounts.is_empty() {
-        println!("hugetlbfs mounts: none (DPDK needs one per page size it uses)");
+        writeln!(
+            out,
+            "hugetlbfs mounts: none (DPDK needs one per page size it uses)"
+        )?;
     } else {
-        println!("hugetlbfs mounts:");
+        writeln!(out, "hugetlbfs mounts:")?;
         for m in &st.mounts {
             let size = m
                 .page_size
                 .map_or_else(|| "unknown size".to_owned(), |p| p.to_string());
-            println!("  {}  {}  ({})", m.mount_point.display(), size, m.options);
+            writeln!(
+                out,
+                "  {}  {}  ({})",
+                m.mount_point.display(),
+                size,
+                m.options
+            )?;
         }
     }
+    Ok(())
 }
 
 fn run_plan(plan: &Plan, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let out = &mut io::stdout().lock();
     for note in &plan.notes {
-        println!("note: {note}");
+        writeln!(out, "note: {note}")?;
     }
     if dry_run {
         if plan.steps.is_empty() {
-            println!("dry run: nothing to do");
+            writeln!(out, "dry run: nothing to do")?;
         } else {
-            println!("dry run: nothing changed; would run:");
+            writeln!(out, "dry run: nothing changed; would run:")?;
             for step in &plan.steps {
-                println!("  {step}");
+                writeln!(out, "  {step}")?;
             }
         }
         return Ok(());
     }
     for outcome in apply(plan, &mut SystemHost)? {
-        println!("{outcome}");
+        writeln!(out, "{outcome}")?;
     }
     Ok(())
 }

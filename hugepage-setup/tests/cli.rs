@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 const REAL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 
@@ -180,4 +180,38 @@ fn unsupported_size_exits_1_and_lists_sizes() {
         err.contains("page size 16384kB is not supported by this kernel; supported sizes: 2048kB (2M), 1048576kB (1G)"),
         "{err}"
     );
+}
+
+/// `hugepage-setup status | head` ends quietly once the reader has gone: no error on stderr,
+/// and the status a shell shows for a command SIGPIPE ended (141), as before the SIGPIPE
+/// handler was dropped for a safe EPIPE check.
+#[test]
+fn status_into_a_closed_pipe_exits_141_quietly() {
+    let dir = fake_tree(0, 0);
+    // Far more output than a pipe buffer holds, so a write fails however early the child
+    // starts writing relative to the read end being closed below.
+    let mut mountinfo = String::new();
+    for i in 0..20_000 {
+        mountinfo.push_str(&format!(
+            "{} 27 0:50 / /mnt/huge{i} rw,relatime - hugetlbfs hugetlbfs rw,pagesize=2M\n",
+            100 + i
+        ));
+    }
+    fs::write(dir.path().join("proc/self/mountinfo"), mountinfo).expect("write mountinfo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hugepage-setup"))
+        .arg("status")
+        .args(roots(dir.path()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hugepage-setup");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "stderr: {}", text(&out.stderr));
 }

@@ -10,7 +10,8 @@ pub struct Headers {
     /// VLAN ids outermost first; `vlan_count` says how many are valid (0, 1 = 802.1Q, 2 = QinQ).
     pub vlans: [u16; 2],
     pub vlan_count: u8,
-    /// The innermost ethertype (after VLAN tags).
+    /// The innermost ethertype (after VLAN tags); see [`wire::ethernet`](crate::wire::ethernet)'s
+    /// `ETHERTYPE_*` constants.
     pub ethertype: u16,
     /// Offset of the network header.
     pub l3_off: u16,
@@ -47,7 +48,8 @@ pub struct IpHeaders {
     pub version: IpVersion,
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// Upper-layer protocol: for IPv6, the one after the extension-header chain.
+    /// Upper-layer protocol: for IPv6, the one after the extension-header chain. Named by
+    /// [`wire::ip_protocol`](crate::wire::ip_protocol).
     pub proto: u8,
     /// TTL or hop limit.
     pub ttl: u8,

@@ -4,6 +4,8 @@
 //! the worker's previous published snapshot) and hand them to the control thread over SPSC rings;
 //! everything here runs on the control side or is plain data, so it is tested without DPDK.
 
+#![forbid(unsafe_code)]
+
 pub mod aggregate;
 pub mod exposition;
 pub mod hgrm;

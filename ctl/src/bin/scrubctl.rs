@@ -3,6 +3,8 @@
 //! Exit codes: 0 ok; 1 the daemon returned an error (or the conversation broke off, or a file
 //! could not be written); 2 usage; 3 cannot connect to the socket.
 
+#![forbid(unsafe_code)]
+
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use ctl::client::{code_name, Client, ClientError};
 use ctl::protocol::{

@@ -1,6 +1,8 @@
 //! Pass-through forwarding benchmark: scrubd against dpdk-testpmd io forwarding on identical
 //! virtual devices, in the same run, reported as a ratio.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! Writes a reproducible two-sided traffic mix as pcap files for net_pcap.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use perf::gen::{mix, Side};
 use std::path::PathBuf;

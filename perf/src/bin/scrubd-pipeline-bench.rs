@@ -1,5 +1,7 @@
 //! Per-stage cost of scrubd's pipeline (ns and instructions per packet) on attack and clean mixes.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use perf::pipebench::{
     generate, run_row, InstructionCounter, Mix, MixFrames, PerfInstructions, RowResult, RuleFiles,

@@ -64,6 +64,7 @@ pub use self::allowlist::{Allowlist, ConnKey, Outbound};
 use self::reply::Segment;
 use super::StageResult;
 use crate::prefix::Prefix;
+use crate::wire::ip_protocol;
 use crate::{
     Direction, DropReason, Frag, Headers, IpHeaders, Malformed, Meta, TcpInfo, Transport, Verdict,
 };
@@ -279,11 +280,6 @@ impl Shared {
     }
 }
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
-
 /// Sources we never send a SYN-ACK to: replying to them would be reflecting at a broadcast or
 /// multicast group, at ourselves, or at nobody.
 fn unanswerable(src: IpAddr, dst: IpAddr) -> bool {
@@ -443,11 +439,11 @@ impl SynCookieStage {
         }
         let (sport, dport, proto) = match ip.transport {
             Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN => {
-                (t.sport, t.dport, PROTO_TCP)
+                (t.sport, t.dport, ip_protocol::TCP)
             }
             // UDP answers are only ever stopped when non-TCP traffic must authenticate.
             Transport::Udp { sport, dport } if self.non_tcp.udp == NonTcpAction::Drop => {
-                (sport, dport, PROTO_UDP)
+                (sport, dport, ip_protocol::UDP)
             }
             _ => return,
         };
@@ -474,12 +470,12 @@ impl SynCookieStage {
         }
         let (sport, dport, proto) = match ip.transport {
             Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) != TcpInfo::SYN => {
-                (t.sport, t.dport, PROTO_TCP)
+                (t.sport, t.dport, ip_protocol::TCP)
             }
             // UDP from unauthenticated sources is stopped only under `non_tcp.udp = "drop"`;
             // otherwise it passes anyway and the lookup would be wasted.
             Transport::Udp { sport, dport } if self.non_tcp.udp == NonTcpAction::Drop => {
-                (sport, dport, PROTO_UDP)
+                (sport, dport, ip_protocol::UDP)
             }
             _ => return false,
         };
@@ -557,9 +553,9 @@ impl SynCookieStage {
             return StageResult::Continue;
         }
         let action = match ip.proto {
-            PROTO_TCP => return self.unauthenticated_tcp(frame, hdr.l3_off, ip, now),
-            PROTO_UDP => self.non_tcp.udp,
-            PROTO_ICMP | PROTO_ICMPV6 => self.non_tcp.icmp,
+            ip_protocol::TCP => return self.unauthenticated_tcp(frame, hdr.l3_off, ip, now),
+            ip_protocol::UDP => self.non_tcp.udp,
+            ip_protocol::ICMP | ip_protocol::ICMPV6 => self.non_tcp.icmp,
             _ => self.non_tcp.other,
         };
         match action {

@@ -6,11 +6,17 @@ use crate::Malformed;
 
 /// Byte offsets of the fixed ARP fields; addresses follow at offsets derived from HLEN/PLEN.
 pub mod field {
+    /// Hardware type (1 for Ethernet).
     pub const HTYPE: usize = 0;
+    /// Protocol type: the EtherType of the protocol addresses (IPv4 for ARP).
     pub const PTYPE: usize = 2;
+    /// Hardware address length in bytes (6 for Ethernet).
     pub const HLEN: usize = 4;
+    /// Protocol address length in bytes (4 for IPv4).
     pub const PLEN: usize = 5;
+    /// Operation: [`OPER_REQUEST`](super::OPER_REQUEST) or [`OPER_REPLY`](super::OPER_REPLY).
     pub const OPER: usize = 6;
+    /// Sender hardware address; the other three addresses follow it.
     pub const SHA: usize = 8;
 }
 
@@ -19,19 +25,24 @@ pub const FIXED_LEN: usize = 8;
 /// Ethernet/IPv4 ARP, the only kind seen on the wire in practice.
 pub const ETHERNET_IPV4_LEN: usize = 28;
 
+/// Operation code of a who-has request.
 pub const OPER_REQUEST: u16 = 1;
+/// Operation code of an is-at reply.
 pub const OPER_REPLY: u16 = 2;
 
+/// A view of an ARP packet over any byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checking; accessors read missing bytes as zero and setters skip them.
     pub const fn new_unchecked(buffer: T) -> Self {
         Packet { buffer }
     }
 
+    /// Wrap after [`Packet::check_len`] proves the addresses its lengths announce are present.
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let p = Self::new_unchecked(buffer);
         p.check_len()?;
@@ -52,22 +63,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
         FIXED_LEN + 2 * (usize::from(self.hlen()) + usize::from(self.plen()))
     }
 
+    /// Hardware type.
     pub fn htype(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::HTYPE)
     }
 
+    /// Protocol type (an EtherType).
     pub fn ptype(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::PTYPE)
     }
 
+    /// Hardware address length in bytes.
     pub fn hlen(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::HLEN)
     }
 
+    /// Protocol address length in bytes.
     pub fn plen(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::PLEN)
     }
 
+    /// Operation (request or reply).
     pub fn oper(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::OPER)
     }
@@ -82,15 +98,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.addr(field::SHA, self.hlen())
     }
 
+    /// Sender protocol address (empty if the buffer is short).
     pub fn sender_proto(&self) -> &[u8] {
         self.addr(field::SHA + usize::from(self.hlen()), self.plen())
     }
 
+    /// Target hardware address (empty if the buffer is short).
     pub fn target_hw(&self) -> &[u8] {
         let off = field::SHA + usize::from(self.hlen()) + usize::from(self.plen());
         self.addr(off, self.hlen())
     }
 
+    /// Target protocol address (empty if the buffer is short).
     pub fn target_proto(&self) -> &[u8] {
         let off = field::SHA + 2 * usize::from(self.hlen()) + usize::from(self.plen());
         self.addr(off, self.plen())

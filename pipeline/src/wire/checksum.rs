@@ -54,11 +54,6 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     update16(hc, old as u16, new as u16)
 }
 
-/// IP protocol numbers of the transports whose checksum covers a pseudo-header.
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
-
 /// Full TCP/UDP checksum of `segment` (header and payload) over the IPv4 pseudo-header.
 /// With the segment's checksum field zeroed this is the value to store; with the stored
 /// value in place it is 0 exactly when the segment verifies. An IPv4 segment cannot exceed
@@ -77,6 +72,7 @@ pub fn l4_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, segment: &[u8]) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ip_protocol::UDP as PROTO_UDP;
     use proptest::prelude::*;
 
     #[test]

@@ -5,16 +5,24 @@ use crate::Malformed;
 
 /// Byte offsets of the Ethernet II header fields.
 pub mod field {
+    /// Destination MAC address (6 bytes).
     pub const DST: usize = 0;
+    /// Source MAC address (6 bytes).
     pub const SRC: usize = 6;
+    /// EtherType, or the TPID of the first VLAN tag (2 bytes).
     pub const ETHERTYPE: usize = 12;
 }
 
 /// Length of the untagged Ethernet header.
 pub const HEADER_LEN: usize = 14;
 
+// The EtherTypes scrubd tells apart: the one set every file names them from.
+
+/// IPv4 (RFC 894).
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// ARP (RFC 826): forwarded untouched.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// IPv6 (RFC 2464).
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// 802.1Q customer tag.
 pub const TPID_8021Q: u16 = 0x8100;
@@ -48,6 +56,8 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(f)
     }
 
+    /// `EthernetTruncated` unless the 14-byte header is present; what [`Frame::new_checked`]
+    /// runs.
     pub fn check_len(&self) -> Result<(), Malformed> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(Malformed::EthernetTruncated);
@@ -55,14 +65,17 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(())
     }
 
+    /// Give the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// Destination MAC address.
     pub fn dst_addr(&self) -> [u8; 6] {
         bytes::array_or_zero(self.buffer.as_ref(), field::DST)
     }
 
+    /// Source MAC address.
     pub fn src_addr(&self) -> [u8; 6] {
         bytes::array_or_zero(self.buffer.as_ref(), field::SRC)
     }
@@ -74,10 +87,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    /// Write the destination MAC address.
     pub fn set_dst_addr(&mut self, addr: [u8; 6]) {
         bytes::set_bytes(self.buffer.as_mut(), field::DST, &addr);
     }
 
+    /// Write the source MAC address.
     pub fn set_src_addr(&mut self, addr: [u8; 6]) {
         bytes::set_bytes(self.buffer.as_mut(), field::SRC, &addr);
     }
@@ -89,6 +104,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         self.set_src_addr(dst);
     }
 
+    /// Write the outer ethertype (a TPID to start a VLAN tag).
     pub fn set_ethertype(&mut self, ethertype: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::ETHERTYPE, ethertype);
     }
@@ -96,7 +112,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 
 /// Byte offsets inside one VLAN tag, counted from the byte after its TPID.
 pub mod tag_field {
+    /// Tag control information: PCP, DEI and VID (2 bytes).
     pub const TCI: usize = 0;
+    /// The ethertype or next TPID after this tag (2 bytes).
     pub const ETHERTYPE: usize = 2;
 }
 
@@ -110,16 +128,19 @@ pub struct VlanTag<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
+    /// Wrap without checking; accessors read missing bytes as zero.
     pub const fn new_unchecked(buffer: T) -> Self {
         VlanTag { buffer }
     }
 
+    /// Wrap after proving the 4 tag bytes (TCI and next ethertype) are present.
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let t = Self::new_unchecked(buffer);
         t.check_len()?;
         Ok(t)
     }
 
+    /// `VlanTruncated` unless the 4 tag bytes are present; what [`VlanTag::new_checked`] runs.
     pub fn check_len(&self) -> Result<(), Malformed> {
         if self.buffer.as_ref().len() < TAG_LEN {
             return Err(Malformed::VlanTruncated);
@@ -127,6 +148,7 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
         Ok(())
     }
 
+    /// The whole tag control information: PCP (3 bits), DEI (1 bit), VID (12 bits).
     pub fn tci(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), tag_field::TCI)
     }

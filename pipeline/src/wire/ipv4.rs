@@ -5,21 +5,34 @@ use crate::Malformed;
 
 /// Byte offsets of the IPv4 header fields.
 pub mod field {
+    /// Version (high nibble) and header length in 32-bit words (low nibble).
     pub const VER_IHL: usize = 0;
+    /// DSCP (high 6 bits) and ECN (low 2 bits).
     pub const DSCP_ECN: usize = 1;
+    /// Total length of the datagram, header included (2 bytes).
     pub const TOTAL_LEN: usize = 2;
+    /// Identification, shared by the fragments of one datagram (2 bytes).
     pub const IDENT: usize = 4;
+    /// Flags (3 high bits) and fragment offset in 8-byte units (13 bits).
     pub const FLAGS_FRAG: usize = 6;
+    /// Time to live.
     pub const TTL: usize = 8;
+    /// Upper-layer protocol (an [`ip_protocol`](crate::wire::ip_protocol) number).
     pub const PROTOCOL: usize = 9;
+    /// Header checksum (2 bytes).
     pub const CHECKSUM: usize = 10;
+    /// Source address (4 bytes).
     pub const SRC: usize = 12;
+    /// Destination address (4 bytes).
     pub const DST: usize = 16;
+    /// Start of the options, which run to IHL × 4.
     pub const OPTIONS: usize = 20;
 }
 
 /// Header length without options.
 pub const MIN_HEADER_LEN: usize = 20;
+/// IHL 15 × 4: the longest header, 40 bytes of options.
+pub const MAX_HEADER_LEN: usize = 60;
 /// Largest datagram the 16-bit total length can describe.
 pub const MAX_DATAGRAM_LEN: usize = 65535;
 
@@ -30,22 +43,32 @@ const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
 /// Option kinds whose shape is checked beyond the generic type-length rule.
 pub mod option {
+    /// End of option list.
     pub const EOL: u8 = 0;
+    /// No-operation padding between options.
     pub const NOP: u8 = 1;
+    /// Record route (RFC 791).
     pub const RECORD_ROUTE: u8 = 7;
+    /// Internet timestamp (RFC 791).
     pub const TIMESTAMP: u8 = 68;
+    /// Loose source and record route: deprecated, a spoofing aid (RFC 7126).
     pub const LOOSE_SOURCE_ROUTE: u8 = 131;
+    /// Stream identifier (obsolete, RFC 6814).
     pub const STREAM_ID: u8 = 136;
+    /// Strict source and record route: deprecated like the loose one.
     pub const STRICT_SOURCE_ROUTE: u8 = 137;
+    /// Router alert (RFC 2113): asks every router to look at the packet.
     pub const ROUTER_ALERT: u8 = 148;
 }
 
+/// A view of an IPv4 datagram over any byte buffer, starting at the version byte.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checking; accessors read missing bytes as zero and setters skip them.
     pub const fn new_unchecked(buffer: T) -> Self {
         Packet { buffer }
     }
@@ -63,6 +86,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// The checks [`Packet::new_checked`] runs, in its order.
     pub fn check_len(&self) -> Result<(), Malformed> {
         let len = self.buffer.as_ref().len();
         if len < MIN_HEADER_LEN {
@@ -85,10 +109,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
+    /// Give the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// Version nibble (4 for a valid header).
     pub fn version(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::VER_IHL) >> 4
     }
@@ -98,14 +124,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
         usize::from(bytes::u8_at(self.buffer.as_ref(), field::VER_IHL) & 0x0f) * 4
     }
 
+    /// DSCP and ECN bits, as one byte.
     pub fn dscp_ecn(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::DSCP_ECN)
     }
 
+    /// Total length field: header plus payload, Ethernet padding excluded.
     pub fn total_len(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::TOTAL_LEN)
     }
 
+    /// Identification field.
     pub fn ident(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::IDENT)
     }
@@ -120,10 +149,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.flags_frag() & FLAG_RESERVED != 0
     }
 
+    /// Don't-fragment flag.
     pub fn dont_frag(&self) -> bool {
         self.flags_frag() & FLAG_DF != 0
     }
 
+    /// More-fragments flag: set on every fragment but the last.
     pub fn more_frags(&self) -> bool {
         self.flags_frag() & FLAG_MF != 0
     }
@@ -133,22 +164,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
         usize::from(self.flags_frag() & FRAG_OFFSET_MASK) * 8
     }
 
+    /// Time to live.
     pub fn ttl(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::TTL)
     }
 
+    /// Upper-layer protocol (an [`ip_protocol`](super::ip_protocol) number).
     pub fn protocol(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::PROTOCOL)
     }
 
+    /// The stored header checksum.
     pub fn checksum(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::CHECKSUM)
     }
 
+    /// Source address.
     pub fn src_addr(&self) -> [u8; 4] {
         bytes::array_or_zero(self.buffer.as_ref(), field::SRC)
     }
 
+    /// Destination address.
     pub fn dst_addr(&self) -> [u8; 4] {
         bytes::array_or_zero(self.buffer.as_ref(), field::DST)
     }
@@ -219,22 +255,54 @@ pub fn check_options(mut opts: &[u8]) -> Result<(), Malformed> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Write the version nibble, keeping IHL.
+    pub fn set_version(&mut self, version: u8) {
+        let b = self.buffer.as_mut();
+        let ihl = bytes::u8_at(b, field::VER_IHL) & 0x0f;
+        bytes::set_u8(b, field::VER_IHL, (version << 4) | ihl);
+    }
+
+    /// Set IHL from a header length in bytes (rounded down to words, at most 60), keeping the
+    /// version.
+    pub fn set_header_len(&mut self, len: usize) {
+        let words = (len.min(MAX_HEADER_LEN) / 4) as u8;
+        let b = self.buffer.as_mut();
+        let version = bytes::u8_at(b, field::VER_IHL) & 0xf0;
+        bytes::set_u8(b, field::VER_IHL, version | words);
+    }
+
+    /// Set or clear the don't-fragment flag, keeping the other flags and the offset.
+    pub fn set_dont_frag(&mut self, df: bool) {
+        let v = self.flags_frag() & !FLAG_DF | if df { FLAG_DF } else { 0 };
+        bytes::set_u16(self.buffer.as_mut(), field::FLAGS_FRAG, v);
+    }
+
+    /// Write the upper-layer protocol (an [`ip_protocol`](super::ip_protocol) number).
+    pub fn set_protocol(&mut self, proto: u8) {
+        bytes::set_u8(self.buffer.as_mut(), field::PROTOCOL, proto);
+    }
+
+    /// Write the source address.
     pub fn set_src_addr(&mut self, addr: [u8; 4]) {
         bytes::set_bytes(self.buffer.as_mut(), field::SRC, &addr);
     }
 
+    /// Write the destination address.
     pub fn set_dst_addr(&mut self, addr: [u8; 4]) {
         bytes::set_bytes(self.buffer.as_mut(), field::DST, &addr);
     }
 
+    /// Write the time to live.
     pub fn set_ttl(&mut self, ttl: u8) {
         bytes::set_u8(self.buffer.as_mut(), field::TTL, ttl);
     }
 
+    /// Write the total length field.
     pub fn set_total_len(&mut self, len: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::TOTAL_LEN, len);
     }
 
+    /// Write the header checksum as given ([`Packet::fill_checksum`] computes it).
     pub fn set_checksum(&mut self, sum: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::CHECKSUM, sum);
     }

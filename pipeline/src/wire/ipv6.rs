@@ -5,38 +5,40 @@ use crate::Malformed;
 
 /// Byte offsets of the fixed IPv6 header fields.
 pub mod field {
+    /// Version (4 bits), traffic class (8 bits) and flow label (20 bits).
     pub const VER_TC_FLOW: usize = 0;
+    /// Payload length: everything after the fixed header (2 bytes).
     pub const PAYLOAD_LEN: usize = 4;
+    /// The first extension header or the upper-layer protocol.
     pub const NEXT_HEADER: usize = 6;
+    /// Hop limit (IPv4's TTL).
     pub const HOP_LIMIT: usize = 7;
+    /// Source address (16 bytes).
     pub const SRC: usize = 8;
+    /// Destination address (16 bytes).
     pub const DST: usize = 24;
 }
 
+/// Length of the fixed header; extension headers follow it.
 pub const HEADER_LEN: usize = 40;
 
-/// Next-header values of the extension headers the chain walker steps over.
-pub mod next_header {
-    pub const HOP_BY_HOP: u8 = 0;
-    pub const ROUTING: u8 = 43;
-    pub const FRAGMENT: u8 = 44;
-    pub const ESP: u8 = 50;
-    pub const AH: u8 = 51;
-    pub const NO_NEXT: u8 = 59;
-    pub const DEST_OPTS: u8 = 60;
-}
+/// Next-header values: the IP protocol numbers, under the name RFC 8200 gives the field. The
+/// chain walker steps over `HOP_BY_HOP`, `ROUTING`, `FRAGMENT`, `DEST_OPTS` and `AH`.
+pub use super::ip_protocol as next_header;
 
 /// Longest chain walked before giving up. RFC 8200 recommends each header at most once
 /// (destination options twice), so an honest chain has at most six; anything longer is an
 /// attempt to make the parser walk, or to push the transport header out of the first fragment.
 pub const MAX_EXT_HEADERS: usize = 8;
 
+/// A view of an IPv6 datagram over any byte buffer, starting at the version byte.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checking; accessors read missing bytes as zero and setters skip them.
     pub const fn new_unchecked(buffer: T) -> Self {
         Packet { buffer }
     }
@@ -50,6 +52,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// The checks [`Packet::new_checked`] runs, in its order.
     pub fn check_len(&self) -> Result<(), Malformed> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
@@ -64,22 +67,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
+    /// Give the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// Version nibble (6 for a valid header).
     pub fn version(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::VER_TC_FLOW) >> 4
     }
 
+    /// Traffic class (DSCP and ECN).
     pub fn traffic_class(&self) -> u8 {
         (bytes::u16_at(self.buffer.as_ref(), field::VER_TC_FLOW) >> 4) as u8
     }
 
+    /// The 20-bit flow label.
     pub fn flow_label(&self) -> u32 {
         bytes::u32_at(self.buffer.as_ref(), field::VER_TC_FLOW) & 0x000f_ffff
     }
 
+    /// Payload length field: extension headers and upper layer, padding excluded.
     pub fn payload_len(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::PAYLOAD_LEN)
     }
@@ -89,18 +97,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
         HEADER_LEN + usize::from(self.payload_len())
     }
 
+    /// Next header: the first extension header or the upper-layer protocol.
     pub fn next_header(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::NEXT_HEADER)
     }
 
+    /// Hop limit.
     pub fn hop_limit(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), field::HOP_LIMIT)
     }
 
+    /// Source address.
     pub fn src_addr(&self) -> [u8; 16] {
         bytes::array_or_zero(self.buffer.as_ref(), field::SRC)
     }
 
+    /// Destination address.
     pub fn dst_addr(&self) -> [u8; 16] {
         bytes::array_or_zero(self.buffer.as_ref(), field::DST)
     }
@@ -118,18 +130,35 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Write the version nibble, keeping the traffic class and flow label.
+    pub fn set_version(&mut self, version: u8) {
+        let b = self.buffer.as_mut();
+        let tc_high = bytes::u8_at(b, field::VER_TC_FLOW) & 0x0f;
+        bytes::set_u8(b, field::VER_TC_FLOW, (version << 4) | tc_high);
+    }
+
+    /// Write the next header: the first extension header or the upper-layer protocol (an
+    /// [`ip_protocol`](super::ip_protocol) number).
+    pub fn set_next_header(&mut self, next: u8) {
+        bytes::set_u8(self.buffer.as_mut(), field::NEXT_HEADER, next);
+    }
+
+    /// Write the source address.
     pub fn set_src_addr(&mut self, addr: [u8; 16]) {
         bytes::set_bytes(self.buffer.as_mut(), field::SRC, &addr);
     }
 
+    /// Write the destination address.
     pub fn set_dst_addr(&mut self, addr: [u8; 16]) {
         bytes::set_bytes(self.buffer.as_mut(), field::DST, &addr);
     }
 
+    /// Write the hop limit.
     pub fn set_hop_limit(&mut self, hops: u8) {
         bytes::set_u8(self.buffer.as_mut(), field::HOP_LIMIT, hops);
     }
 
+    /// Write the payload length field.
     pub fn set_payload_len(&mut self, len: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::PAYLOAD_LEN, len);
     }
@@ -137,11 +166,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// Byte offsets in the fragment header (RFC 8200 §4.5).
 pub mod frag_field {
+    /// The header after the fragment header.
     pub const NEXT_HEADER: usize = 0;
+    /// Fragment offset in 8-byte units (13 bits), 2 reserved bits and the M flag.
     pub const OFFSET_FLAGS: usize = 2;
+    /// Identification, shared by the fragments of one datagram (4 bytes).
     pub const IDENT: usize = 4;
 }
 
+/// Length of the fragment header.
 pub const FRAG_HEADER_LEN: usize = 8;
 
 /// A view of the fragment extension header.
@@ -151,10 +184,12 @@ pub struct FragmentHeader<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> FragmentHeader<T> {
+    /// Wrap without checking; accessors read missing bytes as zero.
     pub const fn new_unchecked(buffer: T) -> Self {
         FragmentHeader { buffer }
     }
 
+    /// Wrap after checking the 8-byte header is present (`Ipv6ExtTruncated`).
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let h = Self::new_unchecked(buffer);
         if h.buffer.as_ref().len() < FRAG_HEADER_LEN {
@@ -163,6 +198,7 @@ impl<T: AsRef<[u8]>> FragmentHeader<T> {
         Ok(h)
     }
 
+    /// The header after this one (first header of the fragmentable part).
     pub fn next_header(&self) -> u8 {
         bytes::u8_at(self.buffer.as_ref(), frag_field::NEXT_HEADER)
     }
@@ -172,10 +208,12 @@ impl<T: AsRef<[u8]>> FragmentHeader<T> {
         usize::from(bytes::u16_at(self.buffer.as_ref(), frag_field::OFFSET_FLAGS) >> 3) * 8
     }
 
+    /// M flag: set on every fragment but the last.
     pub fn more_frags(&self) -> bool {
         bytes::u16_at(self.buffer.as_ref(), frag_field::OFFSET_FLAGS) & 1 != 0
     }
 
+    /// Identification.
     pub fn ident(&self) -> u32 {
         bytes::u32_at(self.buffer.as_ref(), frag_field::IDENT)
     }
@@ -186,7 +224,9 @@ impl<T: AsRef<[u8]>> FragmentHeader<T> {
 pub struct FragInfo {
     /// Offset in bytes.
     pub offset: usize,
+    /// M flag: more fragments follow.
     pub more: bool,
+    /// Identification of the original datagram.
     pub ident: u32,
     /// Offset, from the IPv6 header start, of the first byte after the fragment header: the
     /// start of the fragmentable part.
@@ -203,6 +243,7 @@ pub struct Chain {
     pub l4_off: usize,
     /// Number of extension headers stepped over.
     pub count: usize,
+    /// The fragment header's fields, if the chain has one.
     pub frag: Option<FragInfo>,
 }
 

@@ -7,12 +7,20 @@
 //! bytes as zero and setters skip them): a forgotten check must cost a wrong value, never a crash
 //! of the data path. [`parse::parse`] walks these views once per frame and fills
 //! [`Headers`](crate::Headers).
+//!
+//! The same views write: the SYN-cookie stage emits its SYN-ACKs and RSTs through their setters
+//! and `fill_checksum*` methods, so each field offset and protocol number is spelled once for
+//! both directions. Protocol numbers live in [`ip_protocol`], EtherTypes in [`ethernet`].
+//! Every public item here is documented; `missing_docs` is denied to keep it so.
+
+#![deny(missing_docs)]
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod icmpv6;
+pub mod ip_protocol;
 pub mod ipv4;
 pub mod ipv6;
 pub mod parse;

@@ -27,10 +27,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{arp, checksum, ethernet, icmp, icmpv6, ipv4, ipv6, tcp, udp};
+use super::{arp, ethernet, icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp};
 use crate::{Frag, Headers, IpHeaders, IpVersion, Malformed, Net, TcpInfo, Transport};
-
-const PROTO_ICMP: u8 = 1;
 
 /// Parse `frame` (starting at the Ethernet destination address, no FCS) into [`Headers`].
 pub fn parse(frame: &[u8]) -> Result<Headers, Malformed> {
@@ -166,7 +164,7 @@ fn check_fragment(
     }
     let bad = (more && (data_len == 0 || data_len & 7 != 0))
         || offset + data_len > max_end
-        || (proto == checksum::PROTO_TCP && offset == 8);
+        || (proto == ip_protocol::TCP && offset == 8);
     if bad {
         return Err(Malformed::FragmentBad);
     }
@@ -189,7 +187,7 @@ fn parse_transport(
     let header_missing = |min: usize| first && seg.len() < min;
     match (frag, proto, version) {
         (Frag::Later, ..) => Ok((Transport::None, 0, seg.len())),
-        (_, checksum::PROTO_TCP, _) => {
+        (_, ip_protocol::TCP, _) => {
             let doff_len = tcp::Packet::new_unchecked(seg).header_len();
             if header_missing(tcp::MIN_HEADER_LEN)
                 || (first && doff_len >= tcp::MIN_HEADER_LEN && doff_len > seg.len())
@@ -210,7 +208,7 @@ fn parse_transport(
             };
             Ok((Transport::Tcp(info), hl, seg.len().saturating_sub(hl)))
         }
-        (_, checksum::PROTO_UDP, _) => {
+        (_, ip_protocol::UDP, _) => {
             if header_missing(udp::HEADER_LEN) {
                 return Err(Malformed::FragmentBad);
             }
@@ -238,7 +236,7 @@ fn parse_transport(
                 ))
             }
         }
-        (_, PROTO_ICMP, IpVersion::V4) => {
+        (_, ip_protocol::ICMP, IpVersion::V4) => {
             if header_missing(icmp::HEADER_LEN) {
                 return Err(Malformed::FragmentBad);
             }
@@ -253,7 +251,7 @@ fn parse_transport(
                 seg.len().saturating_sub(icmp::HEADER_LEN),
             ))
         }
-        (_, checksum::PROTO_ICMPV6, IpVersion::V6) => {
+        (_, ip_protocol::ICMPV6, IpVersion::V6) => {
             if header_missing(icmpv6::HEADER_LEN) {
                 return Err(Malformed::FragmentBad);
             }

@@ -1,44 +1,65 @@
 //! TCP header (RFC 9293) and its options (RFC 9293, 7323, 2018).
 
-use super::{bytes, checksum};
+use super::{bytes, checksum, ip_protocol};
 use crate::{Malformed, TcpOptions};
 
 /// Byte offsets of the TCP header fields.
 pub mod field {
+    /// Source port (2 bytes).
     pub const SRC_PORT: usize = 0;
+    /// Destination port (2 bytes).
     pub const DST_PORT: usize = 2;
+    /// Sequence number (4 bytes).
     pub const SEQ: usize = 4;
+    /// Acknowledgement number (4 bytes).
     pub const ACK: usize = 8;
     /// Data offset in the high nibble.
     pub const DATA_OFF: usize = 12;
+    /// The eight flag bits CWR … FIN.
     pub const FLAGS: usize = 13;
+    /// Receive window (2 bytes).
     pub const WINDOW: usize = 14;
+    /// Checksum over pseudo-header, header and payload (2 bytes).
     pub const CHECKSUM: usize = 16;
+    /// Urgent pointer (2 bytes).
     pub const URGENT: usize = 18;
+    /// Start of the options, which run to the data offset.
     pub const OPTIONS: usize = 20;
 }
 
+/// Header length without options.
 pub const MIN_HEADER_LEN: usize = 20;
 /// Data offset 15 × 4.
 pub const MAX_HEADER_LEN: usize = 60;
 
 /// Option kinds that are understood; every other kind is skipped by its length.
 pub mod option {
+    /// End of option list.
     pub const EOL: u8 = 0;
+    /// No-operation padding.
     pub const NOP: u8 = 1;
+    /// Maximum segment size (SYN only).
     pub const MSS: u8 = 2;
+    /// Window scale shift (RFC 7323, SYN only).
     pub const WINDOW_SCALE: u8 = 3;
+    /// SACK permitted (RFC 2018, SYN only).
     pub const SACK_PERMITTED: u8 = 4;
+    /// SACK blocks (RFC 2018).
     pub const SACK: u8 = 5;
+    /// Timestamps TSval/TSecr (RFC 7323).
     pub const TIMESTAMPS: u8 = 8;
+    /// Length of the MSS option: kind, length and the 16-bit size.
+    pub const MSS_LEN: usize = 4;
 }
 
+/// A view of a TCP segment (header and payload) over any byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checking; accessors read missing bytes as zero and setters skip them.
     pub const fn new_unchecked(buffer: T) -> Self {
         Packet { buffer }
     }
@@ -53,6 +74,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// The checks [`Packet::new_checked`] runs.
     pub fn check_len(&self) -> Result<(), Malformed> {
         let len = self.buffer.as_ref().len();
         if len < MIN_HEADER_LEN {
@@ -65,22 +87,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
+    /// Give the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// Source port.
     pub fn src_port(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::SRC_PORT)
     }
 
+    /// Destination port.
     pub fn dst_port(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::DST_PORT)
     }
 
+    /// Sequence number.
     pub fn seq(&self) -> u32 {
         bytes::u32_at(self.buffer.as_ref(), field::SEQ)
     }
 
+    /// Acknowledgement number (meaningful when ACK is set).
     pub fn ack(&self) -> u32 {
         bytes::u32_at(self.buffer.as_ref(), field::ACK)
     }
@@ -95,14 +122,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
         bytes::u8_at(self.buffer.as_ref(), field::FLAGS)
     }
 
+    /// Receive window, unscaled.
     pub fn window(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::WINDOW)
     }
 
+    /// The stored checksum.
     pub fn checksum(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::CHECKSUM)
     }
 
+    /// Urgent pointer (meaningful when URG is set).
     pub fn urgent(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::URGENT)
     }
@@ -118,24 +148,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
         parse_options(self.options())
     }
 
+    /// The bytes after the header, to the end of the buffer.
     pub fn payload(&self) -> &[u8] {
         self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Write the source port.
     pub fn set_src_port(&mut self, port: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::SRC_PORT, port);
     }
 
+    /// Write the destination port.
     pub fn set_dst_port(&mut self, port: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::DST_PORT, port);
     }
 
+    /// Write the sequence number.
     pub fn set_seq(&mut self, seq: u32) {
         bytes::set_u32(self.buffer.as_mut(), field::SEQ, seq);
     }
 
+    /// Write the acknowledgement number.
     pub fn set_ack(&mut self, ack: u32) {
         bytes::set_u32(self.buffer.as_mut(), field::ACK, ack);
     }
@@ -148,33 +183,46 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         bytes::set_u8(b, field::DATA_OFF, (words << 4) | low);
     }
 
+    /// Write the eight flag bits ([`crate::TcpInfo`]'s constants).
     pub fn set_flags(&mut self, flags: u8) {
         bytes::set_u8(self.buffer.as_mut(), field::FLAGS, flags);
     }
 
+    /// Write the receive window.
     pub fn set_window(&mut self, window: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::WINDOW, window);
     }
 
+    /// Write the checksum as given (`fill_checksum_v4`/`_v6` compute it).
     pub fn set_checksum(&mut self, sum: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::CHECKSUM, sum);
     }
 
+    /// Write the urgent pointer.
     pub fn set_urgent(&mut self, urgent: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::URGENT, urgent);
+    }
+
+    /// Write an MSS option as the first option (kind, length, size); the header length must
+    /// leave [`option::MSS_LEN`] bytes of option space for it to be read back.
+    pub fn set_option_mss(&mut self, mss: u16) {
+        let b = self.buffer.as_mut();
+        bytes::set_u8(b, field::OPTIONS, option::MSS);
+        bytes::set_u8(b, field::OPTIONS + 1, option::MSS_LEN as u8);
+        bytes::set_u16(b, field::OPTIONS + 2, mss);
     }
 
     /// Recompute the checksum over the whole buffer (header and payload) for IPv4.
     pub fn fill_checksum_v4(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum(0);
-        let sum = checksum::l4_v4(src, dst, checksum::PROTO_TCP, self.buffer.as_ref());
+        let sum = checksum::l4_v4(src, dst, ip_protocol::TCP, self.buffer.as_ref());
         self.set_checksum(sum);
     }
 
     /// Recompute the checksum over the whole buffer (header and payload) for IPv6.
     pub fn fill_checksum_v6(&mut self, src: [u8; 16], dst: [u8; 16]) {
         self.set_checksum(0);
-        let sum = checksum::l4_v6(src, dst, checksum::PROTO_TCP, self.buffer.as_ref());
+        let sum = checksum::l4_v6(src, dst, ip_protocol::TCP, self.buffer.as_ref());
         self.set_checksum(sum);
     }
 }
@@ -205,7 +253,7 @@ pub fn parse_options(mut opts: &[u8]) -> Result<TcpOptions, Malformed> {
         let ok = match kind {
             MSS => {
                 out.mss = Some(bytes::u16_at(opts, 2));
-                len == 4
+                len == MSS_LEN
             }
             WINDOW_SCALE => {
                 out.window_scale = Some(bytes::u8_at(opts, 2));
@@ -309,7 +357,7 @@ mod tests {
             (80, 40000, 7, 0x11223345)
         );
         assert_eq!((p.flags(), p.window(), p.header_len()), (0x12, 0, 24));
-        assert_eq!(checksum::l4_v4(src, dst, checksum::PROTO_TCP, &v), 0);
+        assert_eq!(checksum::l4_v4(src, dst, ip_protocol::TCP, &v), 0);
     }
 
     #[test]

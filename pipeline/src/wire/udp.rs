@@ -1,24 +1,31 @@
 //! UDP header (RFC 768).
 
-use super::{bytes, checksum};
+use super::{bytes, checksum, ip_protocol};
 use crate::Malformed;
 
 /// Byte offsets of the UDP header fields.
 pub mod field {
+    /// Source port (2 bytes).
     pub const SRC_PORT: usize = 0;
+    /// Destination port (2 bytes).
     pub const DST_PORT: usize = 2;
+    /// Length of header plus data (2 bytes).
     pub const LENGTH: usize = 4;
+    /// Checksum; zero means none over IPv4 (2 bytes).
     pub const CHECKSUM: usize = 6;
 }
 
+/// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
+/// A view of a UDP datagram (header and data) over any byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checking; accessors read missing bytes as zero and setters skip them.
     pub const fn new_unchecked(buffer: T) -> Self {
         Packet { buffer }
     }
@@ -33,6 +40,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// The checks [`Packet::new_checked`] runs.
     pub fn check_len(&self) -> Result<(), Malformed> {
         let avail = self.buffer.as_ref().len();
         if avail < HEADER_LEN {
@@ -59,14 +67,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// Give the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// Source port.
     pub fn src_port(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::SRC_PORT)
     }
 
+    /// Destination port.
     pub fn dst_port(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::DST_PORT)
     }
@@ -76,10 +87,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         bytes::u16_at(self.buffer.as_ref(), field::LENGTH)
     }
 
+    /// Whether the datagram carries no data.
     pub fn is_empty(&self) -> bool {
         usize::from(self.len()) <= HEADER_LEN
     }
 
+    /// The stored checksum (0: none was computed, allowed over IPv4).
     pub fn checksum(&self) -> u16 {
         bytes::u16_at(self.buffer.as_ref(), field::CHECKSUM)
     }
@@ -93,18 +106,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Write the source port.
     pub fn set_src_port(&mut self, port: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::SRC_PORT, port);
     }
 
+    /// Write the destination port.
     pub fn set_dst_port(&mut self, port: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::DST_PORT, port);
     }
 
+    /// Write the length field.
     pub fn set_len(&mut self, len: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::LENGTH, len);
     }
 
+    /// Write the checksum as given (`fill_checksum_v4`/`_v6` compute it).
     pub fn set_checksum(&mut self, sum: u16) {
         bytes::set_u16(self.buffer.as_mut(), field::CHECKSUM, sum);
     }
@@ -113,14 +130,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// because 0 on the wire means "no checksum" (RFC 768).
     pub fn fill_checksum_v4(&mut self, src: [u8; 4], dst: [u8; 4]) {
         self.set_checksum(0);
-        let sum = checksum::l4_v4(src, dst, checksum::PROTO_UDP, self.datagram());
+        let sum = checksum::l4_v4(src, dst, ip_protocol::UDP, self.datagram());
         self.set_checksum(if sum == 0 { 0xffff } else { sum });
     }
 
     /// Recompute the checksum over the datagram for IPv6 (where it is mandatory).
     pub fn fill_checksum_v6(&mut self, src: [u8; 16], dst: [u8; 16]) {
         self.set_checksum(0);
-        let sum = checksum::l4_v6(src, dst, checksum::PROTO_UDP, self.datagram());
+        let sum = checksum::l4_v6(src, dst, ip_protocol::UDP, self.datagram());
         self.set_checksum(if sum == 0 { 0xffff } else { sum });
     }
 
@@ -180,6 +197,6 @@ mod tests {
         p.set_dst_port(53000);
         p.fill_checksum_v4(src, dst);
         assert_ne!(p.checksum(), 0);
-        assert_eq!(checksum::l4_v4(src, dst, checksum::PROTO_UDP, &v), 0);
+        assert_eq!(checksum::l4_v4(src, dst, ip_protocol::UDP, &v), 0);
     }
 }

@@ -848,6 +848,7 @@ impl AggBucket {
 mod tests {
     use super::*;
     use crate::headers::{IpHeaders, IpVersion, Net, TcpOptions};
+    use crate::wire::{ethernet, ip_protocol};
 
     const HZ: u64 = 1_000_000_000;
 
@@ -860,18 +861,22 @@ mod tests {
         Headers {
             vlans: [0; 2],
             vlan_count: 0,
-            ethertype: if v4 { 0x0800 } else { 0x86dd },
+            ethertype: if v4 {
+                ethernet::ETHERTYPE_IPV4
+            } else {
+                ethernet::ETHERTYPE_IPV6
+            },
             l3_off: 14,
             net: Net::Ip(IpHeaders {
                 version: if v4 { IpVersion::V4 } else { IpVersion::V6 },
                 src,
                 dst,
                 proto: match transport {
-                    Transport::Tcp(_) => 6,
-                    Transport::Udp { .. } => 17,
-                    Transport::Icmp { .. } => 1,
-                    Transport::Icmpv6 { .. } => 58,
-                    _ => 47,
+                    Transport::Tcp(_) => ip_protocol::TCP,
+                    Transport::Udp { .. } => ip_protocol::UDP,
+                    Transport::Icmp { .. } => ip_protocol::ICMP,
+                    Transport::Icmpv6 { .. } => ip_protocol::ICMPV6,
+                    _ => 47, // GRE: a protocol the parser does not look into
                 },
                 ttl: 64,
                 frag,

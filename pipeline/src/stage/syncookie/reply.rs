@@ -6,15 +6,15 @@
 //! whatever the client sent. Only the Ethernet header and VLAN tags are kept (MACs swapped), so
 //! the frame leaves on the same VLAN it arrived on.
 //!
+//! The bytes are written through the same [`wire`](crate::wire) views the parser reads with, so
+//! field offsets, protocol numbers and checksum rules live in one place for both directions.
+//!
 //! The frame is not padded to the Ethernet minimum of 60 bytes: the returned length is the exact
 //! reply length (a v4 SYN-ACK is 58 bytes untagged) and the NIC pads short frames on transmit.
 
-use crate::wire::checksum;
+use crate::wire::{ethernet, ip_protocol, ipv4, ipv6, tcp};
 use crate::{IpHeaders, IpVersion, TcpInfo};
 use std::net::IpAddr;
-
-const ETH_HDR: usize = 14;
-const TCP_PROTO: u8 = 6;
 
 /// The TCP fields of the answer; everything else follows from the segment being answered.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +25,12 @@ pub struct Segment {
     pub window: u16,
     /// MSS option to carry; left out if the buffer has no room for it (see [`rewrite`]).
     pub mss: Option<u16>,
+}
+
+/// The reply's addresses: from the server the client wrote to, back to the client.
+enum Ends {
+    V4 { from: [u8; 4], to: [u8; 4] },
+    V6 { from: [u8; 16], to: [u8; 16] },
 }
 
 /// Rewrites `frame` (whose network header starts at `l3_off` and which `ip`/`tcp` describe) into
@@ -44,79 +50,92 @@ pub fn rewrite(
     seg: &Segment,
 ) -> Option<u16> {
     let l3 = usize::from(l3_off);
-    if l3 < ETH_HDR {
+    if l3 < ethernet::HEADER_LEN {
         return None;
     }
-    let ip_len = match ip.version {
-        IpVersion::V4 => 20,
-        IpVersion::V6 => 40,
+    let ends = match (ip.version, ip.src, ip.dst) {
+        (IpVersion::V4, IpAddr::V4(client), IpAddr::V4(server)) => Ends::V4 {
+            from: server.octets(),
+            to: client.octets(),
+        },
+        (IpVersion::V6, IpAddr::V6(client), IpAddr::V6(server)) => Ends::V6 {
+            from: server.octets(),
+            to: client.octets(),
+        },
+        _ => return None,
+    };
+    let ip_len = match ends {
+        Ends::V4 { .. } => ipv4::MIN_HEADER_LEN,
+        Ends::V6 { .. } => ipv6::HEADER_LEN,
     };
     let fits = |tcp_len: usize| l3 + ip_len + tcp_len <= frame.len();
-    let mss = seg.mss.filter(|_| fits(24));
-    let tcp_len: usize = if mss.is_some() { 24 } else { 20 };
+    let with_mss = tcp::MIN_HEADER_LEN + tcp::option::MSS_LEN;
+    let mss = seg.mss.filter(|_| fits(with_mss));
+    let tcp_len = if mss.is_some() {
+        with_mss
+    } else {
+        tcp::MIN_HEADER_LEN
+    };
     if !fits(tcp_len) {
         return None;
     }
     let total = u16::try_from(l3 + ip_len + tcp_len).ok()?;
 
-    let mut th = [0u8; 24];
-    th[0..2].copy_from_slice(&tcp.dport.to_be_bytes());
-    th[2..4].copy_from_slice(&tcp.sport.to_be_bytes());
-    th[4..8].copy_from_slice(&seg.seq.to_be_bytes());
-    th[8..12].copy_from_slice(&seg.ack.to_be_bytes());
-    th[12] = ((tcp_len / 4) as u8) << 4;
-    th[13] = seg.flags;
-    th[14..16].copy_from_slice(&seg.window.to_be_bytes());
-    // [16..18] checksum, [18..20] urgent pointer: zero for now.
+    // Headers are composed in fixed-size arrays, where the views' bounds checks fold away,
+    // then copied into place. Both start from zero: every field not set below (IPv4 ID and
+    // fragment offset, IPv6 traffic class and flow label, TCP urgent pointer and reserved
+    // bits) is zero.
+    let mut th = [0u8; tcp::MIN_HEADER_LEN + tcp::option::MSS_LEN];
+    let mut t = tcp::Packet::new_unchecked(&mut th);
+    t.set_src_port(tcp.dport);
+    t.set_dst_port(tcp.sport);
+    t.set_seq(seg.seq);
+    t.set_ack(seg.ack);
+    t.set_header_len(tcp_len);
+    t.set_flags(seg.flags);
+    t.set_window(seg.window);
     if let Some(m) = mss {
-        th[20] = 2; // kind: MSS
-        th[21] = 4; // length
-        th[22..24].copy_from_slice(&m.to_be_bytes());
+        t.set_option_mss(m);
     }
     let th = th.get_mut(..tcp_len)?;
+    let mut t = tcp::Packet::new_unchecked(&mut *th);
 
-    match (ip.version, ip.src, ip.dst) {
-        (IpVersion::V4, IpAddr::V4(client), IpAddr::V4(server)) => {
-            let (from, to) = (server.octets(), client.octets());
-            let mut ih = [0u8; 20];
-            ih[0] = 0x45;
-            ih[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+    let ip_at = frame.get_mut(l3..l3 + ip_len)?;
+    match ends {
+        Ends::V4 { from, to } => {
+            let mut ih = [0u8; ipv4::MIN_HEADER_LEN];
+            let mut p = ipv4::Packet::new_unchecked(&mut ih);
+            p.set_version(4);
+            p.set_header_len(ipv4::MIN_HEADER_LEN);
+            p.set_total_len((ipv4::MIN_HEADER_LEN + tcp_len) as u16);
             // ID 0 with DF set: an atomic datagram, whose ID RFC 6864 lets us choose freely.
-            ih[6] = 0x40;
-            ih[8] = hop_limit;
-            ih[9] = TCP_PROTO;
-            ih[12..16].copy_from_slice(&from);
-            ih[16..20].copy_from_slice(&to);
-            let c = checksum::checksum(&ih);
-            ih[10..12].copy_from_slice(&c.to_be_bytes());
-            let pseudo = checksum::pseudo_v4(from, to, TCP_PROTO, tcp_len as u16);
-            let c = checksum::finish(checksum::sum(pseudo, th));
-            th[16..18].copy_from_slice(&c.to_be_bytes());
-            frame.get_mut(l3..l3 + 20)?.copy_from_slice(&ih);
+            p.set_dont_frag(true);
+            p.set_ttl(hop_limit);
+            p.set_protocol(ip_protocol::TCP);
+            p.set_src_addr(from);
+            p.set_dst_addr(to);
+            p.fill_checksum();
+            t.fill_checksum_v4(from, to);
+            ip_at.copy_from_slice(&ih);
         }
-        (IpVersion::V6, IpAddr::V6(client), IpAddr::V6(server)) => {
-            let (from, to) = (server.octets(), client.octets());
-            let mut ih = [0u8; 40];
-            // Traffic class and flow label zero: the reply is not part of any flow the server has.
-            ih[0] = 0x60;
-            ih[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-            ih[6] = TCP_PROTO;
-            ih[7] = hop_limit;
-            ih[8..24].copy_from_slice(&from);
-            ih[24..40].copy_from_slice(&to);
-            let pseudo = checksum::pseudo_v6(from, to, TCP_PROTO, tcp_len as u32);
-            let c = checksum::finish(checksum::sum(pseudo, th));
-            th[16..18].copy_from_slice(&c.to_be_bytes());
-            frame.get_mut(l3..l3 + 40)?.copy_from_slice(&ih);
+        Ends::V6 { from, to } => {
+            // Traffic class and flow label stay zero: the reply is not part of any flow the
+            // server has.
+            let mut ih = [0u8; ipv6::HEADER_LEN];
+            let mut p = ipv6::Packet::new_unchecked(&mut ih);
+            p.set_version(6);
+            p.set_payload_len(tcp_len as u16);
+            p.set_next_header(ip_protocol::TCP);
+            p.set_hop_limit(hop_limit);
+            p.set_src_addr(from);
+            p.set_dst_addr(to);
+            t.fill_checksum_v6(from, to);
+            ip_at.copy_from_slice(&ih);
         }
-        _ => return None,
     }
     let at = l3 + ip_len;
     frame.get_mut(at..at + tcp_len)?.copy_from_slice(th);
 
-    let (dst_mac, rest) = frame.split_at_mut(6);
-    if let Some(src_mac) = rest.get_mut(..6) {
-        dst_mac.swap_with_slice(src_mac);
-    }
+    ethernet::Frame::new_unchecked(&mut *frame).swap_addrs();
     Some(total)
 }
