@@ -426,8 +426,8 @@ impl PeerLog {
             return;
         }
         match std::mem::take(&mut st.1) {
-            0 => eprintln!("scrubd: control socket: {msg}"),
-            n => eprintln!("scrubd: control socket: {msg} ({n} similar left out)"),
+            0 => log::warn!("control socket: {msg}"),
+            n => log::warn!("control socket: {msg} ({n} similar left out)"),
         }
         st.0 = Some(now);
     }
