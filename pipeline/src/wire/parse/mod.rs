@@ -271,5 +271,4 @@ fn parse_transport(
 }
 
 #[cfg(test)]
-#[path = "parse_tests.rs"]
 mod tests;
