@@ -308,6 +308,38 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Threads authenticating random sources at once, in a table with room for all of
+        /// them: every authentication is found afterwards by every thread (none lost).
+        #[test]
+        fn concurrent_authentications_are_never_lost(
+            threads in 2usize..=4,
+            keys in proptest::collection::hash_set(any::<u32>(), 1..400),
+        ) {
+            let s = Arc::new(SharedSet::new(1 << 16, u64::MAX / 4, [11; 16]));
+            let keys: Arc<Vec<u32>> = Arc::new(keys.into_iter().collect());
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (s, keys) = (Arc::clone(&s), Arc::clone(&keys));
+                    std::thread::spawn(move || {
+                        // Every thread inserts every key, in its own order: the races that matter.
+                        for i in 0..keys.len() {
+                            let n = keys[(i + t * 7) % keys.len()];
+                            assert_ne!(s.insert(s.hash(&k(n)), 1), Inserted::Contended);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().expect("inserter");
+            }
+            for &n in keys.iter() {
+                prop_assert!(s.contains(s.hash(&k(n)), 2), "{} lost", n);
+            }
+        }
+    }
+
+    proptest! {
         #[test]
         fn never_exceeds_capacity_and_recent_insert_is_found(
             cap in 1usize..64, ops in proptest::collection::vec((any::<u32>(), 0u64..50), 1..400)) {

@@ -385,42 +385,61 @@ mod tests {
         assert!(m.take(s, 300).is_some(), "new window at 300");
     }
 
-    /// Several threads hammer one key; whatever the interleaving, admissions never exceed
-    /// burst + rate·t (t = the span of TSC values used), and a thread sees every other's takes.
+    /// Threads hammering one key, each walking the same TSC span at its own pace: returns the
+    /// total admitted and the bound burst + rate·t (t = the span of TSC values used).
+    fn hammer(threads: usize, rate: u64, burst: u64, span_ms: u64, per_thread: u64) -> (u64, u64) {
+        let table = Arc::new(SourceTable::new(64, 1, 2, 3));
+        let m = gcra(rate, burst);
+        let (set, tag) = table.locate(0x0a00_0001, 0, 0);
+        let ticks = span_ms * HZ / 1000;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    let mut passed = 0u64;
+                    for i in 0..per_thread {
+                        let now = 1_000_000 + i * ticks / per_thread + t as u64;
+                        let mut touched = Touched::default();
+                        if table.admit(set, tag, m, now, |_| Some(m), &mut touched) {
+                            passed += 1;
+                        }
+                    }
+                    passed
+                })
+            })
+            .collect();
+        let total = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let span = ticks + threads as u64;
+        (total, burst + (rate * span).div_ceil(HZ))
+    }
+
     #[test]
     fn concurrent_admissions_never_exceed_the_bound() {
         for threads in [2usize, 4, 8] {
-            let table = Arc::new(SourceTable::new(64, 1, 2, 3));
-            let m = gcra(1000, 50);
-            let (set, tag) = table.locate(0x0a00_0001, 0, 0);
-            let ticks = 20 * HZ / 1000; // 20 ms of TSC: 20 tokens of refill
-            let per_thread = 2_000u64;
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let table = Arc::clone(&table);
-                    std::thread::spawn(move || {
-                        let mut passed = 0u64;
-                        for i in 0..per_thread {
-                            // Each thread walks the same TSC span at its own pace.
-                            let now = 1_000_000 + i * ticks / per_thread + t as u64;
-                            let mut touched = Touched::default();
-                            if table.admit(set, tag, m, now, |_| Some(m), &mut touched) {
-                                passed += 1;
-                            }
-                        }
-                        passed
-                    })
-                })
-                .collect();
-            let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-            let span = ticks + threads as u64;
-            let bound = 50 + 1000 * span / HZ + 1;
+            let (total, bound) = hammer(threads, 1000, 50, 20, 2_000);
             // The insertion race may add at most threads − 1 (see the module docs).
             assert!(
                 total < bound + threads as u64,
                 "{threads} threads: {total} passed, bound {bound}"
             );
             assert!(total >= 50, "{threads} threads: the burst must pass");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Whatever the thread count, rate, burst and span: never more than burst + rate·t
+        /// (plus the stated insertion-race tolerance), never less than the burst.
+        #[test]
+        fn any_interleaving_keeps_the_bound(
+            threads in 2usize..=4,
+            rate in 1u64..100_000,
+            burst in 1u64..500,
+            span_ms in 1u64..50,
+        ) {
+            let (total, bound) = hammer(threads, rate, burst, span_ms, 1_500);
+            proptest::prop_assert!(total < bound + threads as u64, "{} passed, bound {}", total, bound);
+            proptest::prop_assert!(total >= burst.min(1_500 * threads as u64));
         }
     }
 
