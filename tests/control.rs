@@ -838,3 +838,54 @@ fn socket_security_and_bad_requests() {
     assert!(out.status.success(), "{}", show(&out));
     assert!(!sock.exists());
 }
+
+/// Issue 10, items 3 and 4, against a running scrubd: eight clients trickling an HTTP request
+/// do not shut out a Prometheus scrape, and sixteen idle control-socket clients do not lock
+/// root out (`scrubctl status` and `shutdown` still work).
+#[test]
+fn operator_gets_in_past_slow_and_idle_clients() {
+    let _g = lock();
+    let s = Scenario::new("ctl-access");
+    let metrics_port = free_tcp_port();
+    let cfg = config(
+        &s,
+        "0,1",
+        &[1],
+        ("net_null0,no-rx=1", "net_null1,no-rx=1"),
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
+        "",
+    );
+    let d = Daemon::start(&cfg, &s.path("scrubd.sock"));
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let slow: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).expect("connect to metrics");
+            c.write_all(b"GET /met").expect("first bytes");
+            c
+        })
+        .collect();
+    let scrape = |what: &str| {
+        let mut c = std::net::TcpStream::connect(&addr).expect("connect to metrics");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).expect("scrape reply");
+        assert!(
+            body.starts_with("HTTP/1.") && body.contains(" 200 ") && body.contains("scrubd_"),
+            "{what}: {}",
+            &body[..body.len().min(200)]
+        );
+    };
+    scrape("with 8 slow clients connected");
+    let idle: Vec<UnixStream> = (0..16)
+        .map(|_| UnixStream::connect(s.path("scrubd.sock")).expect("idle client"))
+        .collect();
+    let status = d.json(&["status"]);
+    assert!(status.is_object(), "{status}");
+    scrape("with 16 idle socket clients too");
+    drop(slow);
+    let out = d.shutdown();
+    assert!(out.status.success(), "{}", show(&out));
+    drop(idle);
+}
