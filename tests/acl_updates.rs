@@ -14,64 +14,9 @@ use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The scrubctl binary (package `ctl`), built on demand when this test runs alone.
-fn scrubctl_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("scrubctl");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "ctl", "--bin", "scrubctl"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("build scrubctl").success());
-    }
-    bin
-}
-
-/// A running scrubd, killed if the test fails.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(cfg: &Path, socket: &Path) -> Daemon {
-        let mut child = scrubd()
-            .arg("--config")
-            .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn scrubd");
-        let start = Instant::now();
-        while UnixStream::connect(socket).is_err() {
-            assert!(
-                child.try_wait().expect("wait").is_none(),
-                "scrubd exited before its socket came up"
-            );
-            assert!(start.elapsed() < Duration::from_secs(30), "no socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon {
-            child,
-            socket: socket.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One connection, one request at a time.
 struct Conn {
@@ -226,7 +171,7 @@ fn acl_updates_under_traffic(name: &str, adds: u32, bulk: u32) {
         "stats_interval_ms = 20\n",
     );
     let d = Daemon::start(&cfg, &s.path("scrubd.sock"));
-    let pid = d.child.id();
+    let pid = d.pid();
     let tid = worker_tid(pid);
     let mut c = Conn::new(&d.socket);
     let start = Instant::now();

@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// A config with two `net_null` ports (no traffic), `run` keys and `extra` control keys.
 fn null_config(s: &Scenario, lcores: &str, workers: &[u32], extra: &str) -> PathBuf {
@@ -382,28 +382,4 @@ fn rule_error_reads_file_line_col() {
         "the path starts the location: {line}"
     );
     assert!(!err.contains("pipeline./"), "{err}");
-}
-
-/// Starts scrubd and waits until its control socket answers.
-fn spawn_until_socket(cfg: &Path, sock: &Path) -> Child {
-    let mut child = scrubd()
-        .arg("--config")
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scrubd");
-    let t0 = Instant::now();
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        if let Some(st) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!("scrubd exited early ({st}): {}", show(&out));
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "scrubd up within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }

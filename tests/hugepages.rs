@@ -10,8 +10,8 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 const SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 /// 128 MiB for EAL (-m) plus headroom.
@@ -117,27 +117,6 @@ fn hugepage_files(prefix: &str) -> Vec<PathBuf> {
 fn runtime_dir(prefix: &str) -> PathBuf {
     // scrubd runs as root in these tests (hugepages need it), so EAL uses /var/run/dpdk.
     Path::new("/var/run/dpdk").join(prefix)
-}
-
-/// Starts scrubd and waits until its control socket answers (ports up, memory mapped).
-fn spawn_until_socket(cfg: &Path, sock: &Path) -> Child {
-    let mut child = scrubd()
-        .arg("--config")
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scrubd");
-    let t0 = Instant::now();
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        if let Some(st) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!("scrubd exited early ({st}): {}", show(&out));
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "up within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }
 
 fn signal(child: &Child, sig: &str) {

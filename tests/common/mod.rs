@@ -224,3 +224,132 @@ pub fn assert_conserved(sum: &serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 pub mod netns;
+
+/// The scrubctl binary (package `ctl`) of this build profile, built on demand when a test
+/// runs alone.
+pub fn scrubctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("scrubctl");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "ctl", "--bin", "scrubctl"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("build scrubctl").success(),
+            "build scrubctl"
+        );
+    }
+    bin
+}
+
+/// Starts scrubd on `cfg` and waits (30 s at most) until its control socket `sock` answers;
+/// panics with its output if it exits first.
+pub fn spawn_until_socket(cfg: &Path, sock: &Path) -> Child {
+    let mut child = scrubd()
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scrubd");
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "scrubd exited before its socket came up ({st}): {}",
+                show(&out)
+            );
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "socket {} did not come up",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// A running scrubd driven through scrubctl; killed when dropped (a failing test).
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(cfg: &Path, socket: &Path) -> Daemon {
+        Daemon {
+            child: Some(spawn_until_socket(cfg, socket)),
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(scrubctl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run scrubctl")
+    }
+
+    /// Run scrubctl, require exit 0, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "scrubctl {args:?}: {}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `scrubctl --json ...` parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let text = self.ok(&a);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("scrubctl {args:?}: {e}: {text}"))
+    }
+
+    /// Poll `stats` until `pred` holds (30 s at most).
+    pub fn wait_stats(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let s = self.json(&["stats"]);
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "stats never showed {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ask for shutdown and collect the exit.
+    pub fn shutdown(mut self) -> Output {
+        self.ok(&["shutdown"]);
+        let child = self.child.take().expect("running");
+        wait_with_limit(child, Duration::from_secs(30))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

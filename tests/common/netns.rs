@@ -764,7 +764,7 @@ pub struct Scrubd {
 
 impl Scrubd {
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(scrubctl_bin())
+        Command::new(super::scrubctl_bin())
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
@@ -848,20 +848,4 @@ impl Scrubd {
 /// A counter of a stats or summary object, 0 when absent (stages list only counters that moved).
 pub fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
-}
-
-/// The scrubctl binary (package `ctl`), built on demand when this test runs alone.
-fn scrubctl_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("scrubctl");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "ctl", "--bin", "scrubctl"])
-            .status()
-            .expect("build scrubctl");
-        assert!(st.success(), "cargo build -p ctl --bin scrubctl");
-    }
-    bin
 }
