@@ -9,7 +9,7 @@ use ctl::protocol::{
     SyncookieReport,
 };
 use dataplane::channel::Update;
-use pipeline::stage::acl::AclAction;
+use pipeline::stage::acl::{AclAction, AclTable};
 use pipeline::stage::ratelimit::{ClassLimit, LimitClass, LimitMode};
 use pipeline::stage::signature::SignatureStage;
 use pipeline::stage::syncookie::Mode;
@@ -174,24 +174,27 @@ impl Shared {
         }
     }
 
+    /// Every worker switches to `table` (the ACL stage exists from then on); returns how many
+    /// did within the timeout.
+    fn publish_acl(&self, table: &Arc<AclTable>) -> Result<usize, ErrorBody> {
+        let n = self
+            .publish(|_| Update::Acl(Some(Arc::clone(table))))
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        self.set_stage("acl", true);
+        Ok(n)
+    }
+
     fn list_add(&self, action: AclAction, prefix: &str, ttl_s: Option<u64>) -> Reply {
         let mut live = lock(&self.live);
         let table = live
             .add(action, prefix, ttl_s, Instant::now())
             .map_err(|e| err(ErrorCode::Invalid, e))?;
-        let n = self
-            .publish(|_| Update::Acl(Some(Arc::clone(&table))))
-            .map_err(|e| err(ErrorCode::Unavailable, e))?;
-        self.set_stage("acl", true);
+        let n = self.publish_acl(&table)?;
         let ttl = ttl_s.map(|t| format!(" for {t} s")).unwrap_or_default();
         done(format!(
             "{} {}{ttl}: applied on {n}/{} workers",
             prefix.trim(),
-            if action == AclAction::Deny {
-                "blocked"
-            } else {
-                "allowed"
-            },
+            done_verb(action),
             self.workers()
         ))
     }
@@ -202,19 +205,12 @@ impl Shared {
         let (table, new) = live
             .add_many(action, prefixes, ttl_s, Instant::now())
             .map_err(|e| err(ErrorCode::Invalid, e))?;
-        let n = self
-            .publish(|_| Update::Acl(Some(Arc::clone(&table))))
-            .map_err(|e| err(ErrorCode::Unavailable, e))?;
-        self.set_stage("acl", true);
+        let n = self.publish_acl(&table)?;
         let ttl = ttl_s.map(|t| format!(" for {t} s")).unwrap_or_default();
         done(format!(
             "{} prefixes {}{ttl} ({new} new): applied on {n}/{} workers",
             prefixes.len(),
-            if action == AclAction::Deny {
-                "blocked"
-            } else {
-                "allowed"
-            },
+            done_verb(action),
             self.workers()
         ))
     }
@@ -224,9 +220,7 @@ impl Shared {
         let table = live
             .del(action, prefix)
             .map_err(|e| err(ErrorCode::Invalid, e))?;
-        let n = self
-            .publish(|_| Update::Acl(Some(Arc::clone(&table))))
-            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        let n = self.publish_acl(&table)?;
         done(format!(
             "{} removed from the {} list: applied on {n}/{} workers",
             prefix.trim(),
@@ -465,5 +459,13 @@ fn mode_name(m: LimitMode) -> &'static str {
     match m {
         LimitMode::TokenBucket => "token_bucket",
         LimitMode::FixedWindow => "fixed_window",
+    }
+}
+
+/// What `block`/`allow add` did, for its reply.
+fn done_verb(action: AclAction) -> &'static str {
+    match action {
+        AclAction::Deny => "blocked",
+        AclAction::Allow => "allowed",
     }
 }
