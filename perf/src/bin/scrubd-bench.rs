@@ -519,6 +519,9 @@ struct Row {
     scrubd_mpps_median: f64,
     /// Median scrubd over median testpmd.
     ratio: f64,
+    /// Median of each run's scrubd/testpmd, the two measured one after the other: on a busy
+    /// machine the load drifts less within a pair than across the cell.
+    paired_ratio: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -808,6 +811,12 @@ fn run_in(a: &Args, cpus: &[usize], dir: &Path) -> Result<Report, String> {
                 runs.push(s);
             }
             let (tm, sm) = (median(&tp), median(&sd));
+            let pairs: Vec<f64> = tp
+                .iter()
+                .zip(&sd)
+                .filter(|(t, _)| **t > 0.0)
+                .map(|(t, s)| s / t)
+                .collect();
             rows.push(Row {
                 policy,
                 traffic: t.what.clone(),
@@ -822,6 +831,7 @@ fn run_in(a: &Args, cpus: &[usize], dir: &Path) -> Result<Report, String> {
                 testpmd_mpps_median: tm,
                 scrubd_mpps_median: sm,
                 ratio: if tm > 0.0 { sm / tm } else { 0.0 },
+                paired_ratio: median(&pairs),
             });
         }
     }
@@ -855,8 +865,8 @@ fn table(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<15} {:>7} {:>13} {:>13} {:>7} {:>13}  scrubd verdicts",
-        "policy", "workers", "testpmd Mpps", "scrubd Mpps", "ratio", "cycles/pkt"
+        "{:<15} {:>7} {:>13} {:>13} {:>7} {:>7} {:>11}  scrubd verdicts",
+        "policy", "workers", "testpmd Mpps", "scrubd Mpps", "ratio", "paired", "cycles/pkt"
     );
     for r in &report.rows {
         let tsc = r.scrubd_runs.first().map_or(0.0, |s| s.tsc_hz);
@@ -867,13 +877,14 @@ fn table(report: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<15} {:>6}{} {:>13.3} {:>13.3} {:>6.2}x {:>13.0}  {}",
+            "{:<15} {:>6}{} {:>13.3} {:>13.3} {:>6.2}x {:>6.2}x {:>11.0}  {}",
             r.policy.name(),
             r.workers,
             if r.cpus_shared { "*" } else { " " },
             r.testpmd_mpps_median,
             r.scrubd_mpps_median,
             r.ratio,
+            r.paired_ratio,
             cycles,
             verdicts(r)
         );
@@ -881,7 +892,11 @@ fn table(report: &Report) -> String {
     if report.rows.iter().any(|r| r.cpus_shared) {
         s.push_str("* lcores share CPUs (more workers than free CPUs): not a scaling figure\n");
     }
-    s.push_str("cycles/pkt: TSC cycles per packet per worker at scrubd's median rate\n");
+    s.push_str(
+        "ratio: median scrubd / median testpmd; paired: median of each run's scrubd / the \
+         testpmd run just before it\ncycles/pkt: TSC cycles per packet per worker at scrubd's \
+         median rate\n",
+    );
     s
 }
 
@@ -987,6 +1002,7 @@ mod tests {
             testpmd_mpps_median: t,
             scrubd_mpps_median: s,
             ratio: s / t,
+            paired_ratio: s / t,
         };
         let r = Report {
             machine: machine(),
