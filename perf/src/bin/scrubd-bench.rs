@@ -318,10 +318,23 @@ fn testpmd(a: &Args, t: &Traffic, l: &Layout, mbufs: usize) -> Result<f64, Strin
     let secs = a.seconds;
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{}: {e}", a.testpmd.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    // The last lines of stderr, for the error when testpmd reports nothing (EAL and PMD
+    // failures are printed there).
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let err_tail = std::thread::spawn(move || {
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tail.len() == 12 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        Vec::from(tail).join("\n")
+    });
     let pid = child.id().to_string();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done2 = std::sync::Arc::clone(&done);
@@ -362,9 +375,10 @@ fn testpmd(a: &Args, t: &Traffic, l: &Layout, mbufs: usize) -> Result<f64, Strin
             let _ = Command::new("kill").args(["-INT", &pid]).status();
         }
     }
-    let _ = child.wait();
+    let status = child.wait();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = watchdog.join();
+    let err_tail = err_tail.join().unwrap_or_default();
     // The first non-zero sample covers the start of forwarding; the rest are steady state.
     let first_live = samples
         .iter()
@@ -373,7 +387,11 @@ fn testpmd(a: &Args, t: &Traffic, l: &Layout, mbufs: usize) -> Result<f64, Strin
     let steady: Vec<f64> = samples.iter().skip(first_live + 1).copied().collect();
     if steady.is_empty() {
         return Err(format!(
-            "testpmd printed no usable Rx-pps samples ({samples:?})"
+            "testpmd printed no usable Rx-pps samples ({samples:?}; {}); its stderr ends:\n{err_tail}",
+            match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            }
         ));
     }
     Ok(steady.iter().sum::<f64>() / steady.len() as f64)
