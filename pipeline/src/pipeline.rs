@@ -356,9 +356,11 @@ impl Pipeline {
     #[inline]
     pub fn process(&mut self, buf: &mut [u8], len: usize, meta: &Meta) -> Verdict {
         let len = len.min(buf.len());
-        let hdr = match parse(&buf[..len]) {
+        // Matched by reference: moving the headers out of the `Result` would copy them.
+        let parsed = parse(&buf[..len]);
+        let hdr = match &parsed {
             Ok(h) => h,
-            Err(m) => return Verdict::Drop(DropReason::Malformed(m)),
+            Err(m) => return Verdict::Drop(DropReason::Malformed(*m)),
         };
         match hdr.net {
             Net::Ip(_) => {}
@@ -372,14 +374,14 @@ impl Pipeline {
         }
         let inbound = meta.dir == Direction::Inbound;
         if let Some(acl) = self.acl.as_mut().filter(|_| inbound || self.outbound.acl) {
-            if let StageResult::Done(v) = acl.process(&hdr, meta) {
-                return self.finish(v, &hdr);
+            if let StageResult::Done(v) = acl.process(hdr, meta) {
+                return self.finish(v, hdr);
             }
         }
         if let Some(sc) = &mut self.syncookie {
             // The cookie stage gets the whole buffer: its replies may grow the frame.
-            if let StageResult::Done(v) = sc.process(buf, &hdr, meta) {
-                return self.finish(v, &hdr);
+            if let StageResult::Done(v) = sc.process(buf, hdr, meta) {
+                return self.finish(v, hdr);
             }
         }
         if let Some(rl) = self
@@ -387,8 +389,8 @@ impl Pipeline {
             .as_mut()
             .filter(|_| inbound || self.outbound.ratelimit)
         {
-            if let StageResult::Done(v) = rl.process(&hdr, meta) {
-                return self.finish(v, &hdr);
+            if let StageResult::Done(v) = rl.process(hdr, meta) {
+                return self.finish(v, hdr);
             }
         }
         if let Some(sig) = self
@@ -396,8 +398,8 @@ impl Pipeline {
             .as_mut()
             .filter(|_| inbound || self.outbound.signature)
         {
-            if let StageResult::Done(v) = sig.process(&buf[..len], &hdr, meta) {
-                return self.finish(v, &hdr);
+            if let StageResult::Done(v) = sig.process(&buf[..len], hdr, meta) {
+                return self.finish(v, hdr);
             }
         }
         Verdict::Forward
