@@ -28,10 +28,132 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{arp, ethernet, icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp};
-use crate::{Frag, Headers, IpHeaders, IpVersion, Malformed, Net, TcpInfo, Transport};
+use crate::{Frag, Headers, IpHeaders, IpVersion, Malformed, Net, TcpInfo, TcpOptions, Transport};
 
 /// Parse `frame` (starting at the Ethernet destination address, no FCS) into [`Headers`].
+///
+/// The common shape (untagged Ethernet, IPv4 without options or fragmentation, TCP or UDP)
+/// takes [`parse_ipv4_simple`], which reads the fixed headers through fixed-size arrays so
+/// every bounds check folds away; anything else, and every frame that path would refuse, takes
+/// the general walk, so the result (and the precise error) is the same either way.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Headers, Malformed> {
+    parse_ipv4_simple(frame)
+}
+
+/// Ethernet + IPv4 header + the first 20 bytes after it: the fixed headers the fast path reads.
+const SIMPLE_LEN: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN;
+
+/// The fast path of [`parse`]. It answers itself only for a frame the general walk accepts,
+/// with the same [`Headers`]; any other shape, and any frame it would refuse, is handed to
+/// [`parse_general`], which then names the reason. Every condition below is one the general
+/// walk checks too. (Each bail-out calls the general walk directly instead of returning an
+/// `Option` so the headers are built in the caller's slot, not moved through a wrapper.)
+#[inline(always)]
+fn parse_ipv4_simple(frame: &[u8]) -> Result<Headers, Malformed> {
+    let Some(h) = frame.first_chunk::<SIMPLE_LEN>() else {
+        return parse_general(frame);
+    };
+    const L3: usize = ethernet::HEADER_LEN;
+    const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
+    if u16::from_be_bytes([h[12], h[13]]) != ethernet::ETHERTYPE_IPV4 || h[L3] != 0x45 {
+        return parse_general(frame);
+    }
+    let total = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
+    // Total length covers the header and the transport's 20 bytes, lies inside the frame, and
+    // the datagram ends before byte 65535 of the frame; no fragment bits (the reserved flag
+    // and DF are allowed, as in the general walk).
+    if total < ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN
+        || L3 + total > frame.len()
+        || L3 + total > usize::from(u16::MAX)
+        || u16::from_be_bytes([h[L3 + 6], h[L3 + 7]]) & 0x3fff != 0
+    {
+        return parse_general(frame);
+    }
+    // Header checksum: the one's-complement sum of the 20 bytes must be 0xffff. The sum is
+    // taken over five native-order 32-bit words: one's-complement sums are byte-order
+    // independent (RFC 1071 2.(B)) and a word swap only rotates the folded sum, which leaves
+    // 0xffff as it is.
+    let mut acc = 0u64;
+    for i in 0..5 {
+        let o = L3 + 4 * i;
+        acc += u64::from(u32::from_ne_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]));
+    }
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    if acc != 0xffff {
+        return parse_general(frame);
+    }
+    let proto = h[L3 + 9];
+    let seg_len = total - ipv4::MIN_HEADER_LEN;
+    let (transport, l4_hdr, payload_len) = match proto {
+        ip_protocol::TCP => {
+            let hl = usize::from(h[L4 + 12] >> 4) * 4;
+            if hl < tcp::MIN_HEADER_LEN || hl > seg_len {
+                return parse_general(frame);
+            }
+            let options = if hl == tcp::MIN_HEADER_LEN {
+                TcpOptions::default()
+            } else {
+                match frame
+                    .get(L4 + tcp::MIN_HEADER_LEN..L4 + hl)
+                    .map(tcp::parse_options)
+                {
+                    Some(Ok(o)) => o,
+                    _ => return parse_general(frame),
+                }
+            };
+            let info = TcpInfo {
+                sport: u16::from_be_bytes([h[L4], h[L4 + 1]]),
+                dport: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
+                seq: u32::from_be_bytes([h[L4 + 4], h[L4 + 5], h[L4 + 6], h[L4 + 7]]),
+                ack: u32::from_be_bytes([h[L4 + 8], h[L4 + 9], h[L4 + 10], h[L4 + 11]]),
+                flags: h[L4 + 13],
+                window: u16::from_be_bytes([h[L4 + 14], h[L4 + 15]]),
+                options,
+            };
+            (Transport::Tcp(info), hl, seg_len - hl)
+        }
+        ip_protocol::UDP => {
+            let ulen = usize::from(u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]));
+            if ulen < udp::HEADER_LEN || ulen > seg_len {
+                return parse_general(frame);
+            }
+            let t = Transport::Udp {
+                sport: u16::from_be_bytes([h[L4], h[L4 + 1]]),
+                dport: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
+            };
+            (t, udp::HEADER_LEN, ulen - udp::HEADER_LEN)
+        }
+        _ => return parse_general(frame),
+    };
+    let addr = |o: usize| Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]);
+    Ok(Headers {
+        vlans: [0; 2],
+        vlan_count: 0,
+        ethertype: ethernet::ETHERTYPE_IPV4,
+        l3_off: L3 as u16,
+        net: Net::Ip(IpHeaders {
+            version: IpVersion::V4,
+            src: IpAddr::V4(addr(L3 + 12)),
+            dst: IpAddr::V4(addr(L3 + 16)),
+            proto,
+            ttl: h[L3 + 8],
+            frag: Frag::None,
+            ip_len: total as u16,
+            l4_off: L4 as u16,
+            transport,
+            payload_off: (L4 + l4_hdr) as u16,
+            payload_len: payload_len as u16,
+        }),
+    })
+}
+
+/// The general walk of [`parse`]: any VLAN stack, IPv4 with options and fragments, IPv6, ARP.
+/// Public so tests can hold the fast path to it; out of line so the fast path stays small.
+#[inline(never)]
+pub fn parse_general(frame: &[u8]) -> Result<Headers, Malformed> {
     let eth = ethernet::Frame::new_checked(frame)?;
     let mut ethertype = eth.ethertype();
     let mut off = ethernet::HEADER_LEN;
