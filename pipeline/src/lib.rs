@@ -170,6 +170,7 @@ pub mod offenders;
 pub mod pipeline;
 pub mod prefix;
 pub mod shared_set;
+pub mod siphash;
 pub mod stage;
 pub mod stage_counters;
 #[cfg(any(test, feature = "testutil"))]

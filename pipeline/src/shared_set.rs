@@ -37,8 +37,7 @@
 //!
 //! Time is the TSC, which DPDK requires to be invariant and synchronised across cores.
 
-use siphasher::sip::SipHasher13;
-use std::hash::Hasher;
+use crate::siphash::SipKey;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Slots per bucket: four 16-byte slots fill one cache line.
@@ -82,7 +81,7 @@ pub enum Inserted {
 pub struct SharedSet {
     buckets: Box<[Bucket]>,
     mask: usize,
-    hasher: SipHasher13,
+    key: SipKey,
     ttl: u64,
     /// A hit rewrites the deadline only when it has fallen at least this far below `now + ttl`.
     refresh_slack: u64,
@@ -101,7 +100,7 @@ impl SharedSet {
         SharedSet {
             buckets,
             mask: n - 1,
-            hasher: SipHasher13::new_with_key(&hash_key),
+            key: SipKey::new(&hash_key),
             ttl,
             refresh_slack: ttl / 16,
             occupied: AtomicUsize::new(0),
@@ -127,10 +126,8 @@ impl SharedSet {
     /// Bucket and tag of a key given as bytes (callers encode their keys unambiguously:
     /// fixed layout, family byte included).
     #[inline]
-    pub fn hash(&self, key: &[u8]) -> Hashed {
-        let mut h = self.hasher;
-        h.write(key);
-        let h = h.finish();
+    pub fn hash<const N: usize>(&self, key: &[u8; N]) -> Hashed {
+        let h = self.key.hash13(key);
         Hashed {
             bucket: (h as usize) & self.mask,
             tag: h.max(1),

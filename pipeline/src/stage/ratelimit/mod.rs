@@ -679,6 +679,11 @@ impl RateLimitStage {
 pub struct AggregateLimiter {
     v4: PrefixMap<(u32, u8), usize>,
     v6: PrefixMap<(u128, u8), usize>,
+    /// With at most [`FEW_AGGREGATES`] entries, (network, mask, budget) longest prefix first:
+    /// a scan of a few masked compares costs a fraction of a trie walk.
+    few_v4: Box<[(u32, u32, usize)]>,
+    few_v6: Box<[(u128, u128, usize)]>,
+    few: bool,
     buckets: Box<[AggBucket]>,
     entries: Vec<(Prefix, AggregateConfig)>,
 }
@@ -691,6 +696,9 @@ struct AggBucket {
     cap: u64,
     batch: u64,
 }
+
+/// Up to this many aggregate entries are matched by a linear scan instead of the trie.
+const FEW_AGGREGATES: usize = 16;
 
 /// `last` before the first packet: the first claimer starts the clock without crediting refill.
 const UNSTARTED: u64 = u64::MAX;
@@ -749,9 +757,33 @@ impl AggregateLimiter {
             });
             entries.push((prefix, a.clone()));
         }
+        let mut by_len: Vec<(Prefix, usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (*p, i))
+            .collect();
+        by_len.sort_by_key(|(p, _)| std::cmp::Reverse(p.prefix_len()));
+        let mut few_v4 = Vec::new();
+        let mut few_v6 = Vec::new();
+        for (p, i) in by_len {
+            let len = u32::from(p.prefix_len());
+            match p.addr() {
+                IpAddr::V4(a) => {
+                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    few_v4.push((u32::from(a) & mask, mask, i));
+                }
+                IpAddr::V6(a) => {
+                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                    few_v6.push((u128::from(a) & mask, mask, i));
+                }
+            }
+        }
         Ok(AggregateLimiter {
             v4,
             v6,
+            few: entries.len() <= FEW_AGGREGATES,
+            few_v4: few_v4.into_boxed_slice(),
+            few_v6: few_v6.into_boxed_slice(),
             buckets: buckets.into_boxed_slice(),
             entries,
         })
@@ -762,6 +794,24 @@ impl AggregateLimiter {
     pub fn bucket_for(&self, dst: IpAddr) -> Option<usize> {
         if self.buckets.is_empty() {
             return None;
+        }
+        if self.few {
+            return match dst {
+                IpAddr::V4(a) => {
+                    let a = u32::from(a);
+                    self.few_v4
+                        .iter()
+                        .find(|(n, m, _)| a & m == *n)
+                        .map(|e| e.2)
+                }
+                IpAddr::V6(a) => {
+                    let a = u128::from(a);
+                    self.few_v6
+                        .iter()
+                        .find(|(n, m, _)| a & m == *n)
+                        .map(|e| e.2)
+                }
+            };
         }
         match dst {
             IpAddr::V4(a) => self.v4.get_lpm(&(u32::from(a), 32)).map(|(_, &i)| i),
@@ -1473,6 +1523,39 @@ mod tests {
         assert_eq!(st.process(&v6, &meta(1)), StageResult::Continue);
         assert_eq!(st.process(&v6, &meta(1)), agg_drop);
         assert_eq!(st.counters.dropped[5], 3);
+    }
+
+    proptest::proptest! {
+        /// The linear scan over a few aggregates finds the same (longest) prefix as the trie.
+        #[test]
+        fn aggregate_scan_agrees_with_the_trie(
+            nets in proptest::collection::btree_set((proptest::prelude::any::<u32>(), 0u8..=32), 1..16),
+            addrs in proptest::collection::vec(proptest::prelude::any::<u32>(), 64),
+        ) {
+            let list: Vec<AggregateConfig> = nets
+                .iter()
+                .map(|&(a, l)| {
+                    let m = u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0);
+                    AggregateConfig {
+                        dst: format!("{}/{l}", std::net::Ipv4Addr::from(a & m)),
+                        rate: 10,
+                        burst: 10,
+                    }
+                })
+                .collect();
+            let Ok(mut agg) = AggregateLimiter::new(&list, HZ) else {
+                // Two (address, length) pairs that mask to one prefix: refused as listed twice.
+                return Ok(());
+            };
+            for a in addrs.iter().copied().chain(nets.iter().map(|n| n.0)) {
+                let ip = IpAddr::V4(a.into());
+                agg.few = true;
+                let scan = agg.bucket_for(ip);
+                agg.few = false;
+                let trie = agg.bucket_for(ip);
+                proptest::prop_assert_eq!(scan, trie, "{}", ip);
+            }
+        }
     }
 
     #[test]

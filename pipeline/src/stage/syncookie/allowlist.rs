@@ -12,22 +12,17 @@ pub use crate::shared_set::Inserted;
 use crate::shared_set::{Hashed, SharedSet};
 use std::net::IpAddr;
 
-/// Appends a family byte and the address's own bytes (4 or 16) at `out[at..]`, returning the
-/// new end. The family byte keeps an IPv4 address from aliasing an IPv6 one; keeping IPv4 keys
-/// short keeps the hash to two SipHash blocks on the common path.
-fn put_addr(addr: IpAddr, out: &mut [u8; 40], at: usize) -> usize {
-    match addr {
-        IpAddr::V4(a) => {
-            out[at] = 4;
-            out[at + 1..at + 5].copy_from_slice(&a.octets());
-            at + 5
-        }
-        IpAddr::V6(a) => {
-            out[at] = 6;
-            out[at + 1..at + 17].copy_from_slice(&a.octets());
-            at + 17
-        }
-    }
+/// A family byte and the address's own bytes (4 or 16): the family byte keeps an IPv4 address
+/// from aliasing an IPv6 one, and short IPv4 keys keep the hash to one SipHash block.
+fn v4_key(a: std::net::Ipv4Addr) -> [u8; 5] {
+    let o = a.octets();
+    [4, o[0], o[1], o[2], o[3]]
+}
+
+fn v6_key(a: std::net::Ipv6Addr) -> [u8; 17] {
+    let mut k = [6u8; 17];
+    k[1..].copy_from_slice(&a.octets());
+    k
 }
 
 /// Authenticated sources, with sliding expiry (see [`SharedSet`] for its granularity).
@@ -53,9 +48,10 @@ impl Allowlist {
     }
 
     fn hash(&self, addr: IpAddr) -> Hashed {
-        let mut k = [0u8; 40];
-        let n = put_addr(addr, &mut k, 0);
-        self.set.hash(&k[..n])
+        match addr {
+            IpAddr::V4(a) => self.set.hash(&v4_key(a)),
+            IpAddr::V6(a) => self.set.hash(&v6_key(a)),
+        }
     }
 
     /// Whether `addr` is allowlisted at `now`; a hit extends its deadline.
@@ -108,13 +104,31 @@ impl Outbound {
     }
 
     fn hash(&self, c: &ConnKey) -> Hashed {
-        let mut k = [0u8; 40];
-        k[..2].copy_from_slice(&c.local_port.to_be_bytes());
-        k[2..4].copy_from_slice(&c.remote_port.to_be_bytes());
-        k[4] = c.proto;
-        let n = put_addr(c.local, &mut k, 5);
-        let n = put_addr(c.remote, &mut k, n);
-        self.set.hash(&k[..n])
+        let mut head = [0u8; 5];
+        head[..2].copy_from_slice(&c.local_port.to_be_bytes());
+        head[2..4].copy_from_slice(&c.remote_port.to_be_bytes());
+        head[4] = c.proto;
+        match (c.local, c.remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                let mut k = [0u8; 15];
+                k[..5].copy_from_slice(&head);
+                k[5..10].copy_from_slice(&v4_key(l));
+                k[10..].copy_from_slice(&v4_key(r));
+                self.set.hash(&k)
+            }
+            (l, r) => {
+                // IPv6, or (never on the wire) mixed families: both as 17-byte keys.
+                let wide = |a: IpAddr| match a {
+                    IpAddr::V4(a) => v6_key(a.to_ipv6_mapped()),
+                    IpAddr::V6(a) => v6_key(a),
+                };
+                let mut k = [0u8; 39];
+                k[..5].copy_from_slice(&head);
+                k[5..22].copy_from_slice(&wide(l));
+                k[22..].copy_from_slice(&wide(r));
+                self.set.hash(&k)
+            }
+        }
     }
 
     /// Whether the connection is known at `now`; a hit extends its deadline. Costs nothing

@@ -32,6 +32,7 @@
 //! one, AND the secret it was issued under is the current or the previous one (at most one
 //! rotation since). Two counter periods later, or after two rotations, it fails.
 
+use crate::siphash::SipKey;
 use siphasher::sip128::SipHasher24 as SipHasher24x128;
 use std::net::IpAddr;
 
@@ -90,71 +91,6 @@ pub struct CookieJar {
     generation: u64,
     current: SipKey,
     previous: Option<SipKey>,
-}
-
-/// A SipHash-2-4 key as the initial state (v0..v3) it gives, computed once per key.
-#[derive(Clone, Copy, Debug)]
-pub struct SipKey([u64; 4]);
-
-#[inline(always)]
-fn sip_round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
-}
-
-impl SipKey {
-    pub fn new(key: &[u8; 16]) -> SipKey {
-        let mut k0 = [0u8; 8];
-        let mut k1 = [0u8; 8];
-        k0.copy_from_slice(&key[..8]);
-        k1.copy_from_slice(&key[8..]);
-        let (k0, k1) = (u64::from_le_bytes(k0), u64::from_le_bytes(k1));
-        SipKey([
-            k0 ^ 0x736f_6d65_7073_6575,
-            k1 ^ 0x646f_7261_6e64_6f6d,
-            k0 ^ 0x6c79_6765_6e65_7261,
-            k1 ^ 0x7465_6462_7974_6573,
-        ])
-    }
-
-    /// SipHash-2-4 of `m` (the 64-bit output of the reference algorithm). `N` is known at
-    /// compile time, so the block loop and the tail unroll.
-    #[inline(always)]
-    pub fn hash<const N: usize>(&self, m: &[u8; N]) -> u64 {
-        let mut v = self.0;
-        let mut blocks = m.chunks_exact(8);
-        for b in &mut blocks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            let w = u64::from_le_bytes(w);
-            v[3] ^= w;
-            sip_round(&mut v);
-            sip_round(&mut v);
-            v[0] ^= w;
-        }
-        let mut last = [0u8; 8];
-        let tail = blocks.remainder();
-        last[..tail.len()].copy_from_slice(tail);
-        last[7] = N as u8;
-        let w = u64::from_le_bytes(last);
-        v[3] ^= w;
-        sip_round(&mut v);
-        sip_round(&mut v);
-        v[0] ^= w;
-        v[2] ^= 0xff;
-        for _ in 0..4 {
-            sip_round(&mut v);
-        }
-        v[0] ^ v[1] ^ v[2] ^ v[3]
-    }
 }
 
 fn derive(master: &[u8; 16], generation: u64) -> SipKey {
