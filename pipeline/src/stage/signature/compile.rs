@@ -22,7 +22,7 @@ use memchr::memmem;
 use super::expr::{Expr, PortRange, Vars};
 use super::parse::{
     parse_rules, Action, Direction, FlagsMatch, Location, NumMatch, Proto, Rule, RuleError,
-    RuleErrors,
+    RuleErrors, RuleFailure,
 };
 use super::SignatureError;
 use crate::prefix::Prefix;
@@ -33,70 +33,219 @@ pub struct RuleSet {
     rules: Vec<Rule>,
 }
 
+/// How one rules file loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReport {
+    pub file: String,
+    pub loaded: usize,
+    pub skipped: usize,
+}
+
+/// What loading produced: Suricata-style, a rule this engine cannot evaluate is skipped, named
+/// with `file:line:col`, its keyword and the reason, and counted by keyword.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub loaded: usize,
+    /// Every rule that did not load, in file order.
+    pub failures: Vec<RuleFailure>,
+    pub files: Vec<FileReport>,
+}
+
+impl LoadReport {
+    /// Skipped rules per keyword, most frequent first (then by name). A rule blocked by two
+    /// keywords counts under both, so the counts may add up to more than the skipped total.
+    pub fn by_keyword(&self) -> Vec<(String, usize)> {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for f in &self.failures {
+            for k in f.blocking_keywords() {
+                *m.entry(k).or_default() += 1;
+            }
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Skipped rules that are malformed rather than merely unsupported.
+    pub fn errors(&self) -> usize {
+        self.failures
+            .iter()
+            .filter(|f| !f.only_unsupported())
+            .count()
+    }
+
+    /// One line: loaded, skipped, malformed.
+    pub fn summary(&self) -> String {
+        format!(
+            "signature rules: {} loaded, {} skipped ({} unsupported, {} malformed)",
+            self.loaded,
+            self.failures.len(),
+            self.failures.len() - self.errors(),
+            self.errors()
+        )
+    }
+
+    /// The summary, the per-keyword table and the first `detail` skipped rules with their
+    /// reason (`file:line:col: message`).
+    pub fn render(&self, detail: usize) -> String {
+        let mut out = self.summary();
+        out.push('\n');
+        let by_kw = self.by_keyword();
+        if !by_kw.is_empty() {
+            out.push_str("skipped by keyword:");
+            for (k, n) in &by_kw {
+                out.push_str(&format!(" {k}={n}"));
+            }
+            out.push('\n');
+        }
+        for f in self.failures.iter().take(detail) {
+            if let Some(e) = f.errors.first() {
+                out.push_str(&format!("skipped {e}\n"));
+            }
+        }
+        if self.failures.len() > detail {
+            out.push_str(&format!(
+                "... and {} more skipped rules\n",
+                self.failures.len() - detail
+            ));
+        }
+        out
+    }
+}
+
 impl RuleSet {
-    /// Parses rule text; `source_name` is used in error messages and rule locations. All
-    /// problems are collected, including duplicate sids.
+    /// Parses rule text strictly (any problem is an error); `source_name` is used in error
+    /// messages and rule locations. All problems are collected, including duplicate sids.
     pub fn parse(text: &str, source_name: &str, vars: &Vars) -> Result<RuleSet, RuleErrors> {
-        let mut set = RuleSet::default();
-        let mut errors = Vec::new();
-        set.add_text(text, source_name, vars, &mut errors);
-        if errors.is_empty() {
+        let (set, report) = Self::parse_lenient(text, source_name, vars);
+        if report.failures.is_empty() {
             Ok(set)
         } else {
-            Err(RuleErrors(errors))
+            Err(RuleErrors(
+                report.failures.into_iter().flat_map(|f| f.errors).collect(),
+            ))
         }
     }
 
-    /// Reads and parses one rules file.
+    /// Parses rule text, skipping (and reporting) every rule that does not load.
+    pub fn parse_lenient(text: &str, source_name: &str, vars: &Vars) -> (RuleSet, LoadReport) {
+        let mut set = RuleSet::default();
+        let mut report = LoadReport::default();
+        set.add_parsed(
+            parse_rules(text, source_name, vars),
+            source_name,
+            &mut report,
+        );
+        (set, report)
+    }
+
+    /// Reads and parses one rules file strictly.
     pub fn load(path: &Path, vars: &Vars) -> Result<RuleSet, SignatureError> {
         Self::load_all(std::slice::from_ref(&path.to_path_buf()), vars)
     }
 
-    /// Reads and parses several files into one set, in the given order (which fixes the rule
-    /// indices). Errors from all files are collected; sids must be unique across files.
+    /// Reads and parses several files strictly into one set, in the given order (which fixes
+    /// the rule indices). Errors from all files are collected; sids must be unique across files.
     pub fn load_all(paths: &[PathBuf], vars: &Vars) -> Result<RuleSet, SignatureError> {
-        let mut set = RuleSet::default();
-        let mut errors = Vec::new();
-        for p in paths {
-            let text = std::fs::read_to_string(p).map_err(|source| SignatureError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            set.add_text(&text, &p.display().to_string(), vars, &mut errors);
-        }
-        if errors.is_empty() {
-            Ok(set)
-        } else {
-            Err(SignatureError::Rules(RuleErrors(errors)))
-        }
+        Self::load_files(paths, vars, true).map(|(s, _)| s)
     }
 
-    fn add_text(&mut self, text: &str, name: &str, vars: &Vars, errors: &mut Vec<RuleError>) {
-        let (rules, mut errs) = parse_rules(text, name, vars);
-        errors.append(&mut errs);
+    /// Reads and parses several files (in parallel; the result keeps the given order). With
+    /// `strict`, any problem refuses the whole set, as before. Without, a rule that does not
+    /// load is skipped and reported, like Suricata; a file is still an error when it cannot be
+    /// read, or when none of its rules loads and every one of them is not even rule-shaped (a
+    /// header or option-list error: not a rules file at all).
+    pub fn load_files(
+        paths: &[PathBuf],
+        vars: &Vars,
+        strict: bool,
+    ) -> Result<(RuleSet, LoadReport), SignatureError> {
+        use rayon::prelude::*;
+        let parsed: Vec<(String, Vec<Result<Rule, RuleFailure>>)> = paths
+            .par_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p).map_err(|source| SignatureError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+                let name = p.display().to_string();
+                let rules = parse_rules(&text, &name, vars);
+                Ok((name, rules))
+            })
+            .collect::<Result<_, SignatureError>>()?;
+        let mut set = RuleSet::default();
+        let mut report = LoadReport::default();
+        let mut hopeless = Vec::new();
+        for (name, rules) in parsed {
+            let before = report.failures.len();
+            let loaded = set.add_parsed(rules, &name, &mut report);
+            let fails = &report.failures[before..];
+            if loaded == 0 && !fails.is_empty() && fails.iter().all(RuleFailure::is_syntax) {
+                hopeless.extend(fails.iter().flat_map(|f| f.errors.iter().cloned()));
+            }
+        }
+        if strict && !report.failures.is_empty() {
+            return Err(SignatureError::Rules(RuleErrors(
+                report.failures.into_iter().flat_map(|f| f.errors).collect(),
+            )));
+        }
+        if !hopeless.is_empty() {
+            return Err(SignatureError::Rules(RuleErrors(hopeless)));
+        }
+        Ok((set, report))
+    }
+
+    /// Appends parsed rules, turning duplicate sids into failures; returns how many loaded.
+    fn add_parsed(
+        &mut self,
+        parsed: Vec<Result<Rule, RuleFailure>>,
+        name: &str,
+        report: &mut LoadReport,
+    ) -> usize {
         let mut seen: HashMap<u32, Location> = self
             .rules
             .iter()
             .map(|r| (r.sid, r.location.clone()))
             .collect();
-        for r in rules {
+        let (mut loaded, mut skipped) = (0, 0);
+        for item in parsed {
+            let r = match item {
+                Ok(r) => r,
+                Err(f) => {
+                    skipped += 1;
+                    report.failures.push(f);
+                    continue;
+                }
+            };
             if let Some(first) = seen.get(&r.sid) {
-                errors.push(RuleError {
-                    file: r.location.file.to_string(),
-                    line: r.location.line,
-                    column: r.location.column,
-                    keyword: Some("sid".into()),
-                    message: format!(
-                        "duplicate sid {} (first used at {}:{})",
-                        r.sid, first.file, first.line
-                    ),
+                skipped += 1;
+                report.failures.push(RuleFailure {
+                    errors: vec![RuleError {
+                        file: r.location.file.to_string(),
+                        line: r.location.line,
+                        column: r.location.column,
+                        keyword: Some("sid".into()),
+                        message: format!(
+                            "duplicate sid {} (first used at {}:{})",
+                            r.sid, first.file, first.line
+                        ),
+                        unsupported: false,
+                    }],
+                    duplicate: true,
                 });
                 continue;
             }
             seen.insert(r.sid, r.location.clone());
             self.rules.push(r);
+            loaded += 1;
         }
-        // Keep file order stable even though duplicates were skipped.
+        report.loaded += loaded;
+        report.files.push(FileReport {
+            file: name.to_string(),
+            loaded,
+            skipped,
+        });
+        loaded
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -113,7 +262,16 @@ impl RuleSet {
 
     /// Builds the matcher. Rule indices are positions in [`RuleSet::rules`].
     pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
-        CompiledRules::build(&self.rules)
+        let report = LoadReport {
+            loaded: self.rules.len(),
+            ..LoadReport::default()
+        };
+        CompiledRules::build(&self.rules, report)
+    }
+
+    /// Builds the matcher and keeps the load report with it (for `--check` and `rules`).
+    pub fn compile_with_report(&self, report: LoadReport) -> Result<CompiledRules, SignatureError> {
+        CompiledRules::build(&self.rules, report)
     }
 }
 
@@ -227,6 +385,7 @@ pub struct CompiledRules {
     pub(crate) hdr_icmp6: Vec<u32>,
     pub(crate) hdr_tcp: PortBuckets,
     pub(crate) hdr_udp: PortBuckets,
+    pub(crate) report: LoadReport,
 }
 
 /// Most destination ports a header-only rule may expand to and still be bucketed by port.
@@ -318,7 +477,7 @@ fn fast_pattern(rule: &Rule) -> Option<&[u8]> {
 }
 
 impl CompiledRules {
-    fn build(rules: &[Rule]) -> Result<CompiledRules, SignatureError> {
+    fn build(rules: &[Rule], report: LoadReport) -> Result<CompiledRules, SignatureError> {
         let n = u32::try_from(rules.len())
             .map_err(|_| SignatureError::Compile("more than 2^32 rules".into()))?;
         let mut patterns: Vec<Vec<u8>> = Vec::new();
@@ -427,6 +586,7 @@ impl CompiledRules {
             hdr_icmp6,
             hdr_tcp: PortBuckets::build(tcp_wild, tcp_ports),
             hdr_udp: PortBuckets::build(udp_wild, udp_ports),
+            report,
         })
     }
 
@@ -459,6 +619,11 @@ impl CompiledRules {
     /// sid, rev, msg, action and location per rule index.
     pub fn rules_info(&self) -> &[RuleInfo] {
         &self.info
+    }
+
+    /// What loading skipped and why.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
     }
 
     /// Distinct fast patterns in the automaton (for diagnostics).

@@ -57,12 +57,12 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use compile::{CompiledRules, RuleInfo, RuleSet};
+pub use compile::{CompiledRules, FileReport, LoadReport, RuleInfo, RuleSet};
 pub use expr::{Expr, PortRange, VarValue, Vars};
 pub use matcher::{SignatureStage, BACKTRACK_BUDGET};
 pub use parse::{
     Action, Content, Direction, FlagsMatch, FlagsMode, Location, NumMatch, Proto, Rule, RuleError,
-    RuleErrors, IGNORED_KEYWORDS, MAX_CONTENTS,
+    RuleErrors, RuleFailure, IGNORED_KEYWORDS, MAX_CONTENTS,
 };
 
 /// The `[signature]` section of the daemon configuration.
@@ -76,6 +76,11 @@ pub struct SignatureConfig {
     /// `HOME_NET = ["10.0.0.0/8", "2001:db8::/32"]`.
     #[serde(default)]
     pub vars: Vars,
+    /// Refuse the whole configuration when any rule does not load (Suricata's `-T`). Off by
+    /// default: such rules are skipped, reported by `scrubd --check` and `scrubctl rules`,
+    /// and counted by keyword, as Suricata does in a normal run.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,9 +122,11 @@ impl SignatureConfig {
         Ok(())
     }
 
-    /// Validates, loads every file (collecting all rule errors) and compiles.
+    /// Validates, loads every file (skipping rules that do not load unless `strict`) and
+    /// compiles; the result carries the [`LoadReport`].
     pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
         self.validate()?;
-        RuleSet::load_all(&self.rule_files, &self.vars)?.compile()
+        let (set, report) = RuleSet::load_files(&self.rule_files, &self.vars, self.strict)?;
+        set.compile_with_report(report)
     }
 }

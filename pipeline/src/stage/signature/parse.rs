@@ -170,6 +170,9 @@ pub struct RuleError {
     /// The keyword, action, protocol or variable the problem is about, when there is one.
     pub keyword: Option<String>,
     pub message: String,
+    /// The rule is well-formed but uses something this engine cannot evaluate (a keyword,
+    /// protocol or keyword argument): outside strict mode such a rule is skipped and counted.
+    pub unsupported: bool,
 }
 
 /// Every problem found while reading rules, in file order.
@@ -198,35 +201,84 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, off: usize, keyword: Option<&str>, message: impl Into<String>) {
+        self.push(off, keyword, message.into(), false);
+    }
+
+    /// A construct this engine does not evaluate (see [`RuleError::unsupported`]).
+    fn unsupported(&mut self, off: usize, keyword: &str, message: impl Into<String>) {
+        self.push(off, Some(keyword), message.into(), true);
+    }
+
+    fn push(&mut self, off: usize, keyword: Option<&str>, message: String, unsupported: bool) {
         let (line, column) = self.line.pos(off);
         self.errors.push(RuleError {
             file: self.file.to_string(),
             line,
             column,
             keyword: keyword.map(str::to_string),
-            message: message.into(),
+            message,
+            unsupported,
         });
     }
 }
 
-/// Parses all rules of one file. Sid uniqueness is checked by the caller across files.
-pub(crate) fn parse_rules(text: &str, file: &str, vars: &Vars) -> (Vec<Rule>, Vec<RuleError>) {
-    let file_arc: Arc<str> = Arc::from(file);
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
-    for line in logical_lines(text) {
-        let mut ctx = Ctx {
-            file,
-            line: &line,
-            errors: Vec::new(),
-        };
-        let rule = parse_rule(&mut ctx, vars, &file_arc);
-        match rule {
-            Some(r) if ctx.errors.is_empty() => rules.push(r),
-            _ => errors.append(&mut ctx.errors),
+/// A rule that did not load, with every problem found in it (the first one is the reason
+/// reported).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleFailure {
+    pub errors: Vec<RuleError>,
+    /// The rule itself loaded but its sid was taken by an earlier one.
+    pub duplicate: bool,
+}
+
+impl RuleFailure {
+    /// The keywords that keep this rule from loading, each once, in rule order: unsupported
+    /// ones when there are any, else the keywords of its errors (`(syntax)` when none).
+    pub fn blocking_keywords(&self) -> Vec<String> {
+        let unsupported = self.errors.iter().any(|e| e.unsupported);
+        let mut out: Vec<String> = Vec::new();
+        for e in self.errors.iter().filter(|e| e.unsupported || !unsupported) {
+            let k = e.keyword.clone().unwrap_or_else(|| "(syntax)".into());
+            if !out.contains(&k) {
+                out.push(k);
+            }
         }
+        out
     }
-    (rules, errors)
+
+    /// Whether the line is not rule-shaped: an error not about any keyword (header fields,
+    /// option list, quoting).
+    pub fn is_syntax(&self) -> bool {
+        !self.duplicate && self.errors.iter().any(|e| e.keyword.is_none())
+    }
+
+    /// Whether every problem is a construct this engine lacks (as opposed to a malformed rule).
+    pub fn only_unsupported(&self) -> bool {
+        self.errors.iter().all(|e| e.unsupported)
+    }
+}
+
+/// Parses all rules of one file, in file order: each line is a rule or the reasons it is not.
+/// Sid uniqueness is checked by the caller across files.
+pub(crate) fn parse_rules(text: &str, file: &str, vars: &Vars) -> Vec<Result<Rule, RuleFailure>> {
+    let file_arc: Arc<str> = Arc::from(file);
+    logical_lines(text)
+        .iter()
+        .map(|line| {
+            let mut ctx = Ctx {
+                file,
+                line,
+                errors: Vec::new(),
+            };
+            match parse_rule(&mut ctx, vars, &file_arc) {
+                Some(r) if ctx.errors.is_empty() => Ok(r),
+                _ => Err(RuleFailure {
+                    errors: ctx.errors,
+                    duplicate: false,
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Header fields parsed so far; `None` where the field had an error (already reported).
@@ -347,6 +399,16 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
         "alert" => Some(Action::Alert),
         "drop" => Some(Action::Drop),
         "pass" => Some(Action::Pass),
+        // Suricata's reject actions and its firewall-mode `action:hook` forms are real
+        // actions this box does not implement; anything else is a typo.
+        other if other.starts_with("reject") || other.contains(':') => {
+            ctx.unsupported(
+                a.off,
+                other,
+                format!("unsupported action '{other}' (supported: alert, drop, pass)"),
+            );
+            None
+        }
         other => {
             ctx.err(
                 a.off,
@@ -365,9 +427,9 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
         "icmpv4" => Some(Proto::Icmpv4),
         "icmpv6" => Some(Proto::Icmpv6),
         _ => {
-            ctx.err(
+            ctx.unsupported(
                 p.off,
-                Some(p.text),
+                p.text,
                 format!(
                     "unsupported protocol '{}' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6)",
                     p.text
@@ -551,7 +613,7 @@ impl OptionsBuilder {
                 set_once(ctx, slot, m, key);
             }
             _ => {
-                ctx.err(key.off, Some(k), format!("unsupported keyword '{k}'"));
+                ctx.unsupported(key.off, k, format!("unsupported keyword '{k}'"));
             }
         }
     }

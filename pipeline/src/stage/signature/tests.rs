@@ -3,7 +3,7 @@
 //! load-time and matching-speed measurements.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -376,11 +376,11 @@ fn each_kind_of_error_names_file_line_column_and_keyword() {
 
 #[test]
 fn errors_carry_keyword_and_all_errors_of_all_rules_are_collected() {
-    let text = "alert tcp any any -> any any (pcre:\"/x/\"; flow:established; sid:1;)\n\
+    let text = "alert tcp any any -> any any (lua:\"/x/\"; flowbits:isset,a; sid:1;)\n\
                 # fine\n\
                 drop udp any any -> any 53 (sid:2;)\n\
                 alert tcp any any -> any any (sid:2;)\n\
-                alert tcp any any -> any any (content:\"a\"; byte_test:1,>,2,0; sid:3;)\n";
+                alert tcp any any -> any any (content:\"a\"; xbits:isset,b,track ip_src; sid:3;)\n";
     let err = RuleSet::parse(text, "x.rules", &vars()).unwrap_err();
     let got: Vec<_> = err
         .0
@@ -390,20 +390,20 @@ fn errors_carry_keyword_and_all_errors_of_all_rules_are_collected() {
     assert_eq!(
         got,
         vec![
-            (1, 31, Some("pcre"), "unsupported keyword 'pcre'"),
-            (1, 43, Some("flow"), "unsupported keyword 'flow'"),
-            (5, 44, Some("byte_test"), "unsupported keyword 'byte_test'"),
+            (1, 31, Some("lua"), "unsupported keyword 'lua'"),
+            (1, 42, Some("flowbits"), "unsupported keyword 'flowbits'"),
             (
                 4,
                 1,
                 Some("sid"),
                 "duplicate sid 2 (first used at x.rules:3)"
             ),
+            (5, 44, Some("xbits"), "unsupported keyword 'xbits'"),
         ]
     );
     assert!(err
         .to_string()
-        .starts_with("x.rules:1:31: unsupported keyword 'pcre'\n"));
+        .starts_with("x.rules:1:31: unsupported keyword 'lua'\n"));
 }
 
 #[test]
@@ -414,9 +414,10 @@ fn sids_must_be_unique_across_files() {
     let b = dir.join("b.rules");
     std::fs::write(&a, "alert udp any any -> any any (sid:7;)\n").unwrap();
     std::fs::write(&b, "\nalert tcp any any -> any any (sid:7;)\n").unwrap();
-    let cfg = SignatureConfig {
+    let mut cfg = SignatureConfig {
         rule_files: vec![a.clone(), b.clone()],
         vars: vars(),
+        strict: true,
     };
     let err = cfg.compile().unwrap_err().to_string();
     assert_eq!(
@@ -427,13 +428,105 @@ fn sids_must_be_unique_across_files() {
             a.display()
         )
     );
+    // Outside strict mode the second rule is skipped and reported, the first one loads.
+    cfg.strict = false;
+    let lenient = cfg.compile().unwrap();
+    let report = lenient.load_report();
+    assert_eq!(
+        (lenient.len(), report.loaded, report.failures.len()),
+        (1, 1, 1)
+    );
+    assert_eq!(report.by_keyword(), vec![("sid".to_string(), 1)]);
     let missing = SignatureConfig {
         rule_files: vec![dir.join("nope.rules")],
         vars: Vars::new(),
+        strict: false,
     };
     assert!(matches!(missing.compile(), Err(SignatureError::Io { .. })));
     let single = RuleSet::load(&a, &vars()).unwrap();
     assert_eq!(single.rules()[0].sid, 7);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Suricata's normal run: an unsupported rule is skipped with file:line:col, keyword and
+/// reason and counted by keyword; `strict` refuses the set; a file that is not a rules file at
+/// all is still an error.
+#[test]
+fn unsupported_rules_are_skipped_and_counted_unless_strict() {
+    let dir = std::env::temp_dir().join(format!("scrubd-sig-skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.rules");
+    let junk = dir.join("junk.rules");
+    let only_unsupported = dir.join("lua.rules");
+    std::fs::write(
+        &good,
+        "alert udp any any -> any 53 (msg:\"a\"; content:\"x\"; sid:1;)\n\
+         alert udp any any -> any 53 (msg:\"b\"; lua:foo.lua; sid:2;)\n\
+         alert smb any any -> any any (msg:\"c\"; lua:bar.lua; sid:3;)\n\
+         alert udp any any -> any 53 (msg:\"d\"; content:\"x\"; depth:0; sid:4;)\n",
+    )
+    .unwrap();
+    std::fs::write(&junk, "this is not a rules file\nnor is this (\n").unwrap();
+    std::fs::write(
+        &only_unsupported,
+        "alert udp any any -> any 53 (msg:\"e\"; lua:x.lua; sid:5;)\n",
+    )
+    .unwrap();
+    let mut cfg = SignatureConfig {
+        rule_files: vec![good.clone(), only_unsupported.clone()],
+        vars: vars(),
+        strict: false,
+    };
+    let rules = cfg.compile().unwrap();
+    let r = rules.load_report();
+    assert_eq!(
+        (rules.len(), r.loaded, r.failures.len(), r.errors()),
+        (1, 1, 4, 1)
+    );
+    assert_eq!(
+        r.by_keyword(),
+        vec![
+            ("lua".to_string(), 3),
+            ("depth".to_string(), 1),
+            ("smb".to_string(), 1)
+        ]
+    );
+    let text = r.render(2);
+    assert!(
+        text.starts_with(
+            "signature rules: 1 loaded, 4 skipped (3 unsupported, 1 malformed)\n\
+             skipped by keyword: lua=3 depth=1 smb=1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "skipped {}:2:39: unsupported keyword 'lua'\n",
+            good.display()
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("... and 2 more skipped rules\n"), "{text}");
+    assert_eq!(
+        r.files
+            .iter()
+            .map(|f| (f.loaded, f.skipped))
+            .collect::<Vec<_>>(),
+        vec![(1, 3), (0, 1)]
+    );
+
+    cfg.strict = true;
+    let err = cfg.compile().unwrap_err().to_string();
+    assert!(err.contains(":2:39: unsupported keyword 'lua'"), "{err}");
+    assert_eq!(err.lines().count(), 5, "{err}");
+
+    cfg.strict = false;
+    cfg.rule_files.push(junk.clone());
+    let err = cfg.compile().unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:1:1: rule has no option list", junk.display())),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -457,7 +550,10 @@ fn config_from_toml_and_validation() {
         Some(&VarValue::One("192.0.2.0/24".into()))
     );
     assert!(cfg.validate().is_ok());
+    assert!(!cfg.strict);
     assert!(toml::from_str::<SignatureConfig>("rules = []").is_err());
+    let strict: SignatureConfig = toml::from_str("rule_files = []\nstrict = true").unwrap();
+    assert!(strict.strict);
     let mut bad = cfg.clone();
     bad.vars
         .insert("$X".into(), VarValue::One("1.2.3.4".into()));
@@ -1160,4 +1256,100 @@ fn measure_matching_speed() {
     }
     let ns = t.elapsed().as_nanos() as f64 / f64::from(iters);
     println!("10k mixed rules: {ns:8.1} ns/packet");
+}
+
+// ---------------------------------------------------------------- ET Open (../shared/rules)
+
+/// Suricata's default variables for ET Open (its README), as an operator would set them.
+pub(crate) fn et_vars() -> Vars {
+    let mut v = Vars::new();
+    let home = VarValue::Many(vec![
+        "192.168.0.0/16".into(),
+        "10.0.0.0/8".into(),
+        "172.16.0.0/12".into(),
+    ]);
+    v.insert("HOME_NET".into(), home);
+    v.insert("EXTERNAL_NET".into(), VarValue::One("!$HOME_NET".into()));
+    for s in [
+        "HTTP_SERVERS",
+        "SMTP_SERVERS",
+        "SQL_SERVERS",
+        "DNS_SERVERS",
+        "TELNET_SERVERS",
+        "AIM_SERVERS",
+        "DC_SERVERS",
+        "DNP3_SERVER",
+        "DNP3_CLIENT",
+        "MODBUS_CLIENT",
+        "MODBUS_SERVER",
+        "ENIP_CLIENT",
+        "ENIP_SERVER",
+    ] {
+        v.insert(s.into(), VarValue::One("$HOME_NET".into()));
+    }
+    for (p, val) in [
+        ("HTTP_PORTS", "80"),
+        ("SHELLCODE_PORTS", "!80"),
+        ("ORACLE_PORTS", "1521"),
+        ("SSH_PORTS", "22"),
+        ("DNP3_PORTS", "20000"),
+        ("MODBUS_PORTS", "502"),
+        ("FILE_DATA_PORTS", "[$HTTP_PORTS,110,143]"),
+        ("FTP_PORTS", "21"),
+    ] {
+        v.insert(p.into(), VarValue::One(val.into()));
+    }
+    v
+}
+
+/// The ET Open rule files, sorted, when the shared set is present beside the repository.
+pub(crate) fn et_files() -> Option<Vec<PathBuf>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/rules/et-open");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+/// Prints the load table by keyword over all of ET Open and the load time.
+#[test]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+fn et_open_load_report() {
+    let Some(files) = et_files() else {
+        println!("../shared/rules/et-open absent");
+        return;
+    };
+    let cfg = SignatureConfig {
+        rule_files: files,
+        vars: et_vars(),
+        strict: false,
+    };
+    let t = std::time::Instant::now();
+    let rules = match cfg.compile() {
+        Ok(r) => r,
+        Err(SignatureError::Rules(e)) => {
+            let bad: Vec<_> = e.0.iter().filter(|e| !e.unsupported).take(10).collect();
+            panic!("{} errors; malformed: {bad:#?}", e.0.len());
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let took = t.elapsed();
+    let r = rules.load_report();
+    println!("{}", r.summary());
+    println!(
+        "load + compile: {took:?}, {} fast patterns",
+        rules.pattern_count()
+    );
+    for (k, n) in r.by_keyword().iter().take(40) {
+        println!("{n:>6} {k}");
+    }
+    let dos = r
+        .files
+        .iter()
+        .find(|f| f.file.ends_with("emerging-dos.rules"));
+    println!("emerging-dos: {dos:?}");
 }
