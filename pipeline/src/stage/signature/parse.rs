@@ -453,7 +453,10 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
     };
     h.src = addr(ctx, t(2), vars);
     h.dst = addr(ctx, t(5), vars);
-    let ports_allowed = !matches!(h.proto, Some(pr) if !matches!(pr, Proto::Tcp | Proto::Udp));
+    // Suricata accepts ports on `ip` rules (ET has 16): they then match packets that carry
+    // ports (tcp, udp) and no others.
+    let ports_allowed =
+        !matches!(h.proto, Some(pr) if !matches!(pr, Proto::Tcp | Proto::Udp | Proto::Ip));
     h.sport = port(ctx, t(3), vars, ports_allowed);
     h.dport = port(ctx, t(6), vars, ports_allowed);
     h
@@ -476,7 +479,7 @@ fn port(ctx: &mut Ctx<'_>, s: Span<'_>, vars: &Vars, allowed: bool) -> Option<Ex
             ctx.err(
                 s.off,
                 None,
-                "ports can only be given for tcp and udp rules; use 'any'",
+                "ports can only be given for tcp, udp and ip rules; use 'any'",
             );
             None
         }
@@ -522,10 +525,8 @@ impl OptionsBuilder {
         match k {
             "msg" => {
                 let Some(v) = value else { return missing(ctx) };
-                match quoted(v.text) {
-                    Ok(b) if self.msg.is_none() => {
-                        self.msg = Some(String::from_utf8_lossy(&b).into_owned())
-                    }
+                match msg_text(v.text) {
+                    Ok(m) if self.msg.is_none() => self.msg = Some(m),
                     Ok(_) => ctx.err(key.off, Some(k), "duplicate 'msg'"),
                     Err((o, m)) => ctx.err(v.off + o, Some(k), m),
                 }
@@ -620,11 +621,6 @@ impl OptionsBuilder {
 
     fn modifier(&mut self, ctx: &mut Ctx<'_>, key: Span<'_>, value: Option<Span<'_>>) {
         let k = key.text;
-        let has_positive_before = self
-            .contents
-            .len()
-            .checked_sub(1)
-            .is_some_and(|last| self.contents[..last].iter().any(|(c, _)| !c.negated));
         let Some((c, _)) = self.contents.last_mut() else {
             return ctx.err(key.off, Some(k), format!("'{k}' must follow a 'content'"));
         };
@@ -694,13 +690,6 @@ impl OptionsBuilder {
                                 "distance/within"
                             }
                         ),
-                    );
-                }
-                if relative && !has_positive_before {
-                    return ctx.err(
-                        key.off,
-                        Some(k),
-                        format!("'{k}' needs a preceding non-negated content"),
                     );
                 }
                 let len = c.bytes.len() as i64;
@@ -919,7 +908,34 @@ pub(crate) fn parse_content(s: &str) -> Result<Content, (usize, String)> {
     Ok(c)
 }
 
-/// Decodes `"..."` with `|hex|` segments and the three escapes Suricata requires.
+/// A `msg` value: plain text in quotes, where `\` escapes `" ; \ : ,` and is kept before
+/// anything else (ET writes `(c \windows)`, `[\d\s]`). Unlike content
+/// it has no `|hex|` parts (ET writes `|` and `\\` in messages).
+pub(crate) fn msg_text(s: &str) -> Result<String, (usize, String)> {
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .ok_or((0, "expected a double-quoted string".to_string()))?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.clone().next() {
+            Some(e @ ('"' | ';' | '\\' | ':' | ',')) => {
+                out.push(e);
+                chars.next();
+            }
+            _ => out.push('\\'),
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes `"..."` with `|hex|` segments and the escapes Suricata accepts (`\"` `\;` `\:`
+/// `\\`).
 pub(crate) fn quoted(s: &str) -> Result<Vec<u8>, (usize, String)> {
     let b = s.as_bytes();
     if b.first() != Some(&b'"') {
@@ -971,11 +987,16 @@ pub(crate) fn quoted(s: &str) -> Result<Vec<u8>, (usize, String)> {
             }
             b'|' => hex = Some(i),
             b'\\' => match b.get(i + 1) {
-                Some(&e @ (b'"' | b';' | b'\\')) => {
+                Some(&e @ (b'"' | b';' | b'\\' | b':')) => {
                     out.push(e);
                     i += 1;
                 }
-                _ => return Err((i, "invalid escape (only \\\" \\; \\\\ are allowed)".into())),
+                _ => {
+                    return Err((
+                        i,
+                        "invalid escape (only \\\" \\; \\: \\\\ are allowed)".into(),
+                    ))
+                }
             },
             _ => out.push(c),
         }

@@ -317,20 +317,21 @@ fn errors_of(text: &str) -> Vec<String> {
 fn each_kind_of_error_names_file_line_column_and_keyword() {
     let h = "alert tcp any any -> any any ("; // options start at column 31
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (format!("{h}msg:\"x\"; pcre:\"/a/\"; sid:1;)"), vec!["rules.rules:1:40: unsupported keyword 'pcre'"]),
+        (format!("{h}msg:\"x\"; lua:\"/a/\"; sid:1;)"), vec!["rules.rules:1:40: unsupported keyword 'lua'"]),
         (format!("{h}content:\"a\"; sid:1;)"), vec![]),
         (format!("{h}msg:\"x\";)"), vec!["rules.rules:1:39: rule has no sid"]),
         (format!("{h}sid:0;)"), vec!["rules.rules:1:35: 'sid' must be a positive integer, got '0'"]),
         (format!("{h}sid:1; sid:2;)"), vec!["rules.rules:1:38: duplicate 'sid'"]),
         (format!("{h}nocase; sid:1;)"), vec!["rules.rules:1:31: 'nocase' must follow a 'content'"]),
         (format!("{h}content:\"abc\"; depth:2; sid:1;)"), vec!["rules.rules:1:52: 'depth' 2 is shorter than the content (3 bytes)"]),
-        (format!("{h}content:\"a\"; distance:1; sid:1;)"), vec!["rules.rules:1:44: 'distance' needs a preceding non-negated content"]),
+        // Relative to the buffer start on a buffer's first content, as in Suricata.
+        (format!("{h}content:\"a\"; distance:1; sid:1;)"), vec![]),
         (
             format!("{h}content:\"a\"; content:\"b\"; offset:1; within:3; sid:1;)"),
             vec!["rules.rules:1:67: 'within' cannot be combined with offset/depth on one content"],
         ),
         (format!("{h}content:\"|4|\"; sid:1;)"), vec!["rules.rules:1:42: odd number of hex digits"]),
-        (format!("{h}content:\"a\\x\"; sid:1;)"), vec!["rules.rules:1:41: invalid escape (only \\\" \\; \\\\ are allowed)"]),
+        (format!("{h}content:\"a\\x\"; sid:1;)"), vec!["rules.rules:1:41: invalid escape (only \\\" \\; \\: \\\\ are allowed)"]),
         (format!("{h}content:\"\"; sid:1;)"), vec!["rules.rules:1:39: empty content"]),
         (format!("{h}content:\"a\" x; sid:1;)"), vec!["rules.rules:1:42: unexpected text after the closing quote"]),
         (format!("{h}msg:\"abc; sid:1;)"), vec!["rules.rules:1:35: unterminated string"]),
@@ -357,7 +358,7 @@ fn each_kind_of_error_names_file_line_column_and_keyword() {
         ("alert tcp any any -> $NOPE any (sid:1;)".to_string(), vec!["rules.rules:1:22: undefined variable $NOPE"]),
         ("alert tcp 1.2.3.4/40 any -> any any (sid:1;)".to_string(), vec!["rules.rules:1:11: invalid prefix length in '1.2.3.4/40' (0..=32)"]),
         ("alert tcp any [80,x] -> any any (sid:1;)".to_string(), vec!["rules.rules:1:19: invalid port 'x'"]),
-        ("alert icmp any 80 -> any any (sid:1;)".to_string(), vec!["rules.rules:1:16: ports can only be given for tcp and udp rules; use 'any'"]),
+        ("alert icmp any 80 -> any any (sid:1;)".to_string(), vec!["rules.rules:1:16: ports can only be given for tcp, udp and ip rules; use 'any'"]),
         ("alert tcp any any -> any (sid:1;)".to_string(), vec!["rules.rules:1:25: rule header needs 7 fields (action proto src sport -> dst dport), found 6"]),
         ("alert tcp any any -> any any sid:1;".to_string(), vec!["rules.rules:1:1: rule has no option list: expected '(' after the header"]),
         ("alert tcp any any -> any any (sid:1;".to_string(), vec!["rules.rules:1:36: rule must end with ')'"]),
@@ -1352,4 +1353,79 @@ fn et_open_load_report() {
         .iter()
         .find(|f| f.file.ends_with("emerging-dos.rules"));
     println!("emerging-dos: {dos:?}");
+}
+
+/// Valid syntax that used to be read wrongly, each checked on the ET Open rules that exposed
+/// it (cut down to the keywords this test is about).
+#[test]
+fn et_syntax_is_read_as_suricata_reads_it() {
+    let v = et_vars();
+    // `distance`/`within` on a buffer's first content count from the buffer start (sid 2024234
+    // has `content:"|3B|"; distance:0;` after a buffer switch; 171 ET rules do this).
+    let text = "alert udp any any -> any any (msg:\"first relative\"; content:\"|3B|\"; distance:1; within:2; sid:1;)";
+    let rules = CompiledRules::from_text(text, "et", &v).unwrap();
+    let mut st = SignatureStage::new(Arc::new(rules));
+    let hit = |st: &mut SignatureStage, p: &[u8]| {
+        matches!(run(st, &udp_payload(p)), StageResult::Continue) && st.counters()[0] > 0
+    };
+    assert!(!hit(&mut st, b";ab"), "window [1,3) excludes offset 0");
+    assert!(hit(&mut st, b"a;b"));
+    // Ports on ip rules (GPL SHELLCODE, sid 2100640): they match packets with ports only.
+    let text = "alert ip $EXTERNAL_NET $SHELLCODE_PORTS -> $HOME_NET any (msg:\"GPL SHELLCODE AIX NOOP\"; content:\"O|FF FB 82|O|FF FB 82|O|FF FB 82|O|FF FB 82|\"; classtype:shellcode-detect; sid:2100640; rev:7;)";
+    let set = RuleSet::parse(text, "emerging-shellcode.rules", &v).unwrap();
+    assert_eq!(
+        set.rules()[0].sport,
+        super::expr::parse_expr("!80", &v).unwrap()
+    );
+    let mut st = SignatureStage::new(Arc::new(set.compile().unwrap()));
+    let noop = b"O\xff\xfb\x82O\xff\xfb\x82O\xff\xfb\x82O\xff\xfb\x82";
+    let from = |sport| packet("8.8.8.8", "10.1.1.1", tcp(sport, 5555, 0x18), noop);
+    run(&mut st, &from(80));
+    assert_eq!(st.counters()[0], 0, "source port 80 is excluded");
+    run(&mut st, &from(81));
+    assert_eq!(st.counters()[0], 1);
+    // `\:` in content (ET USER_AGENTS, 7 rules).
+    let text = "alert tcp $HOME_NET any -> $EXTERNAL_NET any (msg:\"ET USER_AGENTS Suspicious User-Agent (Loands)\"; content:\"User-Agent\\: Loands|0d 0a|\"; sid:2003;)";
+    let set = RuleSet::parse(text, "emerging-user_agents.rules", &v).unwrap();
+    assert_eq!(set.rules()[0].contents[0].bytes, b"User-Agent: Loands\r\n");
+    // msg is text: `|` is not hex and `\` escapes only `" ; \ : ,` (9 rules).
+    for (msg, want) in [
+        (
+            r"ET ADWARE_PUP User-Agent (C\\WINDOWS\\system32\\NetLogom.exe)",
+            r"ET ADWARE_PUP User-Agent (C\WINDOWS\system32\NetLogom.exe)",
+        ),
+        (
+            "ET HUNTING SUSPICIOUS IRC - PRIVMSG *.(exe|tar|tgz|zip)  download command",
+            "ET HUNTING SUSPICIOUS IRC - PRIVMSG *.(exe|tar|tgz|zip)  download command",
+        ),
+        (
+            r"ET HUNTING Suspicious User-Agent (c \windows)",
+            r"ET HUNTING Suspicious User-Agent (c \windows)",
+        ),
+        (
+            r"ET USER_AGENTS Downloader User-Agent (AutoDL\/1.0)",
+            r"ET USER_AGENTS Downloader User-Agent (AutoDL\/1.0)",
+        ),
+    ] {
+        let text = format!("alert tcp any any -> any any (msg:\"{msg}\"; sid:5;)");
+        let set = RuleSet::parse(&text, "et", &v).unwrap_or_else(|e| panic!("{msg}: {e}"));
+        assert_eq!(set.rules()[0].msg, want);
+    }
+    // A `"` inside a pcre value (sid 2035009) does not end the value.
+    let body =
+        r#"msg:"x"; pcre:"/^(%3d|=)(%22|")org(%2e|\.)apache/Rsi"; content:"bean"; sid:2035009;"#;
+    let opts = super::lexer::split_options(body, 0).unwrap();
+    let kv: Vec<_> = opts
+        .iter()
+        .map(|o| (o.key.text, o.value.map(|v| v.text)))
+        .collect();
+    assert_eq!(
+        kv,
+        vec![
+            ("msg", Some("\"x\"")),
+            ("pcre", Some(r#""/^(%3d|=)(%22|")org(%2e|\.)apache/Rsi""#)),
+            ("content", Some("\"bean\"")),
+            ("sid", Some("2035009")),
+        ]
+    );
 }
