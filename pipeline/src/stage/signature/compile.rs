@@ -15,14 +15,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regex_automata::meta;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
 use super::expr::{Expr, PortRange, Vars};
+use super::keywords::{BufSel, Buffer, ByteJump, ByteTest, CheckKind, Flow, Threshold};
 use super::parse::{
-    parse_rules, Action, Direction, FlagsMatch, Location, NumMatch, Proto, Rule, RuleError,
-    RuleErrors, RuleFailure,
+    parse_rules, Action, Content, Direction, FlagsMatch, Location, NumMatch, Proto, Rule,
+    RuleError, RuleErrors, RuleFailure,
 };
 use super::SignatureError;
 use crate::prefix::Prefix;
@@ -300,9 +304,63 @@ pub(crate) struct CContent {
     pub finder: Option<memmem::Finder<'static>>,
     pub negated: bool,
     pub window: Window,
-    /// Whether a later content's window depends on where this one matched; if not, the
+    /// `endswith`: the match must end at the buffer end.
+    pub endswith: bool,
+    /// Whether a later step's position depends on where this one matched; if not, the
     /// matcher never needs to retry this content at a later occurrence.
     pub backtrack: bool,
+}
+
+/// One inspection step of a rule, in rule order, on one buffer.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub buf: BufSel,
+    pub kind: StepKind,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum StepKind {
+    /// Boxed: the precompiled searcher makes contents much larger than the other steps.
+    Content(Box<CContent>),
+    /// Index into [`CompiledRules::regexes`].
+    Pcre {
+        regex: u32,
+        negated: bool,
+        relative: bool,
+    },
+    ByteTest(ByteTest),
+    ByteJump(ByteJump),
+    IsDataAt {
+        offset: u16,
+        relative: bool,
+        negated: bool,
+    },
+    Bsize(NumMatch),
+}
+
+impl StepKind {
+    /// Whether the step reads the cursor left by the previous one.
+    fn relative(&self) -> bool {
+        match self {
+            StepKind::Content(c) => matches!(c.window, Window::Relative { .. }),
+            StepKind::Pcre { relative, .. } => *relative,
+            StepKind::ByteTest(t) => t.relative,
+            StepKind::ByteJump(j) => j.relative,
+            StepKind::IsDataAt { relative, .. } => *relative,
+            StepKind::Bsize(_) => false,
+        }
+    }
+
+    /// Whether the step sets the cursor without reading it (so steps after it cannot
+    /// depend on earlier positions).
+    fn resets_cursor(&self) -> bool {
+        match self {
+            StepKind::Content(c) => !c.negated && !self.relative(),
+            StepKind::Pcre { negated, .. } => !negated && !self.relative(),
+            StepKind::ByteJump(j) => !j.relative || j.from_beginning,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -314,13 +372,15 @@ pub(crate) struct CRule {
     pub sport: Expr<PortRange>,
     pub dst: Expr<Prefix>,
     pub dport: Expr<PortRange>,
-    pub contents: Vec<CContent>,
+    pub steps: Vec<Step>,
     pub flags: Option<FlagsMatch>,
     pub dsize: Option<NumMatch>,
     pub itype: Option<NumMatch>,
     pub icode: Option<NumMatch>,
     pub ip_proto: Option<NumMatch>,
     pub ttl: Option<NumMatch>,
+    pub flow: Option<Flow>,
+    pub threshold: Option<Threshold>,
 }
 
 /// Header-only rules of one transport protocol, split by destination port where possible.
@@ -375,6 +435,8 @@ impl PortBuckets {
 #[derive(Debug)]
 pub struct CompiledRules {
     pub(crate) rules: Vec<CRule>,
+    /// Every pcre of every rule; each worker keeps one search cache per entry.
+    pub(crate) regexes: Vec<Arc<meta::Regex>>,
     pub(crate) info: Vec<RuleInfo>,
     pub(crate) ac: Option<AhoCorasick>,
     /// Rules per automaton pattern, CSR: pattern `i` owns `pattern_rules[starts[i]..starts[i+1]]`.
@@ -419,58 +481,119 @@ fn bucket_ports(e: &Expr<PortRange>) -> Option<Vec<u16>> {
     Some(ports)
 }
 
-fn compile_contents(rule: &Rule) -> Vec<CContent> {
-    let cs = &rule.contents;
-    cs.iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let window = if c.is_relative() {
-                Window::Relative {
-                    distance: c.distance.unwrap_or(0),
-                    within: c.within,
-                }
-            } else {
-                Window::Absolute {
-                    offset: c.offset.unwrap_or(0),
-                    depth: c.depth,
-                }
-            };
-            let mut backtrack = false;
-            for later in cs.iter().skip(i + 1) {
-                if later.is_relative() {
-                    backtrack = true;
-                    break;
-                }
-                if !later.negated {
-                    break;
-                }
-            }
-            let pat = if c.nocase {
-                c.bytes.to_ascii_lowercase()
-            } else {
-                c.bytes.clone()
-            };
-            CContent {
-                finder: (!c.nocase).then(|| memmem::Finder::new(&pat).into_owned()),
-                pat,
-                negated: c.negated,
-                window,
-                backtrack: backtrack && !c.negated,
-            }
-        })
-        .collect()
+fn compile_content(c: &Content) -> CContent {
+    let window = if c.is_relative() {
+        Window::Relative {
+            distance: c.distance.unwrap_or(0),
+            within: c.within,
+        }
+    } else if c.startswith {
+        Window::Absolute {
+            offset: 0,
+            depth: u16::try_from(c.bytes.len()).ok(),
+        }
+    } else {
+        Window::Absolute {
+            offset: c.offset.unwrap_or(0),
+            depth: c.depth,
+        }
+    };
+    // http.host and the other name buffers are lowercased copies (as Suricata normalises
+    // http.host); matching their contents without case keeps them equivalent.
+    let nocase = c.nocase || c.buf.buffer == Buffer::HttpHost;
+    let pat = if nocase {
+        c.bytes.to_ascii_lowercase()
+    } else {
+        c.bytes.clone()
+    };
+    CContent {
+        finder: (!nocase).then(|| memmem::Finder::new(&pat).into_owned()),
+        pat,
+        negated: c.negated,
+        window,
+        endswith: c.endswith,
+        backtrack: false,
+    }
 }
 
-/// The content whose occurrence the prefilter looks for, if the rule has a positive one.
-fn fast_pattern(rule: &Rule) -> Option<&[u8]> {
-    let positive = || rule.contents.iter().filter(|c| !c.negated);
-    if let Some(c) = positive().find(|c| c.fast_pattern) {
-        return Some(&c.bytes);
+/// The rule's steps in rule order: each check goes before the content it was written before.
+fn compile_steps(rule: &Rule, regexes: &mut Vec<Arc<meta::Regex>>) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(rule.contents.len() + rule.checks.len());
+    let mut checks = rule.checks.iter().peekable();
+    for i in 0..=rule.contents.len() {
+        while let Some(ch) = checks.next_if(|c| c.after_contents <= i) {
+            let kind = match &ch.kind {
+                CheckKind::Pcre(p) => {
+                    regexes.push(Arc::clone(&p.regex));
+                    StepKind::Pcre {
+                        regex: u32::try_from(regexes.len() - 1).unwrap_or(u32::MAX),
+                        negated: p.negated,
+                        relative: p.relative,
+                    }
+                }
+                CheckKind::ByteTest(t) => StepKind::ByteTest(*t),
+                CheckKind::ByteJump(j) => StepKind::ByteJump(*j),
+                CheckKind::IsDataAt {
+                    offset,
+                    relative,
+                    negated,
+                } => StepKind::IsDataAt {
+                    offset: *offset,
+                    relative: *relative,
+                    negated: *negated,
+                },
+                CheckKind::Bsize(m) => StepKind::Bsize(*m),
+            };
+            steps.push(Step { buf: ch.buf, kind });
+        }
+        if let Some(c) = rule.contents.get(i) {
+            steps.push(Step {
+                buf: c.buf,
+                kind: StepKind::Content(Box::new(compile_content(c))),
+            });
+        }
     }
-    let mut best: Option<&[u8]> = None;
-    for c in positive() {
-        if best.is_none_or(|b| c.bytes.len() > b.len()) {
-            best = Some(&c.bytes);
+    // A positive content needs retrying at later occurrences only if a later step in the same
+    // buffer reads its position before anything resets the cursor.
+    for i in 0..steps.len() {
+        let dependent = steps[i + 1..]
+            .iter()
+            .take_while(|s| s.buf == steps[i].buf)
+            .find(|s| s.kind.relative() || s.kind.resets_cursor())
+            .is_some_and(|s| s.kind.relative());
+        if let StepKind::Content(c) = &mut steps[i].kind {
+            c.backtrack = dependent && !c.negated;
+        }
+    }
+    steps
+}
+
+/// The bytes the prefilter looks for in the raw payload, if the rule has a positive content
+/// that is sure to appear there whenever the rule matches. Contents of name buffers (dns.query
+/// is decoded from length-prefixed labels) contribute their longest part without a `.`.
+fn fast_pattern(rule: &Rule) -> Option<Vec<u8>> {
+    let candidate = |c: &Content| -> Option<Vec<u8>> {
+        let bytes = match c.fast_pattern_chop {
+            Some((o, l)) => c
+                .bytes
+                .get(usize::from(o)..usize::from(o) + usize::from(l))?,
+            None => &c.bytes[..],
+        };
+        let part = if c.buf.buffer.is_name() {
+            bytes.split(|&b| b == b'.').max_by_key(|p| p.len())?
+        } else {
+            bytes
+        };
+        (!part.is_empty()).then(|| part.to_ascii_lowercase())
+    };
+    let positive = || rule.contents.iter().filter(|c| !c.negated);
+    if let Some(fp) = positive().filter(|c| c.fast_pattern).find_map(candidate) {
+        return Some(fp);
+    }
+    let mut best: Option<Vec<u8>> = None;
+    for fp in positive().filter_map(candidate) {
+        if best.as_ref().is_none_or(|b| fp.len() > b.len()) {
+            best = Some(fp);
         }
     }
     best
@@ -490,8 +613,7 @@ impl CompiledRules {
         let (mut udp_wild, mut udp_ports) = (Vec::new(), Vec::new());
 
         for (idx, rule) in (0..n).zip(rules) {
-            if let Some(fp) = fast_pattern(rule) {
-                let key = fp.to_ascii_lowercase();
+            if let Some(key) = fast_pattern(rule) {
                 let id = *pattern_ids.entry(key.clone()).or_insert_with(|| {
                     patterns.push(key);
                     per_pattern.push(Vec::new());
@@ -508,19 +630,24 @@ impl CompiledRules {
                 }
                 Proto::Icmpv4 => hdr_icmp4.push(idx),
                 Proto::Icmpv6 => hdr_icmp6.push(idx),
-                Proto::Tcp | Proto::Udp => {
-                    let (wild, ports) = if rule.proto == Proto::Tcp {
-                        (&mut tcp_wild, &mut tcp_ports)
-                    } else {
-                        (&mut udp_wild, &mut udp_ports)
-                    };
+                Proto::Tcp | Proto::Udp | Proto::Http | Proto::Tls | Proto::Dns => {
                     let bucket = match rule.direction {
                         Direction::Forward => bucket_ports(&rule.dport),
                         Direction::Both => None,
                     };
-                    match bucket {
-                        Some(ps) => ports.extend(ps.into_iter().map(|p| (p, idx))),
-                        None => wild.push(idx),
+                    let tcp = rule.proto != Proto::Udp;
+                    let udp = matches!(rule.proto, Proto::Udp | Proto::Dns);
+                    for (on, wild, ports) in [
+                        (tcp, &mut tcp_wild, &mut tcp_ports),
+                        (udp, &mut udp_wild, &mut udp_ports),
+                    ] {
+                        if !on {
+                            continue;
+                        }
+                        match &bucket {
+                            Some(ps) => ports.extend(ps.iter().map(|&p| (p, idx))),
+                            None => wild.push(idx),
+                        }
                     }
                 }
             }
@@ -546,6 +673,7 @@ impl CompiledRules {
             pattern_starts.push(u32::try_from(pattern_rules.len()).unwrap_or(u32::MAX));
         }
 
+        let mut regexes = Vec::new();
         let compiled = rules
             .iter()
             .map(|r| CRule {
@@ -556,13 +684,15 @@ impl CompiledRules {
                 sport: r.sport.clone(),
                 dst: r.dst.clone(),
                 dport: r.dport.clone(),
-                contents: compile_contents(r),
+                steps: compile_steps(r, &mut regexes),
                 flags: r.flags,
                 dsize: r.dsize,
                 itype: r.itype,
                 icode: r.icode,
                 ip_proto: r.ip_proto,
                 ttl: r.ttl,
+                flow: r.flow,
+                threshold: r.threshold,
             })
             .collect();
         let info = rules
@@ -577,6 +707,7 @@ impl CompiledRules {
             .collect();
         Ok(CompiledRules {
             rules: compiled,
+            regexes,
             info,
             ac,
             pattern_starts,

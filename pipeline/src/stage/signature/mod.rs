@@ -44,14 +44,19 @@
 //! flags and ICMP tests need the transport header, so non-first fragments match only rules
 //! that test none of them.
 
+mod buffers;
 mod compile;
 mod expr;
+mod keywords;
 mod lexer;
 mod matcher;
 mod parse;
+mod threshold;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keywords;
 
 use std::path::PathBuf;
 
@@ -59,11 +64,16 @@ use serde::Deserialize;
 
 pub use compile::{CompiledRules, FileReport, LoadReport, RuleInfo, RuleSet};
 pub use expr::{Expr, PortRange, VarValue, Vars};
+pub use keywords::{
+    BufSel, Buffer, ByteJump, ByteOp, ByteRead, ByteTest, Check, CheckKind, Endian, Flow, Pcre,
+    Threshold, ThresholdKind, Track,
+};
 pub use matcher::{SignatureStage, BACKTRACK_BUDGET};
 pub use parse::{
     Action, Content, Direction, FlagsMatch, FlagsMode, Location, NumMatch, Proto, Rule, RuleError,
     RuleErrors, RuleFailure, IGNORED_KEYWORDS, MAX_CONTENTS,
 };
+pub use threshold::set_tsc_hz;
 
 /// The `[signature]` section of the daemon configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

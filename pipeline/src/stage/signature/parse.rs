@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::expr::{parse_expr, Expr, PortRange, Vars};
+use super::keywords::{self, BufSel, Buffer, Check, CheckKind, Flow, KwError, Threshold};
 use super::lexer::{header_tokens, logical_lines, split_options, LogicalLine, Span};
 use crate::prefix::Prefix;
 
@@ -37,6 +38,11 @@ pub enum Proto {
     Icmp,
     Icmpv4,
     Icmpv6,
+    /// Application-layer protocols, recognised per packet: TCP carrying an HTTP request head
+    /// or response line, UDP/TCP carrying a DNS message, TCP carrying a TLS record.
+    Http,
+    Dns,
+    Tls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +67,14 @@ pub struct Content {
     pub distance: Option<i32>,
     pub within: Option<u16>,
     pub fast_pattern: bool,
+    /// `fast_pattern:offset,length`: the prefilter uses only this slice of the content.
+    pub fast_pattern_chop: Option<(u16, u16)>,
+    /// `startswith`: the match starts at the buffer start.
+    pub startswith: bool,
+    /// `endswith`: the match ends at the buffer end.
+    pub endswith: bool,
+    /// The sticky buffer (and transform) in force where the content was written.
+    pub buf: BufSel,
 }
 
 impl Content {
@@ -74,6 +88,10 @@ impl Content {
             distance: None,
             within: None,
             fast_pattern: false,
+            fast_pattern_chop: None,
+            startswith: false,
+            endswith: false,
+            buf: BufSel::PAYLOAD,
         }
     }
 
@@ -149,6 +167,10 @@ pub struct Rule {
     pub icode: Option<NumMatch>,
     pub ip_proto: Option<NumMatch>,
     pub ttl: Option<NumMatch>,
+    /// pcre, byte_test, byte_jump, isdataat, bsize: in rule order relative to the contents.
+    pub checks: Vec<Check>,
+    pub flow: Option<Flow>,
+    pub threshold: Option<Threshold>,
     pub location: Location,
 }
 
@@ -191,7 +213,15 @@ fn join_errors(v: &[RuleError]) -> String {
 pub const MAX_CONTENTS: usize = 32;
 
 /// Keywords accepted for compatibility and ignored: they describe a rule, they do not match.
-pub const IGNORED_KEYWORDS: &[&str] = &["classtype", "metadata", "reference", "priority", "gid"];
+/// `target` names which side is the target for reporting; it does not match either.
+pub const IGNORED_KEYWORDS: &[&str] = &[
+    "classtype",
+    "metadata",
+    "reference",
+    "priority",
+    "gid",
+    "target",
+];
 
 struct Ctx<'a> {
     file: &'a str,
@@ -362,6 +392,9 @@ fn parse_rule(ctx: &mut Ctx<'_>, vars: &Vars, file: &Arc<str>) -> Option<Rule> {
         icode: b.icode.map(|x| x.0),
         ip_proto: b.ip_proto.map(|x| x.0),
         ttl: b.ttl.map(|x| x.0),
+        checks: b.checks,
+        flow: b.flow.map(|x| x.0),
+        threshold: b.threshold.map(|x| x.0),
         location: Location {
             file: Arc::clone(file),
             line: line_no,
@@ -426,12 +459,15 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
         "icmp" => Some(Proto::Icmp),
         "icmpv4" => Some(Proto::Icmpv4),
         "icmpv6" => Some(Proto::Icmpv6),
+        "http" => Some(Proto::Http),
+        "dns" => Some(Proto::Dns),
+        "tls" => Some(Proto::Tls),
         _ => {
             ctx.unsupported(
                 p.off,
                 p.text,
                 format!(
-                    "unsupported protocol '{}' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6)",
+                    "unsupported protocol '{}' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6, http, dns, tls)",
                     p.text
                 ),
             );
@@ -455,8 +491,7 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
     h.dst = addr(ctx, t(5), vars);
     // Suricata accepts ports on `ip` rules (ET has 16): they then match packets that carry
     // ports (tcp, udp) and no others.
-    let ports_allowed =
-        !matches!(h.proto, Some(pr) if !matches!(pr, Proto::Tcp | Proto::Udp | Proto::Ip));
+    let ports_allowed = !matches!(h.proto, Some(Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6));
     h.sport = port(ctx, t(3), vars, ports_allowed);
     h.dport = port(ctx, t(6), vars, ports_allowed);
     h
@@ -506,6 +541,21 @@ struct OptionsBuilder {
     icode: Option<(NumMatch, usize)>,
     ip_proto: Option<(NumMatch, usize)>,
     ttl: Option<(NumMatch, usize)>,
+    checks: Vec<Check>,
+    flow: Option<(Flow, usize)>,
+    threshold: Option<(Threshold, usize)>,
+    /// The sticky buffer in force for the next content/pcre/byte_*/isdataat/bsize.
+    buf: BufSel,
+}
+
+/// Reports a keyword error as unsupported or malformed.
+fn kw_err(ctx: &mut Ctx<'_>, off: usize, k: &str, e: KwError) {
+    let msg = format!("'{k}': {}", e.message);
+    if e.unsupported {
+        ctx.unsupported(off, k, msg);
+    } else {
+        ctx.err(off, Some(k), msg);
+    }
 }
 
 fn set_once<T>(ctx: &mut Ctx<'_>, slot: &mut Option<(T, usize)>, v: T, key: Span<'_>) {
@@ -575,12 +625,104 @@ impl OptionsBuilder {
                     );
                 }
                 match parse_content(v.text) {
-                    Ok(c) => self.contents.push((c, key.off)),
+                    Ok(mut c) => {
+                        c.buf = self.buf;
+                        self.contents.push((c, key.off))
+                    }
                     Err((o, m)) => ctx.err(v.off + o, Some(k), m),
                 }
             }
             "nocase" | "fast_pattern" | "offset" | "depth" | "distance" | "within" => {
                 self.modifier(ctx, key, value);
+            }
+            "startswith" | "endswith" => {
+                let Some((c, _)) = self.contents.last_mut() else {
+                    return ctx.err(key.off, Some(k), format!("'{k}' must follow a 'content'"));
+                };
+                // Suricata: startswith excludes the position modifiers; endswith combines
+                // with them (the match must also end at the buffer end).
+                if k == "startswith" && (c.is_relative() || c.offset.is_some() || c.depth.is_some())
+                {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!("'{k}' cannot be combined with offset/depth/distance/within"),
+                    );
+                }
+                if k == "startswith" {
+                    c.startswith = true;
+                } else {
+                    c.endswith = true;
+                }
+            }
+            "dotprefix" => {
+                if !self.buf.buffer.is_name() {
+                    return ctx.unsupported(
+                        key.off,
+                        k,
+                        "'dotprefix' is supported on dns.query, tls.sni and http.host only",
+                    );
+                }
+                self.buf.dotprefix = true;
+            }
+            _ if Buffer::from_keyword(k).is_some() => {
+                if value.is_some() {
+                    return ctx.err(key.off, Some(k), format!("'{k}' takes no value"));
+                }
+                if let Some(b) = Buffer::from_keyword(k) {
+                    self.buf = BufSel {
+                        buffer: b,
+                        dotprefix: false,
+                    };
+                }
+            }
+            "pcre" | "byte_test" | "byte_jump" | "isdataat" | "bsize" | "urilen" => {
+                let Some(v) = value else { return missing(ctx) };
+                let parsed = match k {
+                    "pcre" => keywords::parse_pcre(v.text).map(CheckKind::Pcre),
+                    "byte_test" => keywords::parse_byte_test(v.text).map(CheckKind::ByteTest),
+                    "byte_jump" => keywords::parse_byte_jump(v.text).map(CheckKind::ByteJump),
+                    "isdataat" => keywords::parse_isdataat(v.text),
+                    _ => {
+                        let t = v.text.split(',').next().unwrap_or("");
+                        parse_num_match(t, u32::from(u16::MAX), |_| None)
+                            .map(CheckKind::Bsize)
+                            .map_err(|m| KwError {
+                                unsupported: false,
+                                message: m,
+                            })
+                    }
+                };
+                let buf = if k == "urilen" {
+                    BufSel {
+                        buffer: Buffer::HttpUri,
+                        dotprefix: false,
+                    }
+                } else {
+                    self.buf
+                };
+                match parsed {
+                    Ok(kind) => self.checks.push(Check {
+                        after_contents: self.contents.len(),
+                        buf,
+                        kind,
+                    }),
+                    Err(e) => kw_err(ctx, v.off, k, e),
+                }
+            }
+            "flow" => {
+                let Some(v) = value else { return missing(ctx) };
+                match keywords::parse_flow(v.text) {
+                    Ok(f) => set_once(ctx, &mut self.flow, f, key),
+                    Err(e) => kw_err(ctx, v.off, k, e),
+                }
+            }
+            "threshold" | "detection_filter" => {
+                let Some(v) = value else { return missing(ctx) };
+                match keywords::parse_threshold(v.text, k == "detection_filter") {
+                    Ok(t) => set_once(ctx, &mut self.threshold, t, key),
+                    Err(e) => kw_err(ctx, v.off, k, e),
+                }
             }
             "flags" => {
                 let Some(v) = value else { return missing(ctx) };
@@ -629,8 +771,9 @@ impl OptionsBuilder {
         };
         match k {
             "nocase" | "fast_pattern" => {
-                // `fast_pattern:only` and friends only tune Suricata's prefilter choice; we
-                // accept the plain flag and those arguments alike.
+                // `fast_pattern:only` only tunes Suricata's prefilter (the content is still
+                // verified here, which cannot change a result); `offset,length` chops the
+                // pattern the prefilter looks for.
                 if k == "nocase" {
                     if let Some(v) = value {
                         return ctx.err(v.off, Some(k), "'nocase' takes no value");
@@ -648,6 +791,30 @@ impl OptionsBuilder {
                         );
                     }
                     c.fast_pattern = true;
+                    match value.map(|v| v.text.trim()) {
+                        None | Some("only") => {}
+                        Some(args) => {
+                            let chop = args.split_once(',').and_then(|(a, b)| {
+                                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                            });
+                            match chop {
+                                Some((o, l))
+                                    if l > 0
+                                        && usize::from(o) + usize::from(l) <= c.bytes.len() =>
+                                {
+                                    c.fast_pattern_chop = Some((o, l))
+                                }
+                                _ => ctx.err(
+                                    key.off,
+                                    Some(k),
+                                    format!(
+                                        "'fast_pattern' takes 'only' or 'offset,length' \
+                                         within the content, got '{args}'"
+                                    ),
+                                ),
+                            }
+                        }
+                    }
                 }
             }
             _ => {
@@ -676,6 +843,13 @@ impl OptionsBuilder {
                         )
                     }
                 };
+                if c.startswith {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!("'{k}' cannot be combined with startswith"),
+                    );
+                }
                 if relative && (c.offset.is_some() || c.depth.is_some())
                     || !relative && c.is_relative()
                 {
@@ -716,8 +890,12 @@ impl OptionsBuilder {
 /// that could never match is an error rather than a silent no-op.
 fn check_proto_options(ctx: &mut Ctx<'_>, p: Proto, b: &OptionsBuilder) {
     if let Some((_, off)) = b.flags {
-        if !matches!(p, Proto::Tcp | Proto::Ip) {
-            ctx.err(off, Some("flags"), "'flags' needs a tcp or ip rule");
+        if !matches!(p, Proto::Tcp | Proto::Ip | Proto::Http | Proto::Tls) {
+            ctx.err(
+                off,
+                Some("flags"),
+                "'flags' needs a tcp, http, tls or ip rule",
+            );
         }
     }
     for (slot, name) in [(&b.itype, "itype"), (&b.icode, "icode")] {
