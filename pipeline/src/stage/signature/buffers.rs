@@ -22,14 +22,21 @@ pub(crate) struct HttpHead {
     body: (usize, usize),
 }
 
-/// What a packet was recognised as (per-packet application-layer detection).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum App {
-    Unknown,
-    HttpRequest,
-    HttpResponse,
-    Dns,
-    Tls,
+/// What a packet was recognised as (per-packet application-layer detection), as a bit set:
+/// one payload may look like several (a DNS-over-TCP message could start with "GET "), and
+/// each bit is implied by the buffers of its protocol, so grouping rules by it is sound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct App(u8);
+
+impl App {
+    pub const HTTP_REQUEST: u8 = 1;
+    pub const HTTP_RESPONSE: u8 = 2;
+    pub const TLS: u8 = 4;
+    pub const DNS: u8 = 8;
+
+    pub fn has(self, bits: u8) -> bool {
+        self.0 & bits != 0
+    }
 }
 
 /// Per-packet buffer cache; owned by the stage so the scratch arrays are allocated once.
@@ -70,6 +77,7 @@ impl Buffers {
         self.host = None;
     }
 
+    /// What the payload is recognised as (computed once per packet).
     pub fn app(&mut self, payload: &[u8], tcp: bool) -> App {
         if let Some(a) = self.app {
             return a;
@@ -196,22 +204,24 @@ const METHODS: &[&[u8]] = &[
 ];
 
 fn detect(p: &[u8], tcp: bool) -> App {
+    let mut a = 0;
     if tcp {
         if p.starts_with(b"HTTP/1.") {
-            return App::HttpResponse;
+            a |= App::HTTP_RESPONSE;
         }
         if parse_http(p).is_some() {
-            return App::HttpRequest;
+            a |= App::HTTP_REQUEST;
         }
-        if p.len() >= 5 && (0x14..=0x17).contains(&p[0]) && p[1] == 3 && p[2] <= 4 {
-            return App::Tls;
+        // Superset of what tls_sni accepts.
+        if p.len() >= 5 && (0x14..=0x17).contains(&p[0]) && p[1] == 3 {
+            a |= App::TLS;
         }
     }
     let msg = if tcp { p.get(2..) } else { Some(p) };
     if msg.is_some_and(dns_header_ok) {
-        return App::Dns;
+        a |= App::DNS;
     }
-    App::Unknown
+    App(a)
 }
 
 /// A request head carried whole by this packet: `METHOD SP URI SP HTTP/x.y CRLF headers CRLF`.
@@ -399,7 +409,7 @@ pub(crate) mod tests {
         assert_eq!(get(&mut b, Buffer::HttpReferer, false, p, true), None);
         // A head cut by the packet end is no head.
         assert_eq!(get(&mut b, Buffer::HttpUri, false, &p[..40], true), None);
-        assert_eq!(b.app(p, true), App::HttpRequest);
+        assert!(b.app(p, true).has(App::HTTP_REQUEST));
     }
 
     #[test]
@@ -463,7 +473,7 @@ pub(crate) mod tests {
             get(&mut b, Buffer::TlsSni, false, &rec, true).unwrap(),
             name
         );
-        assert_eq!(b.app(&rec, true), App::Tls);
+        assert!(b.app(&rec, true).has(App::TLS));
         assert_eq!(
             get(&mut b, Buffer::TlsSni, false, &rec[..rec.len() - 1], true),
             None

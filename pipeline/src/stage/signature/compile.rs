@@ -19,17 +19,17 @@ use std::sync::Arc;
 
 use regex_automata::meta;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
+use super::addrset::{AddrIndex, AddrSet};
 use super::expr::{Expr, PortRange, Vars};
 use super::keywords::{BufSel, Buffer, ByteJump, ByteTest, CheckKind, Flow, Threshold};
 use super::parse::{
     parse_rules, Action, Content, Direction, FlagsMatch, Location, NumMatch, Proto, Rule,
     RuleError, RuleErrors, RuleFailure,
 };
+use super::prefilter::{Class, Entry, Prefilter};
 use super::SignatureError;
-use crate::prefix::Prefix;
 
 /// A rules file (or several) parsed and checked, not yet compiled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -256,6 +256,22 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Keeps `n` rules spread evenly over the set (every k-th, in order), for benchmarks that
+    /// want "N real rules" without favouring the first files.
+    pub fn sample(&mut self, n: usize) {
+        let len = self.rules.len();
+        if n >= len {
+            return;
+        }
+        let mut i = 0usize;
+        self.rules.retain(|_| {
+            // Keep rule i when it starts a new 1/n-th of the set.
+            let keep = (i * n) / len != ((i + 1) * n) / len;
+            i += 1;
+            keep
+        });
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }
@@ -368,9 +384,9 @@ pub(crate) struct CRule {
     pub action: Action,
     pub proto: Proto,
     pub direction: Direction,
-    pub src: Expr<Prefix>,
+    pub src: AddrSet,
     pub sport: Expr<PortRange>,
-    pub dst: Expr<Prefix>,
+    pub dst: AddrSet,
     pub dport: Expr<PortRange>,
     pub steps: Vec<Step>,
     pub flags: Option<FlagsMatch>,
@@ -438,10 +454,10 @@ pub struct CompiledRules {
     /// Every pcre of every rule; each worker keeps one search cache per entry.
     pub(crate) regexes: Vec<Arc<meta::Regex>>,
     pub(crate) info: Vec<RuleInfo>,
-    pub(crate) ac: Option<AhoCorasick>,
-    /// Rules per automaton pattern, CSR: pattern `i` owns `pattern_rules[starts[i]..starts[i+1]]`.
-    pub(crate) pattern_starts: Vec<u32>,
-    pub(crate) pattern_rules: Vec<u32>,
+    pub(crate) prefilter: Prefilter,
+    /// Header-only rules found by the packet's source / destination address.
+    pub(crate) hdr_src: AddrIndex,
+    pub(crate) hdr_dst: AddrIndex,
     pub(crate) hdr_ip: Vec<u32>,
     pub(crate) hdr_icmp4: Vec<u32>,
     pub(crate) hdr_icmp6: Vec<u32>,
@@ -568,11 +584,17 @@ fn compile_steps(rule: &Rule, regexes: &mut Vec<Arc<meta::Regex>>) -> Vec<Step> 
     steps
 }
 
-/// The bytes the prefilter looks for in the raw payload, if the rule has a positive content
-/// that is sure to appear there whenever the rule matches. Contents of name buffers (dns.query
-/// is decoded from length-prefixed labels) contribute their longest part without a `.`.
-fn fast_pattern(rule: &Rule) -> Option<Vec<u8>> {
-    let candidate = |c: &Content| -> Option<Vec<u8>> {
+/// A content the prefilter could look for in the raw payload: one that is sure to appear there
+/// whenever the rule matches. Contents of name buffers (dns.query is decoded from
+/// length-prefixed labels) contribute their longest part without a `.`.
+struct Candidate {
+    bytes: Vec<u8>,
+    /// http.method contents ("GET", "POST") occur in most requests: last resort only.
+    method: bool,
+}
+
+fn candidates(rule: &Rule) -> Vec<Candidate> {
+    let candidate = |c: &Content| -> Option<Candidate> {
         let bytes = match c.fast_pattern_chop {
             Some((o, l)) => c
                 .bytes
@@ -584,43 +606,126 @@ fn fast_pattern(rule: &Rule) -> Option<Vec<u8>> {
         } else {
             bytes
         };
-        (!part.is_empty()).then(|| part.to_ascii_lowercase())
+        (!part.is_empty()).then(|| Candidate {
+            bytes: part.to_ascii_lowercase(),
+            method: c.buf.buffer == Buffer::HttpMethod,
+        })
     };
     let positive = || rule.contents.iter().filter(|c| !c.negated);
+    // An explicit fast_pattern is the operator's (or ET's) choice: take it as is.
     if let Some(fp) = positive().filter(|c| c.fast_pattern).find_map(candidate) {
-        return Some(fp);
+        return vec![fp];
     }
-    let mut best: Option<Vec<u8>> = None;
-    for fp in positive().filter_map(candidate) {
-        if best.as_ref().is_none_or(|b| fp.len() > b.len()) {
-            best = Some(fp);
+    positive().filter_map(candidate).collect()
+}
+
+/// One fast pattern per rule, Suricata-style: an explicit `fast_pattern`, else the content
+/// that is long enough to be selective (4 bytes) and shared by the fewest rules (so one
+/// common string does not make hundreds of rules candidates), then the longest.
+fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<Vec<u8>>> {
+    let cands: Vec<Vec<Candidate>> = rules.iter().map(candidates).collect();
+    let mut freq: HashMap<&[u8], u32> = HashMap::new();
+    for cs in &cands {
+        for c in cs {
+            *freq.entry(&c.bytes[..]).or_default() += 1;
         }
     }
-    best
+    cands
+        .iter()
+        .map(|cs| {
+            cs.iter()
+                .max_by_key(|c| {
+                    let f = freq.get(&c.bytes[..]).copied().unwrap_or(0);
+                    (
+                        !c.method,
+                        c.bytes.len().min(4),
+                        std::cmp::Reverse(f),
+                        c.bytes.len(),
+                    )
+                })
+                .map(|c| c.bytes.clone())
+        })
+        .collect()
+}
+
+/// The prefilter classes a rule can only match in: an application buffer or protocol pins the
+/// application class, else the transport does (an `ip` rule is in every transport's class).
+fn rule_classes(rule: &Rule) -> Vec<Class> {
+    let bufs = || {
+        rule.contents
+            .iter()
+            .map(|c| c.buf.buffer)
+            .chain(rule.checks.iter().map(|c| c.buf.buffer))
+    };
+    if bufs().any(Buffer::is_http) {
+        return vec![Class::Http];
+    }
+    if bufs().any(|b| b == Buffer::DnsQuery) {
+        return vec![Class::Dns];
+    }
+    if bufs().any(|b| b == Buffer::TlsSni) {
+        return vec![Class::Tls];
+    }
+    match rule.proto {
+        Proto::Http => vec![Class::Http],
+        Proto::Tls => vec![Class::Tls],
+        Proto::Dns => vec![Class::Dns],
+        Proto::Tcp => vec![Class::Tcp],
+        Proto::Udp => vec![Class::Udp],
+        Proto::Ip => vec![Class::Tcp, Class::Udp, Class::Other],
+        Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6 => vec![Class::Other],
+    }
 }
 
 impl CompiledRules {
     fn build(rules: &[Rule], report: LoadReport) -> Result<CompiledRules, SignatureError> {
         let n = u32::try_from(rules.len())
             .map_err(|_| SignatureError::Compile("more than 2^32 rules".into()))?;
-        let mut patterns: Vec<Vec<u8>> = Vec::new();
-        let mut pattern_ids: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut per_pattern: Vec<Vec<u32>> = Vec::new();
+        let mut entries = Vec::new();
+        let fast = choose_fast_patterns(rules);
+        let (mut by_src, mut by_dst) = (Default::default(), Default::default());
+        let (mut n_src, mut n_dst) = (0, 0);
         let mut hdr_ip = Vec::new();
         let mut hdr_icmp4 = Vec::new();
         let mut hdr_icmp6 = Vec::new();
         let (mut tcp_wild, mut tcp_ports) = (Vec::new(), Vec::new());
         let (mut udp_wild, mut udp_ports) = (Vec::new(), Vec::new());
 
-        for (idx, rule) in (0..n).zip(rules) {
-            if let Some(key) = fast_pattern(rule) {
-                let id = *pattern_ids.entry(key.clone()).or_insert_with(|| {
-                    patterns.push(key);
-                    per_pattern.push(Vec::new());
-                    patterns.len() - 1
+        for ((idx, rule), fp) in (0..n).zip(rules).zip(fast) {
+            if let Some(pattern) = fp {
+                // Only a port-pinned `->` rule on tcp/udp is grouped by destination port
+                // (an app-class rule too: its transport is still tcp or udp).
+                let dports = match (rule.direction, rule.proto) {
+                    (Direction::Forward, p)
+                        if !matches!(
+                            p,
+                            Proto::Ip | Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6
+                        ) =>
+                    {
+                        bucket_ports(&rule.dport)
+                    }
+                    _ => None,
+                };
+                entries.push(Entry {
+                    rule: idx,
+                    pattern,
+                    classes: rule_classes(rule),
+                    dports,
                 });
-                per_pattern[id].push(idx);
                 continue;
+            }
+            // Address-list rules (ET's ciarmy, compromised, drop, tor, botcc ...) are found by
+            // the packet's address instead of being checked on every packet.
+            if rule.direction == Direction::Forward {
+                let (src, dst) = (AddrSet::compile(&rule.src), AddrSet::compile(&rule.dst));
+                if AddrIndex::offer(&mut by_src, &src, idx) {
+                    n_src += 1;
+                    continue;
+                }
+                if AddrIndex::offer(&mut by_dst, &dst, idx) {
+                    n_dst += 1;
+                    continue;
+                }
             }
             match rule.proto {
                 Proto::Ip => hdr_ip.push(idx),
@@ -653,26 +758,9 @@ impl CompiledRules {
             }
         }
 
-        let ac = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(None::<AhoCorasickKind>)
-                    .build(&patterns)
-                    .map_err(|e| SignatureError::Compile(e.to_string()))?,
-            )
-        };
-        let mut pattern_starts = Vec::with_capacity(per_pattern.len() + 1);
-        let mut pattern_rules = Vec::new();
-        pattern_starts.push(0);
-        for list in per_pattern {
-            pattern_rules.extend(list);
-            pattern_starts.push(u32::try_from(pattern_rules.len()).unwrap_or(u32::MAX));
-        }
-
+        let prefilter = Prefilter::build(entries).map_err(SignatureError::Compile)?;
+        let hdr_src = AddrIndex::build(by_src, n_src);
+        let hdr_dst = AddrIndex::build(by_dst, n_dst);
         let mut regexes = Vec::new();
         let compiled = rules
             .iter()
@@ -680,9 +768,9 @@ impl CompiledRules {
                 action: r.action,
                 proto: r.proto,
                 direction: r.direction,
-                src: r.src.clone(),
+                src: AddrSet::compile(&r.src),
                 sport: r.sport.clone(),
-                dst: r.dst.clone(),
+                dst: AddrSet::compile(&r.dst),
                 dport: r.dport.clone(),
                 steps: compile_steps(r, &mut regexes),
                 flags: r.flags,
@@ -709,9 +797,9 @@ impl CompiledRules {
             rules: compiled,
             regexes,
             info,
-            ac,
-            pattern_starts,
-            pattern_rules,
+            prefilter,
+            hdr_src,
+            hdr_dst,
             hdr_ip,
             hdr_icmp4,
             hdr_icmp6,
@@ -719,19 +807,6 @@ impl CompiledRules {
             hdr_udp: PortBuckets::build(udp_wild, udp_ports),
             report,
         })
-    }
-
-    pub(crate) fn rules_for_pattern(&self, pattern: usize) -> &[u32] {
-        match (
-            self.pattern_starts.get(pattern),
-            self.pattern_starts.get(pattern + 1),
-        ) {
-            (Some(&a), Some(&b)) => self
-                .pattern_rules
-                .get(a as usize..b as usize)
-                .unwrap_or(&[]),
-            _ => &[],
-        }
     }
 
     /// Parses, checks and compiles text in one step.
@@ -757,8 +832,27 @@ impl CompiledRules {
         &self.report
     }
 
-    /// Distinct fast patterns in the automaton (for diagnostics).
+    /// How rules are split between the prefilter and the always-checked lists (diagnostics).
+    pub fn layout(&self) -> String {
+        format!(
+            "prefiltered {} rules under {} patterns in {} groups; by source address {}, by destination address {}; checked without prefilter: ip {}, icmp4 {}, icmp6 {}, tcp any-port {} + by port {}, udp any-port {} + by port {}",
+            self.prefilter.rules,
+            self.pattern_count(),
+            self.prefilter.groups.len(),
+            self.hdr_src.len,
+            self.hdr_dst.len,
+            self.hdr_ip.len(),
+            self.hdr_icmp4.len(),
+            self.hdr_icmp6.len(),
+            self.hdr_tcp.wild.len(),
+            self.hdr_tcp.rules.len(),
+            self.hdr_udp.wild.len(),
+            self.hdr_udp.rules.len(),
+        )
+    }
+
+    /// Fast patterns over all prefilter groups (a pattern in two groups counts twice).
     pub fn pattern_count(&self) -> usize {
-        self.pattern_starts.len().saturating_sub(1)
+        self.prefilter.patterns
     }
 }

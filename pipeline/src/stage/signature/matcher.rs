@@ -13,6 +13,7 @@ use super::compile::{CContent, CRule, CompiledRules, RuleInfo, Step, StepKind, W
 use super::expr::Expr;
 use super::keywords::Flow;
 use super::parse::{Action, Direction, NumMatch, Proto};
+use super::prefilter::Class;
 use super::threshold::Windows;
 
 /// Upper bound on content placements tried per rule and packet. Backtracking over repeated
@@ -32,6 +33,8 @@ pub struct SignatureStage {
     generation: u32,
     /// Rules that matched the current packet; capacity = rule count, so pushes never allocate.
     matched: Vec<u32>,
+    /// Per prefilter pattern, like `stamps`: the pattern's rules were visited this packet.
+    pat_stamps: Vec<u32>,
     /// Sticky buffers of the current packet.
     bufs: Buffers,
     /// One search cache per pcre (regex-automata's caches are per searcher, not shared).
@@ -55,6 +58,7 @@ impl SignatureStage {
             stamps: vec![0; n],
             generation: 0,
             matched: Vec::with_capacity(n),
+            pat_stamps: vec![0; rules.prefilter.patterns],
             bufs: Buffers::new(),
             caches: rules.regexes.iter().map(|r| r.create_cache()).collect(),
             windows: Windows::new(),
@@ -93,12 +97,14 @@ impl SignatureStage {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.stamps.iter_mut().for_each(|s| *s = 0);
+            self.pat_stamps.iter_mut().for_each(|s| *s = 0);
             self.generation = 1;
         }
         let gen = self.generation;
         let Self {
             rules,
             stamps,
+            pat_stamps,
             matched,
             hits,
             bufs,
@@ -110,6 +116,26 @@ impl SignatureStage {
         matched.clear();
         bufs.reset();
         let now = meta.tsc;
+        // The prefilter classes this packet belongs to (application detection only when some
+        // group needs it).
+        let pf = &rules.prefilter;
+        let (transport, dport) = match ip.transport {
+            Transport::Tcp(t) => (Class::Tcp, Some(t.dport)),
+            Transport::Udp { dport, .. } => (Class::Udp, Some(dport)),
+            _ => (Class::Other, None),
+        };
+        let mut classes = [Some(transport), None, None, None];
+        if transport != Class::Other
+            && !payload.is_empty()
+            && (pf.has_class(Class::Http) || pf.has_class(Class::Tls) || pf.has_class(Class::Dns))
+        {
+            let app = bufs.app(payload, tcp);
+            let is_tcp = transport == Class::Tcp;
+            classes[1] =
+                (is_tcp && app.has(App::HTTP_REQUEST | App::HTTP_RESPONSE)).then_some(Class::Http);
+            classes[2] = (is_tcp && app.has(App::TLS)).then_some(Class::Tls);
+            classes[3] = app.has(App::DNS).then_some(Class::Dns);
+        }
         let mut consider = |r: u32| {
             let i = r as usize;
             let (Some(stamp), Some(rule)) = (stamps.get_mut(i), rules.rules.get(i)) else {
@@ -132,16 +158,35 @@ impl SignatureStage {
             }
         };
 
-        if let (Some(ac), false) = (&rules.ac, payload.is_empty()) {
-            if let Ok(iter) = ac.try_find_overlapping_iter(payload) {
-                for m in iter {
-                    for &r in rules.rules_for_pattern(m.pattern().as_usize()) {
-                        consider(r);
+        if !payload.is_empty() {
+            let pf = &rules.prefilter;
+            for c in classes.into_iter().flatten() {
+                for g in pf.groups(c, dport).into_iter().flatten() {
+                    let Ok(iter) = g.ac.try_find_overlapping_iter(payload) else {
+                        continue;
+                    };
+                    for m in iter {
+                        let p = m.pattern().as_usize();
+                        // Each pattern's rules once per packet, however often it occurs.
+                        let gid = g.base as usize + p;
+                        match pat_stamps.get_mut(gid) {
+                            Some(s) if *s != gen => *s = gen,
+                            _ => continue,
+                        }
+                        for &r in g.rules_for(p) {
+                            consider(r);
+                        }
                     }
                 }
             }
         }
-        for &r in &rules.hdr_ip {
+        for &r in rules
+            .hdr_src
+            .lookup(ip.src)
+            .iter()
+            .chain(rules.hdr_dst.lookup(ip.dst))
+            .chain(&rules.hdr_ip)
+        {
             consider(r);
         }
         match ip.transport {
@@ -275,12 +320,11 @@ fn verify(
         return false;
     }
     let app_ok = match rule.proto {
-        Proto::Http => matches!(
-            bufs.app(pkt.payload, pkt.tcp),
-            App::HttpRequest | App::HttpResponse
-        ),
-        Proto::Dns => bufs.app(pkt.payload, pkt.tcp) == App::Dns,
-        Proto::Tls => bufs.app(pkt.payload, pkt.tcp) == App::Tls,
+        Proto::Http => bufs
+            .app(pkt.payload, pkt.tcp)
+            .has(App::HTTP_REQUEST | App::HTTP_RESPONSE),
+        Proto::Dns => bufs.app(pkt.payload, pkt.tcp).has(App::DNS),
+        Proto::Tls => bufs.app(pkt.payload, pkt.tcp).has(App::TLS),
         _ => true,
     };
     if !app_ok {
@@ -333,10 +377,11 @@ fn flow_ok(
     if !(f.to_server || f.to_client) {
         return true;
     }
-    let to_server = match (bufs.app(pkt.payload, pkt.tcp), tcp_flags) {
-        (App::HttpRequest, _) => true,
-        (App::HttpResponse, _) => false,
-        (App::Dns, _) if bufs.dns_is_response(pkt.payload, pkt.tcp).is_some() => {
+    let app = bufs.app(pkt.payload, pkt.tcp);
+    let to_server = match (app, tcp_flags) {
+        (a, _) if a.has(App::HTTP_REQUEST) => true,
+        (a, _) if a.has(App::HTTP_RESPONSE) => false,
+        (a, _) if a.has(App::DNS) && bufs.dns_is_response(pkt.payload, pkt.tcp).is_some() => {
             bufs.dns_is_response(pkt.payload, pkt.tcp) == Some(false)
         }
         (_, Some(fl)) if fl & SYN != 0 => fl & ACK == 0,

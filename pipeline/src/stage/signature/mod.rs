@@ -44,6 +44,7 @@
 //! flags and ICMP tests need the transport header, so non-first fragments match only rules
 //! that test none of them.
 
+mod addrset;
 mod buffers;
 mod compile;
 mod expr;
@@ -51,6 +52,7 @@ mod keywords;
 mod lexer;
 mod matcher;
 mod parse;
+mod prefilter;
 mod threshold;
 
 #[cfg(test)]
@@ -139,4 +141,47 @@ impl SignatureConfig {
         let (set, report) = RuleSet::load_files(&self.rule_files, &self.vars, self.strict)?;
         set.compile_with_report(report)
     }
+}
+
+/// Suricata's default address and port variables (its suricata.yaml; `HOME_NET` as the ET Open
+/// README gives it), for loading ET Open or community sets as a new user would.
+pub fn suricata_default_vars() -> Vars {
+    let mut v = Vars::new();
+    let home = VarValue::Many(vec![
+        "192.168.0.0/16".into(),
+        "10.0.0.0/8".into(),
+        "172.16.0.0/12".into(),
+    ]);
+    v.insert("HOME_NET".into(), home);
+    v.insert("EXTERNAL_NET".into(), VarValue::One("!$HOME_NET".into()));
+    for s in [
+        "HTTP_SERVERS",
+        "SMTP_SERVERS",
+        "SQL_SERVERS",
+        "DNS_SERVERS",
+        "TELNET_SERVERS",
+        "AIM_SERVERS",
+        "DC_SERVERS",
+        "DNP3_SERVER",
+        "DNP3_CLIENT",
+        "MODBUS_CLIENT",
+        "MODBUS_SERVER",
+        "ENIP_CLIENT",
+        "ENIP_SERVER",
+    ] {
+        v.insert(s.into(), VarValue::One("$HOME_NET".into()));
+    }
+    for (p, val) in [
+        ("HTTP_PORTS", "80"),
+        ("SHELLCODE_PORTS", "!80"),
+        ("ORACLE_PORTS", "1521"),
+        ("SSH_PORTS", "22"),
+        ("DNP3_PORTS", "20000"),
+        ("MODBUS_PORTS", "502"),
+        ("FILE_DATA_PORTS", "[$HTTP_PORTS,110,143]"),
+        ("FTP_PORTS", "21"),
+    ] {
+        v.insert(p.into(), VarValue::One(val.into()));
+    }
+    v
 }
