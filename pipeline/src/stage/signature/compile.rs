@@ -256,6 +256,11 @@ impl RuleSet {
         &self.rules
     }
 
+    /// A set from already parsed rules (sids are not re-checked).
+    pub fn from_rules(rules: Vec<Rule>) -> RuleSet {
+        RuleSet { rules }
+    }
+
     /// Keeps `n` rules spread evenly over the set (every k-th, in order), for benchmarks that
     /// want "N real rules" without favouring the first files.
     pub fn sample(&mut self, n: usize) {

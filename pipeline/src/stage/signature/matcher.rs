@@ -41,6 +41,8 @@ pub struct SignatureStage {
     caches: Vec<meta::Cache>,
     /// threshold / detection_filter windows.
     windows: Windows,
+    /// Off only for the oracle comparison, which compares matching, not rate decisions.
+    thresholds: bool,
 }
 
 /// What verification reads from a packet, extracted once.
@@ -62,6 +64,7 @@ impl SignatureStage {
             bufs: Buffers::new(),
             caches: rules.regexes.iter().map(|r| r.create_cache()).collect(),
             windows: Windows::new(),
+            thresholds: true,
             rules,
         }
     }
@@ -110,8 +113,10 @@ impl SignatureStage {
             bufs,
             caches,
             windows,
+            thresholds,
             ..
         } = self;
+        let thresholds = *thresholds;
         let rules: &CompiledRules = rules;
         matched.clear();
         bufs.reset();
@@ -148,7 +153,7 @@ impl SignatureStage {
             if !verify(rule, &pkt, bufs, &rules.regexes, caches) {
                 return;
             }
-            if let Some(t) = &rule.threshold {
+            if let Some(t) = rule.threshold.as_ref().filter(|_| thresholds) {
                 if !windows.fire(r, t, ip.src, ip.dst, now) {
                     return;
                 }
@@ -236,6 +241,43 @@ impl SignatureStage {
             Some(d) => StageResult::Done(Verdict::Drop(DropReason::Signature(d))),
             None => StageResult::Continue,
         }
+    }
+}
+
+#[cfg(test)]
+impl SignatureStage {
+    /// Rules the prefiltered stage finds matching this frame (thresholds ignored), sorted.
+    pub(crate) fn prefiltered_matches(&mut self, frame: &[u8], hdr: &Headers) -> Vec<u32> {
+        self.thresholds = false;
+        self.matched.clear();
+        self.process(frame, hdr, &Meta::default());
+        self.thresholds = true;
+        let mut v = self.matched.clone();
+        v.sort_unstable();
+        v
+    }
+
+    /// The brute-force oracle: every rule verified on the frame, no prefilter, sorted.
+    pub(crate) fn oracle_matches(&mut self, frame: &[u8], hdr: &Headers) -> Vec<u32> {
+        let Some(ip) = hdr.ip() else {
+            return Vec::new();
+        };
+        let start = usize::from(ip.payload_off);
+        let end = start
+            .saturating_add(usize::from(ip.payload_len))
+            .min(frame.len());
+        let payload = frame.get(start..end).unwrap_or(&[]);
+        let tcp = matches!(ip.transport, Transport::Tcp(_));
+        let pkt = Pkt { ip, payload, tcp };
+        self.bufs.reset();
+        let rules = Arc::clone(&self.rules);
+        (0u32..)
+            .zip(rules.rules.iter())
+            .filter(|(_, rule)| {
+                verify(rule, &pkt, &mut self.bufs, &rules.regexes, &mut self.caches)
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 

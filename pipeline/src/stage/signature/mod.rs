@@ -59,6 +59,8 @@ mod threshold;
 mod tests;
 #[cfg(test)]
 mod tests_keywords;
+#[cfg(test)]
+mod tests_oracle;
 
 use std::path::PathBuf;
 
