@@ -593,7 +593,11 @@ fn compile_steps(rule: &Rule, regexes: &mut Vec<Arc<meta::Regex>>) -> Vec<Step> 
 /// whenever the rule matches. Contents of name buffers (dns.query is decoded from
 /// length-prefixed labels) contribute their longest part without a `.`.
 struct Candidate {
+    /// Lowercased when `nocase`.
     bytes: Vec<u8>,
+    /// Found regardless of case: a `nocase` content, or one on http.host (a lowercased copy
+    /// of what the payload carries in any case).
+    nocase: bool,
     /// http.method contents ("GET", "POST") occur in most requests: last resort only.
     method: bool,
 }
@@ -611,8 +615,14 @@ fn candidates(rule: &Rule) -> Vec<Candidate> {
         } else {
             bytes
         };
+        let nocase = c.nocase || c.buf.buffer == Buffer::HttpHost;
         (!part.is_empty()).then(|| Candidate {
-            bytes: part.to_ascii_lowercase(),
+            bytes: if nocase {
+                part.to_ascii_lowercase()
+            } else {
+                part.to_vec()
+            },
+            nocase,
             method: c.buf.buffer == Buffer::HttpMethod,
         })
     };
@@ -627,12 +637,12 @@ fn candidates(rule: &Rule) -> Vec<Candidate> {
 /// One fast pattern per rule, Suricata-style: an explicit `fast_pattern`, else the content
 /// that is long enough to be selective (4 bytes) and shared by the fewest rules (so one
 /// common string does not make hundreds of rules candidates), then the longest.
-fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<Vec<u8>>> {
+fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<(Vec<u8>, bool)>> {
     let cands: Vec<Vec<Candidate>> = rules.iter().map(candidates).collect();
-    let mut freq: HashMap<&[u8], u32> = HashMap::new();
+    let mut freq: HashMap<Vec<u8>, u32> = HashMap::new();
     for cs in &cands {
         for c in cs {
-            *freq.entry(&c.bytes[..]).or_default() += 1;
+            *freq.entry(c.bytes.to_ascii_lowercase()).or_default() += 1;
         }
     }
     cands
@@ -640,7 +650,10 @@ fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<Vec<u8>>> {
         .map(|cs| {
             cs.iter()
                 .max_by_key(|c| {
-                    let f = freq.get(&c.bytes[..]).copied().unwrap_or(0);
+                    let f = freq
+                        .get(&c.bytes.to_ascii_lowercase())
+                        .copied()
+                        .unwrap_or(0);
                     (
                         !c.method,
                         c.bytes.len().min(4),
@@ -648,7 +661,7 @@ fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<Vec<u8>>> {
                         c.bytes.len(),
                     )
                 })
-                .map(|c| c.bytes.clone())
+                .map(|c| (c.bytes.clone(), c.nocase))
         })
         .collect()
 }
@@ -663,10 +676,10 @@ fn rule_classes(rule: &Rule) -> Vec<Class> {
             .chain(rule.checks.iter().map(|c| c.buf.buffer))
     };
     if bufs().any(Buffer::is_http) {
-        return vec![Class::Http];
+        return vec![Class::HttpRequest];
     }
     if bufs().any(|b| b == Buffer::DnsQuery) {
-        return vec![Class::Dns];
+        return vec![Class::DnsQuery];
     }
     if bufs().any(|b| b == Buffer::TlsSni) {
         return vec![Class::Tls];
@@ -697,7 +710,7 @@ impl CompiledRules {
         let (mut udp_wild, mut udp_ports) = (Vec::new(), Vec::new());
 
         for ((idx, rule), fp) in (0..n).zip(rules).zip(fast) {
-            if let Some(pattern) = fp {
+            if let Some((pattern, nocase)) = fp {
                 // Only a port-pinned `->` rule on tcp/udp is grouped by destination port
                 // (an app-class rule too: its transport is still tcp or udp).
                 let dports = match (rule.direction, rule.proto) {
@@ -714,6 +727,7 @@ impl CompiledRules {
                 entries.push(Entry {
                     rule: idx,
                     pattern,
+                    nocase,
                     classes: rule_classes(rule),
                     dports,
                 });

@@ -129,17 +129,28 @@ impl SignatureStage {
             Transport::Udp { dport, .. } => (Class::Udp, Some(dport)),
             _ => (Class::Other, None),
         };
-        let mut classes = [Some(transport), None, None, None];
+        let mut classes = [Some(transport), None, None, None, None, None];
+        let app_classes = [
+            Class::Http,
+            Class::HttpRequest,
+            Class::Tls,
+            Class::Dns,
+            Class::DnsQuery,
+        ];
         if transport != Class::Other
             && !payload.is_empty()
-            && (pf.has_class(Class::Http) || pf.has_class(Class::Tls) || pf.has_class(Class::Dns))
+            && app_classes.iter().any(|&c| pf.has_class(c))
         {
             let app = bufs.app(payload, tcp);
             let is_tcp = transport == Class::Tcp;
             classes[1] =
                 (is_tcp && app.has(App::HTTP_REQUEST | App::HTTP_RESPONSE)).then_some(Class::Http);
-            classes[2] = (is_tcp && app.has(App::TLS)).then_some(Class::Tls);
-            classes[3] = app.has(App::DNS).then_some(Class::Dns);
+            classes[2] = (is_tcp && app.has(App::HTTP_REQUEST)).then_some(Class::HttpRequest);
+            classes[3] = (is_tcp && app.has(App::TLS)).then_some(Class::Tls);
+            classes[4] = app.has(App::DNS).then_some(Class::Dns);
+            // dns.query exists only in queries (QR clear).
+            classes[5] = (app.has(App::DNS) && bufs.dns_is_response(payload, tcp) == Some(false))
+                .then_some(Class::DnsQuery);
         }
         let mut consider = |r: u32| {
             let i = r as usize;
@@ -167,21 +178,17 @@ impl SignatureStage {
             let pf = &rules.prefilter;
             for c in classes.into_iter().flatten() {
                 for g in pf.groups(c, dport).into_iter().flatten() {
-                    let Ok(iter) = g.ac.try_find_overlapping_iter(payload) else {
-                        continue;
-                    };
-                    for m in iter {
-                        let p = m.pattern().as_usize();
+                    g.scanner.for_each(payload, |p| {
                         // Each pattern's rules once per packet, however often it occurs.
                         let gid = g.base as usize + p;
                         match pat_stamps.get_mut(gid) {
                             Some(s) if *s != gen => *s = gen,
-                            _ => continue,
+                            _ => return,
                         }
                         for &r in g.rules_for(p) {
                             consider(r);
                         }
-                    }
+                    });
                 }
             }
         }

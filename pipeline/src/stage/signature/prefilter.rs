@@ -20,16 +20,57 @@ pub(crate) enum Class {
     Http = 3,
     Tls = 4,
     Dns = 5,
+    /// Rules that inspect request-only buffers (http.uri, http.method, ...): a request head.
+    HttpRequest = 6,
+    /// Rules that inspect dns.query: a DNS query (QR clear), not any DNS message.
+    DnsQuery = 7,
 }
 
-pub(crate) const CLASSES: usize = 6;
+pub(crate) const CLASSES: usize = 8;
 
 /// Groups up to this many patterns use a DFA (fastest scan, bigger and slower to build).
-const DFA_MAX_PATTERNS: usize = 2000;
+const DFA_MAX_PATTERNS: usize = 300;
+
+/// Groups of at most this many case-sensitive patterns are scanned with one SIMD substring
+/// search per pattern (memchr's memmem) instead of an automaton.
+const FEW_PATTERNS: usize = 3;
+
+/// How a group finds which of its patterns occur.
+#[derive(Debug)]
+pub(crate) enum Scanner {
+    /// Overlapping Aho-Corasick (every pattern that occurs is reported); ASCII
+    /// case-insensitive when any of the group's patterns is `nocase`.
+    Ac(AhoCorasick),
+    /// One first-occurrence search per pattern.
+    Few(Vec<memchr::memmem::Finder<'static>>),
+}
+
+impl Scanner {
+    /// Calls `f` with each pattern that occurs in `hay` (at least once per occurring pattern).
+    #[inline]
+    pub fn for_each(&self, hay: &[u8], mut f: impl FnMut(usize)) {
+        match self {
+            Scanner::Ac(ac) => {
+                if let Ok(it) = ac.try_find_overlapping_iter(hay) {
+                    for m in it {
+                        f(m.pattern().as_usize());
+                    }
+                }
+            }
+            Scanner::Few(fs) => {
+                for (i, fd) in fs.iter().enumerate() {
+                    if fd.find(hay).is_some() {
+                        f(i);
+                    }
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Group {
-    pub ac: AhoCorasick,
+    pub scanner: Scanner,
     /// Global id of this group's pattern 0 (pattern stamps are global).
     pub base: u32,
     starts: Vec<u32>,
@@ -48,7 +89,10 @@ impl Group {
 /// One rule's place in the prefilter.
 pub(crate) struct Entry {
     pub rule: u32,
+    /// As written when `nocase` is false, else lowercased.
     pub pattern: Vec<u8>,
+    /// The pattern must be found regardless of ASCII case.
+    pub nocase: bool,
     pub classes: Vec<Class>,
     /// Destination ports when the rule names a few (else any port).
     pub dports: Option<Vec<u16>>,
@@ -68,7 +112,8 @@ impl Prefilter {
     pub fn build(entries: Vec<Entry>) -> Result<Prefilter, String> {
         // (class, port) → pattern → rules
         type Key = (Class, Option<u16>);
-        let mut by_key: HashMap<Key, HashMap<Vec<u8>, Vec<u32>>> = HashMap::new();
+        type Pat = (Vec<u8>, bool);
+        let mut by_key: HashMap<Key, HashMap<Pat, Vec<u32>>> = HashMap::new();
         let rules = entries.len();
         for e in entries {
             for &c in &e.classes {
@@ -78,7 +123,7 @@ impl Prefilter {
                             by_key
                                 .entry((c, Some(p)))
                                 .or_default()
-                                .entry(e.pattern.clone())
+                                .entry((e.pattern.clone(), e.nocase))
                                 .or_default()
                                 .push(e.rule);
                         }
@@ -86,13 +131,13 @@ impl Prefilter {
                     None => by_key
                         .entry((c, None))
                         .or_default()
-                        .entry(e.pattern.clone())
+                        .entry((e.pattern.clone(), e.nocase))
                         .or_default()
                         .push(e.rule),
                 }
             }
         }
-        type Patterns = Vec<(Vec<u8>, Vec<u32>)>;
+        type Patterns = Vec<(Pat, Vec<u32>)>;
         let mut keys: Vec<(Key, Patterns)> = by_key
             .into_iter()
             .map(|(k, m)| {
@@ -103,15 +148,24 @@ impl Prefilter {
             .collect();
         keys.sort_by_key(|k| k.0);
         // Automata build in parallel: load time is dominated by them for big sets.
-        let built: Vec<Result<AhoCorasick, String>> = keys
+        let built: Vec<Result<Scanner, String>> = keys
             .par_iter()
             .map(|(_, pats)| {
+                let nocase = pats.iter().any(|((_, nc), _)| *nc);
+                if !nocase && pats.len() <= FEW_PATTERNS {
+                    return Ok(Scanner::Few(
+                        pats.iter()
+                            .map(|((p, _), _)| memchr::memmem::Finder::new(p).into_owned())
+                            .collect(),
+                    ));
+                }
                 let kind = (pats.len() <= DFA_MAX_PATTERNS).then_some(AhoCorasickKind::DFA);
                 AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
+                    .ascii_case_insensitive(nocase)
                     .match_kind(MatchKind::Standard)
                     .kind(kind)
-                    .build(pats.iter().map(|(p, _)| p))
+                    .build(pats.iter().map(|((p, _), _)| p))
+                    .map(Scanner::Ac)
                     .map_err(|e| e.to_string())
             })
             .collect();
@@ -119,8 +173,8 @@ impl Prefilter {
             rules,
             ..Prefilter::default()
         };
-        for ((key, pats), ac) in keys.into_iter().zip(built) {
-            let ac = ac?;
+        for ((key, pats), scanner) in keys.into_iter().zip(built) {
+            let scanner = scanner?;
             let gid = u32::try_from(pf.groups.len()).map_err(|e| e.to_string())?;
             let mut starts = Vec::with_capacity(pats.len() + 1);
             let mut list = Vec::new();
@@ -132,7 +186,7 @@ impl Prefilter {
             let base = u32::try_from(pf.patterns).map_err(|e| e.to_string())?;
             pf.patterns += pats.len();
             pf.groups.push(Group {
-                ac,
+                scanner,
                 base,
                 starts,
                 rules: list,
