@@ -384,6 +384,9 @@ impl AddrIndex {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> &[u32] {
+        if self.len == 0 {
+            return &[];
+        }
         match ip {
             IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
             IpAddr::V6(a) => self.v6.lookup(u128::from(a)),

@@ -10,7 +10,7 @@ use regex_automata::meta;
 use super::parse::NumMatch;
 
 /// The data a content (or pcre, byte_test, ...) inspects. `Payload` is the transport payload;
-/// the others are parts of one packet located by [`super::buffers`], Suricata's sticky buffers
+/// the others are parts of one packet located by the `buffers` module, Suricata's sticky buffers
 /// read from a single packet instead of a reassembled stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Buffer {

@@ -33,6 +33,15 @@ pub struct SignatureStage {
     generation: u32,
     /// Rules that matched the current packet; capacity = rule count, so pushes never allocate.
     matched: Vec<u32>,
+    /// Boxed so a stage stays small to move (workers receive new ones through a channel).
+    scratch: Box<Scratch>,
+    /// Off only for the oracle comparison, which compares matching, not rate decisions.
+    thresholds: bool,
+}
+
+/// Per-worker state beyond the per-rule arrays.
+#[derive(Debug)]
+struct Scratch {
     /// Per prefilter pattern, like `stamps`: the pattern's rules were visited this packet.
     pat_stamps: Vec<u32>,
     /// Sticky buffers of the current packet.
@@ -41,8 +50,6 @@ pub struct SignatureStage {
     caches: Vec<meta::Cache>,
     /// threshold / detection_filter windows.
     windows: Windows,
-    /// Off only for the oracle comparison, which compares matching, not rate decisions.
-    thresholds: bool,
 }
 
 /// What verification reads from a packet, extracted once.
@@ -60,10 +67,12 @@ impl SignatureStage {
             stamps: vec![0; n],
             generation: 0,
             matched: Vec::with_capacity(n),
-            pat_stamps: vec![0; rules.prefilter.patterns],
-            bufs: Buffers::new(),
-            caches: rules.regexes.iter().map(|r| r.create_cache()).collect(),
-            windows: Windows::new(),
+            scratch: Box::new(Scratch {
+                pat_stamps: vec![0; rules.prefilter.patterns],
+                bufs: Buffers::new(),
+                caches: rules.regexes.iter().map(|r| r.create_cache()).collect(),
+                windows: Windows::new(),
+            }),
             thresholds: true,
             rules,
         }
@@ -100,23 +109,26 @@ impl SignatureStage {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.stamps.iter_mut().for_each(|s| *s = 0);
-            self.pat_stamps.iter_mut().for_each(|s| *s = 0);
+            self.scratch.pat_stamps.iter_mut().for_each(|s| *s = 0);
             self.generation = 1;
         }
         let gen = self.generation;
         let Self {
             rules,
             stamps,
-            pat_stamps,
             matched,
             hits,
-            bufs,
-            caches,
-            windows,
+            scratch,
             thresholds,
             ..
         } = self;
         let thresholds = *thresholds;
+        let Scratch {
+            pat_stamps,
+            bufs,
+            caches,
+            windows,
+        } = &mut **scratch;
         let rules: &CompiledRules = rules;
         matched.clear();
         bufs.reset();
@@ -276,12 +288,13 @@ impl SignatureStage {
         let payload = frame.get(start..end).unwrap_or(&[]);
         let tcp = matches!(ip.transport, Transport::Tcp(_));
         let pkt = Pkt { ip, payload, tcp };
-        self.bufs.reset();
+        self.scratch.bufs.reset();
         let rules = Arc::clone(&self.rules);
         (0u32..)
             .zip(rules.rules.iter())
             .filter(|(_, rule)| {
-                verify(rule, &pkt, &mut self.bufs, &rules.regexes, &mut self.caches)
+                let Scratch { bufs, caches, .. } = &mut *self.scratch;
+                verify(rule, &pkt, bufs, &rules.regexes, caches)
             })
             .map(|(i, _)| i)
             .collect()

@@ -11,22 +11,23 @@
 //!   order (pass, drop, reject, alert) without reject. On drop the verdict names the lowest
 //!   matching drop rule's index (file order, files in configured order).
 //! * PROTO: `ip` (any IP packet), `tcp`, `udp`, `icmp` (ICMPv4 and ICMPv6, as in Suricata),
-//!   `icmpv4`, `icmpv6`. Application-layer protocols (`http`, `dns`, ...) are errors.
+//!   `icmpv4`, `icmpv6`, and `http`, `dns`, `tls`, recognised per packet (`buffers`).
 //! * SRC/DST: `any`, an address, a v4/v6 CIDR, `$VAR`, `!X`, lists `[a,b,!c]` (nested lists and
 //!   variables allowed). A list matches when one positive item matches (or there is none) and
 //!   no negated item does.
 //! * SPORT/DPORT: `any`, `80`, `1024:65535`, `:1023`, `1024:`, `!80`, `[80,443,8000:8080]`,
-//!   `$VAR`. Only tcp and udp rules may name ports.
+//!   `$VAR`. Not on icmp rules; on `ip` rules they match only packets with ports.
 //! * DIR: `->`, or `<>` (either orientation).
 //! * Options:
 //!   - `msg:"..."`, `sid:N` (required, > 0, unique across all loaded files), `rev:N`.
-//!   - Accepted and ignored: `classtype`, `metadata`, `reference`, `priority`, `gid`.
+//!   - Accepted and ignored: `classtype`, `metadata`, `reference`, `priority`, `gid`, `target`.
 //!   - `content:"..."` / `content:!"..."`: text with `|41 42|` hex parts and the escapes `\"`,
 //!     `\;`, `\\`. Modifiers apply to the preceding content: `nocase`, `offset:N`, `depth:N`
 //!     (window `[offset, offset+depth)` from the payload start), `distance:N` (may be
 //!     negative), `within:N` (window `[prev_end+distance, prev_end+distance+within)`, where
-//!     `prev_end` is the end of the previous non-negated content's match), `fast_pattern`
-//!     (its arguments are accepted and ignored). Absolute and relative modifiers cannot be
+//!     `prev_end` is the end of the previous non-negated content's match, or the buffer start
+//!     for a buffer's first content), `startswith`, `endswith`, `fast_pattern` (`only`,
+//!     `offset,length`). Absolute and relative modifiers cannot be
 //!     mixed on one content; `depth`/`within` must be at least the content length. Matching
 //!     backtracks over occurrences like Suricata, within [`BACKTRACK_BUDGET`] tries per rule.
 //!     A negated content must be absent from its window.
@@ -36,8 +37,16 @@
 //!   - `dsize`, `ttl`, `itype`, `icode`, `ip_proto` with `N`, `=N`, `!N`, `<N`, `>N`, `<=N`,
 //!     `>=N`, `A<>B` (exclusive, as Suricata). `ip_proto` also takes names (`tcp`, `gre`, ...).
 //!     `itype`/`icode` need an icmp* or ip rule.
-//! * Anything else (`pcre`, `flow`, `byte_test`, sticky buffers like `http.host`, ...) is an error
-//!   `file:line:column: unsupported keyword 'pcre'`; every error of every rule is reported.
+//!   - `pcre`, `byte_test`, `byte_jump`, `isdataat`, `bsize`, `urilen`, `flow`, `threshold`,
+//!     `detection_filter` and the sticky buffers: see `keywords`, `buffers` and the
+//!     README's rule syntax for their per-packet meaning.
+//! * Anything else (`flowbits`, `file.data`, `ja3.hash`, ...) is "unsupported": such a rule
+//!   is skipped and reported (`file:line:column: unsupported keyword 'flowbits'`) and counted
+//!   by keyword in the [`LoadReport`], or refuses the set with `strict = true`. A malformed
+//!   rule is reported the same way.
+//!
+//! Matching: see `prefilter` (groups and fast patterns), `addrset` (address lists), and
+//! the matcher, which verifies candidates step by step in rule order.
 //!
 //! Packets: only IP packets are inspected (others → continue). The payload is the transport
 //! payload from [`crate::IpHeaders`] `payload_off`/`payload_len`, clipped to the frame. Port,
