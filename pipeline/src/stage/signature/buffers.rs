@@ -141,6 +141,7 @@ impl Buffers {
             Buffer::HttpRequestLine => range(http()?.request_line),
             Buffer::HttpHeader => range(http()?.headers),
             Buffer::HttpRequestBody => range(http()?.body),
+            Buffer::HttpStart => range((0, http()?.body.0)),
             Buffer::HttpUserAgent => header_value(payload, http()?, b"user-agent"),
             Buffer::HttpCookie => header_value(payload, http()?, b"cookie"),
             Buffer::HttpContentType => header_value(payload, http()?, b"content-type"),
@@ -407,6 +408,10 @@ pub(crate) mod tests {
             b"GET /a/b?c=1 HTTP/1.1"
         );
         assert_eq!(get(&mut b, Buffer::HttpReferer, false, p, true), None);
+        assert_eq!(
+            get(&mut b, Buffer::HttpStart, false, p, true).unwrap(),
+            &p[..p.len() - 4]
+        );
         // A head cut by the packet end is no head.
         assert_eq!(get(&mut b, Buffer::HttpUri, false, &p[..40], true), None);
         assert!(b.app(p, true).has(App::HTTP_REQUEST));

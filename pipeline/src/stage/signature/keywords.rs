@@ -25,6 +25,8 @@ pub enum Buffer {
     HttpContentType,
     HttpReferer,
     HttpRequestLine,
+    /// Request line and headers through the blank line.
+    HttpStart,
     HttpRequestBody,
     TlsSni,
 }
@@ -44,6 +46,7 @@ impl Buffer {
             "http.content_type" => Buffer::HttpContentType,
             "http.referer" => Buffer::HttpReferer,
             "http.request_line" => Buffer::HttpRequestLine,
+            "http.start" => Buffer::HttpStart,
             "http.request_body" | "http_client_body" => Buffer::HttpRequestBody,
             "tls.sni" | "tls_sni" => Buffer::TlsSni,
             _ => return None,
@@ -68,6 +71,7 @@ impl Buffer {
                 | Buffer::HttpContentType
                 | Buffer::HttpReferer
                 | Buffer::HttpRequestLine
+                | Buffer::HttpStart
                 | Buffer::HttpRequestBody
         )
     }

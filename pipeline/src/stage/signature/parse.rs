@@ -454,7 +454,8 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
     let p = t(1);
     h.proto = match p.text.to_ascii_lowercase().as_str() {
         "ip" => Some(Proto::Ip),
-        "tcp" => Some(Proto::Tcp),
+        // `tcp-pkt`: Suricata's "packets, not the reassembled stream" is what this box does.
+        "tcp" | "tcp-pkt" => Some(Proto::Tcp),
         "udp" => Some(Proto::Udp),
         "icmp" => Some(Proto::Icmp),
         "icmpv4" => Some(Proto::Icmpv4),

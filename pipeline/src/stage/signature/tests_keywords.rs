@@ -193,6 +193,18 @@ fn flow_direction_and_established_per_packet() {
         &mut s,
         &t(80, 8080, ACK | PSH, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     ));
+    // tcp-pkt (packets, not the stream) is what this box inspects anyway.
+    let mut s =
+        st("alert tcp-pkt any any -> any any (flow:established,to_server; content:\"x\"; sid:1;)");
+    assert!(fires(&mut s, &t(40000, 80, ACK | PSH, b"x")));
+    // http.start: request line and headers.
+    let mut s = st(
+        "alert http any any -> any any (http.start; content:\"GET / HTTP/1.1|0d 0a|Host\"; sid:1;)",
+    );
+    assert!(fires(
+        &mut s,
+        &t(40000, 80, ACK | PSH, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ));
     // UDP: every packet is "established" per packet.
     let mut s = st("alert udp any any -> any 123 (flow:established,to_server; sid:1;)");
     assert!(fires(&mut s, &u(b"x")));
