@@ -100,6 +100,10 @@ impl Buffers {
     /// Afterwards [`Buffers::peek`] reads it without needing `&mut`.
     pub fn ensure(&mut self, sel: BufSel, payload: &[u8], tcp: bool) -> bool {
         let b = sel.buffer;
+        // HTTP and TLS ride on TCP only (as the prefilter's classes assume).
+        if (b.is_http() || b == Buffer::TlsSni) && !tcp {
+            return false;
+        }
         if b.is_http() && self.http(payload).is_none() {
             return false;
         }

@@ -271,6 +271,13 @@ fn sticky_buffers_on_one_packet() {
     assert!(fires(&mut s, &req("BAD.example")));
     assert!(fires(&mut s, &req("bad.example:8080")));
     assert!(!fires(&mut s, &req("bad.example.org")));
+    // The same request head over UDP is no HTTP request.
+    let mut s = st("alert udp any any -> any any (http.uri; content:\"/gate\"; sid:1;)");
+    let p = b"POST /gate.php HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert!(!fires(
+        &mut s,
+        &packet("10.0.0.5", "192.0.2.80", udp(40000, 80), p)
+    ));
     // TLS SNI.
     let mut s = st("alert tls $HOME_NET any -> $EXTERNAL_NET any (tls.sni; content:\"c2.example\"; endswith; sid:1;)");
     let hello = super::buffers::tests::client_hello(b"www.c2.example");
