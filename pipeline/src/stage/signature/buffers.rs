@@ -10,11 +10,17 @@ use super::keywords::{BufSel, Buffer};
 /// Longest name copied into scratch (DNS names are at most 255 bytes on the wire).
 pub(crate) const NAME_MAX: usize = 512;
 
-/// Byte ranges of an HTTP request head inside the payload.
+/// Byte ranges of an HTTP request or response head inside the payload.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HttpHead {
+    response: bool,
+    /// Request: method; response: empty.
     method: (usize, usize),
+    /// Request: URI; response: status code.
     uri: (usize, usize),
+    /// Response: the reason phrase.
+    stat_msg: (usize, usize),
+    /// The request or status line.
     request_line: (usize, usize),
     /// From the first header line through the CRLF ending the last one.
     headers: (usize, usize),
@@ -109,7 +115,7 @@ impl Buffers {
         }
         match b {
             Buffer::HttpHost if self.host.is_none() => {
-                let head = self.http(payload);
+                let head = self.http(payload).filter(|h| !h.response);
                 let v = head.and_then(|h| header_value(payload, h, b"host"));
                 // Suricata's http.host is the Host value lowercased, without the port.
                 self.host = Some(v.and_then(|v| {
@@ -138,18 +144,46 @@ impl Buffers {
     pub fn peek<'a>(&'a self, sel: BufSel, payload: &'a [u8]) -> Option<&'a [u8]> {
         let range = |r: (usize, usize)| payload.get(r.0..r.1);
         let http = || self.http.flatten();
+        // Buffers of one direction only: absent on a head of the other.
+        let req = || http().filter(|h| !h.response);
+        let resp = || http().filter(|h| h.response);
         match sel.buffer {
             Buffer::Payload => Some(payload),
-            Buffer::HttpMethod => range(http()?.method),
-            Buffer::HttpUri => range(http()?.uri),
-            Buffer::HttpRequestLine => range(http()?.request_line),
+            Buffer::HttpMethod => range(req()?.method),
+            Buffer::HttpUri => range(req()?.uri),
+            Buffer::HttpRequestLine => range(req()?.request_line),
+            Buffer::HttpRequestBody => range(req()?.body),
+            Buffer::HttpUserAgent => header_value(payload, req()?, b"user-agent"),
+            Buffer::HttpReferer => header_value(payload, req()?, b"referer"),
+            Buffer::HttpStatCode => range(resp()?.uri),
+            Buffer::HttpStatMsg => range(resp()?.stat_msg),
+            Buffer::HttpResponseLine => range(resp()?.request_line),
+            Buffer::HttpResponseBody => range(resp()?.body),
+            Buffer::FileData => range(http()?.body),
             Buffer::HttpHeader => range(http()?.headers),
-            Buffer::HttpRequestBody => range(http()?.body),
             Buffer::HttpStart => range((0, http()?.body.0)),
-            Buffer::HttpUserAgent => header_value(payload, http()?, b"user-agent"),
-            Buffer::HttpCookie => header_value(payload, http()?, b"cookie"),
+            Buffer::HttpCookie => {
+                let h = http()?;
+                let name: &[u8] = if h.response { b"set-cookie" } else { b"cookie" };
+                header_value(payload, h, name)
+            }
             Buffer::HttpContentType => header_value(payload, http()?, b"content-type"),
-            Buffer::HttpReferer => header_value(payload, http()?, b"referer"),
+            Buffer::HttpAccept => header_value(payload, req()?, b"accept"),
+            Buffer::HttpAcceptEnc => header_value(payload, req()?, b"accept-encoding"),
+            Buffer::HttpAcceptLang => header_value(payload, req()?, b"accept-language"),
+            Buffer::HttpConnection => header_value(payload, http()?, b"connection"),
+            Buffer::HttpContentLen => header_value(payload, http()?, b"content-length"),
+            Buffer::HttpLocation => header_value(payload, resp()?, b"location"),
+            Buffer::HttpServer => header_value(payload, resp()?, b"server"),
+            Buffer::HttpProtocol => {
+                let h = http()?;
+                let line = range(h.request_line)?;
+                if h.response {
+                    line.split(|&b| b == b' ').next()
+                } else {
+                    line.rsplit(|&b| b == b' ').next()
+                }
+            }
             Buffer::HttpHost => name_slice(&self.host_buf, self.host.flatten()?, sel.dotprefix),
             Buffer::DnsQuery => name_slice(&self.dns_buf, self.dns.flatten()?, sel.dotprefix),
             Buffer::TlsSni => name_slice(&self.sni_buf, self.sni.flatten()?, sel.dotprefix),
@@ -213,8 +247,7 @@ fn detect(p: &[u8], tcp: bool) -> App {
     if tcp {
         if p.starts_with(b"HTTP/1.") {
             a |= App::HTTP_RESPONSE;
-        }
-        if parse_http(p).is_some() {
+        } else if parse_http(p).is_some() {
             a |= App::HTTP_REQUEST;
         }
         // Superset of what tls_sni accepts.
@@ -229,34 +262,47 @@ fn detect(p: &[u8], tcp: bool) -> App {
     App(a)
 }
 
-/// A request head carried whole by this packet: `METHOD SP URI SP HTTP/x.y CRLF headers CRLF`.
+/// A request head (`METHOD SP URI SP HTTP/x.y CRLF headers CRLF`) or a response head
+/// (`HTTP/x.y SP code SP reason CRLF headers CRLF`) carried whole by this packet.
 fn parse_http(p: &[u8]) -> Option<HttpHead> {
-    let sp = p.iter().take(16).position(|&b| b == b' ')?;
-    let method = &p[..sp];
-    if !METHODS.contains(&method) {
-        return None;
-    }
     let line_end = find(p, b"\r\n")?;
     let line = &p[..line_end];
-    let uri_end = line.iter().rposition(|&b| b == b' ')?;
-    if uri_end <= sp + 1 || !line[uri_end + 1..].starts_with(b"HTTP/") {
-        return None;
+    let sp = line.iter().take(16).position(|&b| b == b' ')?;
+    let mut h = HttpHead {
+        request_line: (0, line_end),
+        ..HttpHead::default()
+    };
+    if line.starts_with(b"HTTP/1.") {
+        let code = (sp + 1, (sp + 4).min(line_end));
+        let digits = line.get(code.0..code.1)?;
+        if digits.len() != 3 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        h.response = true;
+        h.uri = code;
+        h.stat_msg = ((code.1 + 1).min(line_end), line_end);
+    } else {
+        if !METHODS.contains(&&line[..sp]) {
+            return None;
+        }
+        let uri_end = line.iter().rposition(|&b| b == b' ')?;
+        if uri_end <= sp + 1 || !line[uri_end + 1..].starts_with(b"HTTP/") {
+            return None;
+        }
+        h.method = (0, sp);
+        h.uri = (sp + 1, uri_end);
     }
     let hstart = line_end + 2;
-    // The head ends at the first blank line; a request without headers ends right here.
+    // The head ends at the first blank line; a head without headers ends right here.
     let (headers, body_start) = if p.get(hstart..hstart + 2) == Some(b"\r\n") {
         ((hstart, hstart), hstart + 2)
     } else {
         let end = find(p.get(hstart..)?, b"\r\n\r\n")? + hstart;
         ((hstart, end + 2), end + 4)
     };
-    Some(HttpHead {
-        method: (0, sp),
-        uri: (sp + 1, uri_end),
-        request_line: (0, line_end),
-        headers,
-        body: (body_start, p.len()),
-    })
+    h.headers = headers;
+    h.body = (body_start, p.len());
+    Some(h)
 }
 
 /// The value of the first header called `name` (lowercase), without leading blanks.
@@ -419,6 +465,57 @@ pub(crate) mod tests {
         // A head cut by the packet end is no head.
         assert_eq!(get(&mut b, Buffer::HttpUri, false, &p[..40], true), None);
         assert!(b.app(p, true).has(App::HTTP_REQUEST));
+    }
+
+    #[test]
+    fn http_response_head_parts() {
+        let p = b"HTTP/1.1 404 Not Found\r\nServer: x\r\nSet-Cookie: s=1\r\nContent-Type: text/html\r\n\r\n<html>";
+        let mut b = Buffers::new();
+        assert_eq!(
+            get(&mut b, Buffer::HttpStatCode, false, p, true).unwrap(),
+            b"404"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpStatMsg, false, p, true).unwrap(),
+            b"Not Found"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpCookie, false, p, true).unwrap(),
+            b"s=1"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpContentType, false, p, true).unwrap(),
+            b"text/html"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::FileData, false, p, true).unwrap(),
+            b"<html>"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpResponseBody, false, p, true).unwrap(),
+            b"<html>"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpUri, false, p, true),
+            None,
+            "no URI in a response"
+        );
+        assert_eq!(get(&mut b, Buffer::HttpHost, false, p, true), None);
+        assert!(b.app(p, true).has(App::HTTP_RESPONSE));
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        assert_eq!(get(&mut b, Buffer::HttpStatCode, false, req, true), None);
+        assert_eq!(
+            get(&mut b, Buffer::HttpProtocol, false, req, true).unwrap(),
+            b"HTTP/1.1"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpProtocol, false, p, true).unwrap(),
+            b"HTTP/1.1"
+        );
+        assert_eq!(
+            get(&mut b, Buffer::HttpServer, false, p, true).unwrap(),
+            b"x"
+        );
     }
 
     #[test]

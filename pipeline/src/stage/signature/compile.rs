@@ -675,8 +675,11 @@ fn rule_classes(rule: &Rule) -> Vec<Class> {
             .map(|c| c.buf.buffer)
             .chain(rule.checks.iter().map(|c| c.buf.buffer))
     };
-    if bufs().any(Buffer::is_http) {
+    if bufs().any(Buffer::is_http_request_only) {
         return vec![Class::HttpRequest];
+    }
+    if bufs().any(Buffer::is_http) {
+        return vec![Class::Http];
     }
     if bufs().any(|b| b == Buffer::DnsQuery) {
         return vec![Class::DnsQuery];

@@ -28,6 +28,22 @@ pub enum Buffer {
     /// Request line and headers through the blank line.
     HttpStart,
     HttpRequestBody,
+    HttpStatCode,
+    HttpStatMsg,
+    HttpResponseLine,
+    HttpResponseBody,
+    /// The HTTP body carried in the same packet as its head (request or response).
+    FileData,
+    /// Single header values, by name.
+    HttpAccept,
+    HttpAcceptEnc,
+    HttpAcceptLang,
+    HttpConnection,
+    HttpContentLen,
+    HttpLocation,
+    HttpServer,
+    /// `HTTP/1.1` of the request or status line.
+    HttpProtocol,
     TlsSni,
 }
 
@@ -47,6 +63,19 @@ impl Buffer {
             "http.referer" => Buffer::HttpReferer,
             "http.request_line" => Buffer::HttpRequestLine,
             "http.start" => Buffer::HttpStart,
+            "http.stat_code" => Buffer::HttpStatCode,
+            "http.stat_msg" => Buffer::HttpStatMsg,
+            "http.response_line" => Buffer::HttpResponseLine,
+            "http.response_body" => Buffer::HttpResponseBody,
+            "file.data" | "file_data" => Buffer::FileData,
+            "http.accept" => Buffer::HttpAccept,
+            "http.accept_enc" => Buffer::HttpAcceptEnc,
+            "http.accept_lang" => Buffer::HttpAcceptLang,
+            "http.connection" => Buffer::HttpConnection,
+            "http.content_len" => Buffer::HttpContentLen,
+            "http.location" => Buffer::HttpLocation,
+            "http.server" => Buffer::HttpServer,
+            "http.protocol" => Buffer::HttpProtocol,
             "http.request_body" | "http_client_body" => Buffer::HttpRequestBody,
             "tls.sni" | "tls_sni" => Buffer::TlsSni,
             _ => return None,
@@ -73,6 +102,36 @@ impl Buffer {
                 | Buffer::HttpRequestLine
                 | Buffer::HttpStart
                 | Buffer::HttpRequestBody
+                | Buffer::HttpStatCode
+                | Buffer::HttpStatMsg
+                | Buffer::HttpResponseLine
+                | Buffer::HttpResponseBody
+                | Buffer::FileData
+                | Buffer::HttpAccept
+                | Buffer::HttpAcceptEnc
+                | Buffer::HttpAcceptLang
+                | Buffer::HttpConnection
+                | Buffer::HttpContentLen
+                | Buffer::HttpLocation
+                | Buffer::HttpServer
+                | Buffer::HttpProtocol
+        )
+    }
+
+    /// HTTP buffers that only a request head has (the rule then needs a request).
+    pub fn is_http_request_only(self) -> bool {
+        matches!(
+            self,
+            Buffer::HttpMethod
+                | Buffer::HttpUri
+                | Buffer::HttpRequestLine
+                | Buffer::HttpRequestBody
+                | Buffer::HttpUserAgent
+                | Buffer::HttpReferer
+                | Buffer::HttpHost
+                | Buffer::HttpAccept
+                | Buffer::HttpAcceptEnc
+                | Buffer::HttpAcceptLang
         )
     }
 }
