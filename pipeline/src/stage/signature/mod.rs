@@ -40,7 +40,7 @@
 //!   - `pcre`, `byte_test`, `byte_jump`, `isdataat`, `bsize`, `urilen`, `flow`, `threshold`,
 //!     `detection_filter` and the sticky buffers: see `keywords`, `buffers` and the
 //!     README's rule syntax for their per-packet meaning.
-//! * Anything else (`flowbits`, `file.data`, `ja3.hash`, ...) is "unsupported": such a rule
+//! * Anything else (`flowbits`, `http.header_names`, `ja3.hash`, ...) is "unsupported": such a rule
 //!   is skipped and reported (`file:line:column: unsupported keyword 'flowbits'`) and counted
 //!   by keyword in the [`LoadReport`], or refuses the set with `strict = true`. A malformed
 //!   rule is reported the same way.
