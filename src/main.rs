@@ -68,10 +68,13 @@ fn main() -> ExitCode {
     };
     // Compile the scrubbing policy once here, with a nominal clock, so rule and ACL errors
     // surface as config errors before EAL starts; the real one is built with the TSC rate.
-    if let Err(e) = Policy::build(&cfg.pipeline, 1_000_000_000, [0; 16]) {
-        eprintln!("scrubd: config error: {}: {e}", cli.config.display());
-        return ExitCode::from(2);
-    }
+    let checked = match Policy::build(&cfg.pipeline, 1_000_000_000, [0; 16]) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("scrubd: config error: {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
     // What the machine must offer (CPUs, files, devices, hugepages, free ports), checked
     // before EAL both here and for --check, so the two fail alike and name file and key.
     let host = cfg.check_host(&cli.config.display().to_string());
@@ -84,6 +87,10 @@ fn main() -> ExitCode {
     if cli.check {
         println!("{}: ok", cli.config.display());
         println!("EAL arguments: {}", cfg.eal_args().join(" "));
+        // Rules that do not load are skipped (unless strict): say which and why.
+        if let Some(r) = checked.rules() {
+            print!("{}", r.load_report().render(50));
+        }
         return ExitCode::SUCCESS;
     }
     start::init_logging(

@@ -357,7 +357,7 @@ fn rule_error_reads_file_line_col() {
     let rules = s.path("x.rules");
     std::fs::write(
         &rules,
-        "# one bad rule\n\ndrop udp any any -> any any (msg:\"x\"; pcre:\"/a/\"; sid:1;)\n",
+        "# one bad rule\n\ndrop udp any any -> any any (msg:\"x\"; lua:\"/a/\"; sid:1;)\n",
     )
     .unwrap();
     let cfg = null_config(
@@ -365,14 +365,14 @@ fn rule_error_reads_file_line_col() {
         "0,1",
         &[1],
         &format!(
-            "\n[pipeline.signature]\nrule_files = [\"{}\"]\n",
+            "\n[pipeline.signature]\nrule_files = [\"{}\"]\nstrict = true\n",
             rules.display()
         ),
     );
     let out = check(&cfg);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = format!("{}:3:39: unsupported keyword 'pcre'", rules.display());
+    let want = format!("{}:3:39: unsupported keyword 'lua'", rules.display());
     let line = err
         .lines()
         .find(|l| l.contains(&want))

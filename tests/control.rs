@@ -74,7 +74,7 @@ fn every_command_matches_the_traffic_sent() {
             "[pipeline.acl]\ndeny = [\"192.0.2.99/32\"]\n\n\
              [pipeline.syncookie]\nprotected = [\"198.51.100.20/32\"]\n\n\
              [pipeline.ratelimit.classes]\nicmp = {{ rate = 1000000, burst = 1000000 }}\n\n\
-             [pipeline.signature]\nrule_files = [\"{}\"]\n\n\
+             [pipeline.signature]\nrule_files = [\"{}\"]\nstrict = true\n\n\
              [pipeline]\noffenders_capacity = 4096\n",
             rules.display()
         ),
@@ -321,13 +321,13 @@ fn every_command_matches_the_traffic_sent() {
     );
     std::fs::write(
         &rules,
-        "drop udp any any -> any any (msg:\"x\"; pcre:\"/a/\"; sid:9;)\n",
+        "drop udp any any -> any any (msg:\"x\"; lua:\"/a/\"; sid:9;)\n",
     )
     .unwrap();
     let bad = d.ctl(&["rules", "reload"]);
     assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("t.rules:1") && err.contains("pcre"), "{err}");
+    assert!(err.contains("t.rules:1") && err.contains("lua"), "{err}");
     // file:line:col, as at start-up: no config-key prefix before the path.
     assert!(
         err.contains(&format!("{}:1:", rules.display())) && !err.contains("pipeline./"),

@@ -492,10 +492,17 @@ pub fn offenders(r: &OffendersReport) -> String {
 }
 
 pub fn reload(r: &ReloadReport) -> String {
-    format!(
+    let mut s = format!(
         "rules generation {}: {} rules, {} ACL entries, compiled in {:.1} ms, applied by {} workers\n",
         r.rules_generation, r.rules, r.acl_entries, r.compile_ms, r.workers_applied
-    )
+    );
+    if r.rules_skipped > 0 {
+        s.push_str(&format!(
+            "skipped {} rules (unsupported or malformed), by keyword: {}\n",
+            r.rules_skipped, r.skipped_by_keyword
+        ));
+    }
+    s
 }
 
 pub fn done(r: &Done) -> String {
@@ -792,8 +799,11 @@ mod tests {
             acl_entries: 3,
             workers_applied: 2,
             compile_ms: 1.25,
+            rules_skipped: 2,
+            skipped_by_keyword: "flowbits=2".into(),
         });
         assert!(r.starts_with("rules generation 4: 12 rules, 3 ACL entries"));
+        assert!(r.ends_with("skipped 2 rules (unsupported or malformed), by keyword: flowbits=2\n"));
         let st = status(&StatusReport {
             version: "0.1.0".into(),
             pid: 42,

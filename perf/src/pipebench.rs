@@ -1117,3 +1117,172 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------- real rules on real frames
+
+/// Frames read from captures, each with its parsed headers: the signature stage alone is timed
+/// on them, so parsing happens once, before timing.
+pub struct RealFrames {
+    pub frames: Vec<Vec<u8>>,
+    pub headers: Vec<pipeline::Headers>,
+    /// Frames that did not parse (counted, not used).
+    pub unparsed: usize,
+}
+
+impl RealFrames {
+    /// Every frame of every capture, in file order (an IMIX of what the captures hold).
+    pub fn load(paths: &[PathBuf]) -> Result<RealFrames, String> {
+        let mut out = RealFrames {
+            frames: Vec::new(),
+            headers: Vec::new(),
+            unparsed: 0,
+        };
+        for p in paths {
+            let frames = pipeline::testutil::read_frames(p).map_err(|e| e.to_string())?;
+            for f in frames {
+                match pipeline::wire::parse::parse(&f) {
+                    Ok(h) => {
+                        out.frames.push(f);
+                        out.headers.push(h);
+                    }
+                    Err(_) => out.unparsed += 1,
+                }
+            }
+        }
+        if out.frames.is_empty() {
+            return Err("--pcap: no parsable frames".into());
+        }
+        Ok(out)
+    }
+
+    pub fn mean_len(&self) -> f64 {
+        let total: usize = self.frames.iter().map(Vec::len).sum();
+        total as f64 / self.frames.len() as f64
+    }
+
+    pub fn at_least(&self, len: usize) -> usize {
+        self.frames.iter().filter(|f| f.len() >= len).count()
+    }
+}
+
+/// Real rule files loaded as `scrubd` loads them (unsupported rules skipped), with Suricata's
+/// default variables, optionally cut to `max` rules spread over the set.
+pub struct RealRules {
+    pub rules: std::sync::Arc<pipeline::stage::signature::CompiledRules>,
+    /// Rules that loaded from the files (before sampling).
+    pub loaded: usize,
+    pub skipped: usize,
+    /// Parse + compile of the whole loaded set, best of `repeat`.
+    pub full_load: std::time::Duration,
+}
+
+pub fn load_real_rules(paths: &[PathBuf], max: Option<usize>) -> Result<RealRules, String> {
+    use pipeline::stage::signature::{suricata_default_vars, RuleSet};
+    let vars = suricata_default_vars();
+    let t = Instant::now();
+    let (set, report) = RuleSet::load_files(paths, &vars, false).map_err(|e| e.to_string())?;
+    set.compile().map_err(|e| e.to_string())?;
+    let full_load = t.elapsed();
+    let mut sample = set;
+    if let Some(n) = max {
+        sample.sample(n);
+    }
+    let rules = sample.compile().map_err(|e| e.to_string())?;
+    Ok(RealRules {
+        rules: std::sync::Arc::new(rules),
+        loaded: report.loaded,
+        skipped: report.failures.len(),
+        full_load,
+    })
+}
+
+/// One timing of the signature stage over real frames.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignatureTiming {
+    pub rules: usize,
+    pub fast_patterns: usize,
+    pub packets: u64,
+    pub ns_per_pkt: f64,
+    /// The same loop without the stage (frame and header walk only), subtracted above.
+    pub loop_ns_per_pkt: f64,
+    pub verdicts: BTreeMap<&'static str, u64>,
+    /// Rule hits counted by the stage in the last loop (all actions, after thresholds).
+    pub rule_hits: u64,
+}
+
+#[inline(never)]
+fn sig_loop(
+    st: &mut pipeline::stage::signature::SignatureStage,
+    f: &RealFrames,
+    packets: u64,
+    tsc_step: u64,
+    tally: &mut Tally,
+) -> (std::time::Duration, u64) {
+    let n = f.frames.len();
+    let mut meta = Meta::default();
+    let hits_before: u64 = st.counters().iter().sum();
+    let t = Instant::now();
+    for i in 0..packets {
+        let k = (i as usize) % n;
+        meta.tsc = meta.tsc.wrapping_add(tsc_step);
+        let v = match st.process(black_box(&f.frames[k]), &f.headers[k], &meta) {
+            pipeline::stage::StageResult::Done(v) => v,
+            pipeline::stage::StageResult::Continue => Verdict::Forward,
+        };
+        tally.add(black_box(v));
+    }
+    let took = t.elapsed();
+    let hits_after: u64 = st.counters().iter().sum();
+    (took, hits_after - hits_before)
+}
+
+#[inline(never)]
+fn empty_loop(f: &RealFrames, packets: u64) -> std::time::Duration {
+    let n = f.frames.len();
+    let mut acc = 0usize;
+    let t = Instant::now();
+    for i in 0..packets {
+        let k = (i as usize) % n;
+        acc = acc.wrapping_add(
+            black_box(&f.frames[k]).len() + usize::from(black_box(&f.headers[k]).l3_off),
+        );
+    }
+    black_box(acc);
+    t.elapsed()
+}
+
+/// Times [`pipeline::stage::signature::SignatureStage::process`] alone over the frames
+/// (round robin), best of `repeat` loops after `warmup` packets; the verdicts are those of the
+/// last loop ("drop"/"forward" only: Continue counts as forward).
+pub fn time_signature(
+    rules: &RealRules,
+    f: &RealFrames,
+    packets: u64,
+    warmup: u64,
+    repeat: u32,
+    tsc_step: u64,
+) -> SignatureTiming {
+    let mut st = pipeline::stage::signature::SignatureStage::new(rules.rules.clone());
+    let mut tally = Tally::default();
+    sig_loop(&mut st, f, warmup, tsc_step, &mut tally);
+    let mut best = f64::MAX;
+    let mut best_loop = f64::MAX;
+    let mut hits = 0;
+    for _ in 0..repeat.max(1) {
+        tally = Tally::default();
+        let (d, h) = sig_loop(&mut st, f, packets, tsc_step, &mut tally);
+        hits = h;
+        best = best.min(d.as_nanos() as f64 / packets as f64);
+        let e = empty_loop(f, packets);
+        best_loop = best_loop.min(e.as_nanos() as f64 / packets as f64);
+    }
+    SignatureTiming {
+        rules: rules.rules.len(),
+        fast_patterns: rules.rules.pattern_count(),
+        packets,
+        ns_per_pkt: (best - best_loop).max(0.0),
+        loop_ns_per_pkt: best_loop,
+        verdicts: tally.nonzero(),
+        rule_hits: hits,
+    }
+}

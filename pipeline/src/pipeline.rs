@@ -187,6 +187,8 @@ impl Policy {
             .as_ref()
             .map(|r| RateLimiter::new(r, tsc_hz))
             .transpose()?;
+        // Threshold windows count in TSC ticks; stages built from here on read this rate.
+        crate::stage::signature::set_tsc_hz(tsc_hz);
         let rules = cfg
             .signature
             .as_ref()

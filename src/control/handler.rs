@@ -161,6 +161,18 @@ impl Shared {
             acl_entries: r.acl_entries,
             workers_applied: applied,
             compile_ms,
+            rules_skipped: r
+                .rules
+                .as_ref()
+                .map_or(0, |c| c.load_report().failures.len()),
+            skipped_by_keyword: r.rules.as_ref().map_or_else(String::new, |c| {
+                c.load_report()
+                    .by_keyword()
+                    .iter()
+                    .map(|(k, n)| format!("{k}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
         })
     }
 

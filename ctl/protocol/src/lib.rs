@@ -388,6 +388,12 @@ pub struct ReloadReport {
     /// Workers that acknowledged running the new set before the reply was sent.
     pub workers_applied: usize,
     pub compile_ms: f64,
+    /// Rules that could not be evaluated and were skipped (Suricata-style loading).
+    #[serde(default)]
+    pub rules_skipped: usize,
+    /// Skipped rules per keyword, most frequent first: `flowbits=12 pcre=3`.
+    #[serde(default)]
+    pub skipped_by_keyword: String,
 }
 
 /// Reply of commands that only change something (block add, rotate, shutdown, ...).

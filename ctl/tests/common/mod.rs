@@ -108,6 +108,7 @@ impl Handler for Fake {
                 acl_entries: 1,
                 workers_applied: 2,
                 compile_ms: 0.5,
+                ..Default::default()
             }),
             Command::BlockList | Command::AllowList => serde_json::to_value(ListReport {
                 list: if matches!(cmd, Command::BlockList) {

@@ -59,6 +59,13 @@ use std::time::{Duration, Instant};
 ///     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*pbench_measured_loop*' \
 ///       scrubd-pipeline-bench --mix http --packets 20000
 ///
+/// REAL RULES AND FRAMES
+///   --rules FILE... --pcap FILE... [--max-rules 10,10000]: loads the rule files as scrubd
+///   does (Suricata's default variables, unsupported rules skipped), reads every frame of the
+///   captures (an IMIX of real frames), and times SignatureStage::process alone, round robin,
+///   minus the same loop without the stage; reports ns/packet, the full set's parse+compile
+///   time, and the verdicts.
+///
 /// Timings are of one core as the host schedules it: run on an idle machine, compare rows of
 /// the same run. No result is asserted; the tests check only the verdict counts.
 #[derive(Parser)]
@@ -116,6 +123,18 @@ struct Args {
     /// Internal: the row key of a callgrind child.
     #[arg(long, hide = true)]
     row: Option<String>,
+    /// Real rule files (e.g. ET Open): time the signature stage alone on the --pcap frames
+    /// instead of the generated mixes. Rules load as scrubd loads them (unsupported ones are
+    /// skipped) with Suricata's default variables.
+    #[arg(long, num_args = 1.., requires = "pcap")]
+    rules: Vec<PathBuf>,
+    /// Captures whose frames (all of them, round robin: an IMIX) the --rules run inspects.
+    #[arg(long, num_args = 1.., requires = "rules")]
+    pcap: Vec<PathBuf>,
+    /// With --rules: rule counts to time, each a sample spread evenly over the loaded set
+    /// (default: all loaded rules).
+    #[arg(long, value_delimiter = ',')]
+    max_rules: Vec<usize>,
 }
 
 #[derive(Serialize)]
@@ -215,6 +234,58 @@ fn main() {
     }
 }
 
+/// `--rules FILE... --pcap FILE...`: the signature stage's ns/packet on real rules and frames.
+fn real_rules(args: &Args) -> Result<(), String> {
+    let frames = perf::pipebench::RealFrames::load(&args.pcap)?;
+    let counts: Vec<Option<usize>> = if args.max_rules.is_empty() {
+        vec![None]
+    } else {
+        args.max_rules.iter().map(|&n| Some(n)).collect()
+    };
+    let mut out = Vec::new();
+    for n in counts {
+        let rules = perf::pipebench::load_real_rules(&args.rules, n)?;
+        let t = perf::pipebench::time_signature(
+            &rules,
+            &frames,
+            args.packets,
+            args.warmup,
+            args.repeat,
+            args.tsc_step,
+        );
+        if !args.json {
+            println!("{}", rules.rules.layout());
+            println!(
+                "rules {:>6} (of {} loaded, {} skipped; full set parse+compile {:.0} ms), \
+                 {} fast patterns: {:>8.1} ns/pkt ({:.2} Mpps) over {} frames \
+                 (mean {:.0} B, {} >= 1001 B, {} unparsed); loop {:.1} ns; hits {}; {:?}",
+                t.rules,
+                rules.loaded,
+                rules.skipped,
+                rules.full_load.as_secs_f64() * 1e3,
+                t.fast_patterns,
+                t.ns_per_pkt,
+                1e3 / t.ns_per_pkt.max(1e-9),
+                frames.frames.len(),
+                frames.mean_len(),
+                frames.at_least(1001),
+                frames.unparsed,
+                t.loop_ns_per_pkt,
+                t.rule_hits,
+                t.verdicts
+            );
+        }
+        out.push(t);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
+    }
+    Ok(())
+}
+
 fn mixes(args: &Args) -> Result<Vec<Mix>, String> {
     if args.mix.is_empty() {
         return Ok(Mix::ALL.to_vec());
@@ -239,6 +310,9 @@ fn run(args: Args) -> Result<(), String> {
     };
     if args.callgrind_child {
         return callgrind_child(&args, &params);
+    }
+    if !args.rules.is_empty() {
+        return real_rules(&args);
     }
     let mixes = mixes(&args)?;
     let rules = RuleFiles::new(args.seed).map_err(|e| format!("temp dir: {e}"))?;

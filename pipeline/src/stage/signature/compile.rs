@@ -15,17 +15,21 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex_automata::meta;
+
 use memchr::memmem;
 
+use super::addrset::{AddrIndex, AddrSet};
 use super::expr::{Expr, PortRange, Vars};
+use super::keywords::{BufSel, Buffer, ByteJump, ByteTest, CheckKind, Flow, Threshold};
 use super::parse::{
-    parse_rules, Action, Direction, FlagsMatch, Location, NumMatch, Proto, Rule, RuleError,
-    RuleErrors,
+    parse_rules, Action, Content, Direction, FlagsMatch, Location, NumMatch, Proto, Rule,
+    RuleError, RuleErrors, RuleFailure,
 };
+use super::prefilter::{Class, Entry, Prefilter};
 use super::SignatureError;
-use crate::prefix::Prefix;
 
 /// A rules file (or several) parsed and checked, not yet compiled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,74 +37,244 @@ pub struct RuleSet {
     rules: Vec<Rule>,
 }
 
+/// How one rules file loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReport {
+    pub file: String,
+    pub loaded: usize,
+    pub skipped: usize,
+}
+
+/// What loading produced: Suricata-style, a rule this engine cannot evaluate is skipped, named
+/// with `file:line:col`, its keyword and the reason, and counted by keyword.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub loaded: usize,
+    /// Every rule that did not load, in file order.
+    pub failures: Vec<RuleFailure>,
+    pub files: Vec<FileReport>,
+}
+
+impl LoadReport {
+    /// Skipped rules per keyword, most frequent first (then by name). A rule blocked by two
+    /// keywords counts under both, so the counts may add up to more than the skipped total.
+    pub fn by_keyword(&self) -> Vec<(String, usize)> {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for f in &self.failures {
+            for k in f.blocking_keywords() {
+                *m.entry(k).or_default() += 1;
+            }
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Skipped rules that are malformed rather than merely unsupported.
+    pub fn errors(&self) -> usize {
+        self.failures
+            .iter()
+            .filter(|f| !f.only_unsupported())
+            .count()
+    }
+
+    /// One line: loaded, skipped, malformed.
+    pub fn summary(&self) -> String {
+        format!(
+            "signature rules: {} loaded, {} skipped ({} unsupported, {} malformed)",
+            self.loaded,
+            self.failures.len(),
+            self.failures.len() - self.errors(),
+            self.errors()
+        )
+    }
+
+    /// The summary, the per-keyword table and the first `detail` skipped rules with their
+    /// reason (`file:line:col: message`).
+    pub fn render(&self, detail: usize) -> String {
+        let mut out = self.summary();
+        out.push('\n');
+        let by_kw = self.by_keyword();
+        if !by_kw.is_empty() {
+            out.push_str("skipped by keyword:");
+            for (k, n) in &by_kw {
+                out.push_str(&format!(" {k}={n}"));
+            }
+            out.push('\n');
+        }
+        for f in self.failures.iter().take(detail) {
+            if let Some(e) = f.errors.first() {
+                out.push_str(&format!("skipped {e}\n"));
+            }
+        }
+        if self.failures.len() > detail {
+            out.push_str(&format!(
+                "... and {} more skipped rules\n",
+                self.failures.len() - detail
+            ));
+        }
+        out
+    }
+}
+
 impl RuleSet {
-    /// Parses rule text; `source_name` is used in error messages and rule locations. All
-    /// problems are collected, including duplicate sids.
+    /// Parses rule text strictly (any problem is an error); `source_name` is used in error
+    /// messages and rule locations. All problems are collected, including duplicate sids.
     pub fn parse(text: &str, source_name: &str, vars: &Vars) -> Result<RuleSet, RuleErrors> {
-        let mut set = RuleSet::default();
-        let mut errors = Vec::new();
-        set.add_text(text, source_name, vars, &mut errors);
-        if errors.is_empty() {
+        let (set, report) = Self::parse_lenient(text, source_name, vars);
+        if report.failures.is_empty() {
             Ok(set)
         } else {
-            Err(RuleErrors(errors))
+            Err(RuleErrors(
+                report.failures.into_iter().flat_map(|f| f.errors).collect(),
+            ))
         }
     }
 
-    /// Reads and parses one rules file.
+    /// Parses rule text, skipping (and reporting) every rule that does not load.
+    pub fn parse_lenient(text: &str, source_name: &str, vars: &Vars) -> (RuleSet, LoadReport) {
+        let mut set = RuleSet::default();
+        let mut report = LoadReport::default();
+        set.add_parsed(
+            parse_rules(text, source_name, vars),
+            source_name,
+            &mut report,
+        );
+        (set, report)
+    }
+
+    /// Reads and parses one rules file strictly.
     pub fn load(path: &Path, vars: &Vars) -> Result<RuleSet, SignatureError> {
         Self::load_all(std::slice::from_ref(&path.to_path_buf()), vars)
     }
 
-    /// Reads and parses several files into one set, in the given order (which fixes the rule
-    /// indices). Errors from all files are collected; sids must be unique across files.
+    /// Reads and parses several files strictly into one set, in the given order (which fixes
+    /// the rule indices). Errors from all files are collected; sids must be unique across files.
     pub fn load_all(paths: &[PathBuf], vars: &Vars) -> Result<RuleSet, SignatureError> {
-        let mut set = RuleSet::default();
-        let mut errors = Vec::new();
-        for p in paths {
-            let text = std::fs::read_to_string(p).map_err(|source| SignatureError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            set.add_text(&text, &p.display().to_string(), vars, &mut errors);
-        }
-        if errors.is_empty() {
-            Ok(set)
-        } else {
-            Err(SignatureError::Rules(RuleErrors(errors)))
-        }
+        Self::load_files(paths, vars, true).map(|(s, _)| s)
     }
 
-    fn add_text(&mut self, text: &str, name: &str, vars: &Vars, errors: &mut Vec<RuleError>) {
-        let (rules, mut errs) = parse_rules(text, name, vars);
-        errors.append(&mut errs);
+    /// Reads and parses several files (in parallel; the result keeps the given order). With
+    /// `strict`, any problem refuses the whole set, as before. Without, a rule that does not
+    /// load is skipped and reported, like Suricata; a file is still an error when it cannot be
+    /// read, or when none of its rules loads and every one of them is not even rule-shaped (a
+    /// header or option-list error: not a rules file at all).
+    pub fn load_files(
+        paths: &[PathBuf],
+        vars: &Vars,
+        strict: bool,
+    ) -> Result<(RuleSet, LoadReport), SignatureError> {
+        use rayon::prelude::*;
+        let parsed: Vec<(String, Vec<Result<Rule, RuleFailure>>)> = paths
+            .par_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p).map_err(|source| SignatureError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+                let name = p.display().to_string();
+                let rules = parse_rules(&text, &name, vars);
+                Ok((name, rules))
+            })
+            .collect::<Result<_, SignatureError>>()?;
+        let mut set = RuleSet::default();
+        let mut report = LoadReport::default();
+        let mut hopeless = Vec::new();
+        for (name, rules) in parsed {
+            let before = report.failures.len();
+            let loaded = set.add_parsed(rules, &name, &mut report);
+            let fails = &report.failures[before..];
+            if loaded == 0 && !fails.is_empty() && fails.iter().all(RuleFailure::is_syntax) {
+                hopeless.extend(fails.iter().flat_map(|f| f.errors.iter().cloned()));
+            }
+        }
+        if strict && !report.failures.is_empty() {
+            return Err(SignatureError::Rules(RuleErrors(
+                report.failures.into_iter().flat_map(|f| f.errors).collect(),
+            )));
+        }
+        if !hopeless.is_empty() {
+            return Err(SignatureError::Rules(RuleErrors(hopeless)));
+        }
+        Ok((set, report))
+    }
+
+    /// Appends parsed rules, turning duplicate sids into failures; returns how many loaded.
+    fn add_parsed(
+        &mut self,
+        parsed: Vec<Result<Rule, RuleFailure>>,
+        name: &str,
+        report: &mut LoadReport,
+    ) -> usize {
         let mut seen: HashMap<u32, Location> = self
             .rules
             .iter()
             .map(|r| (r.sid, r.location.clone()))
             .collect();
-        for r in rules {
+        let (mut loaded, mut skipped) = (0, 0);
+        for item in parsed {
+            let r = match item {
+                Ok(r) => r,
+                Err(f) => {
+                    skipped += 1;
+                    report.failures.push(f);
+                    continue;
+                }
+            };
             if let Some(first) = seen.get(&r.sid) {
-                errors.push(RuleError {
-                    file: r.location.file.to_string(),
-                    line: r.location.line,
-                    column: r.location.column,
-                    keyword: Some("sid".into()),
-                    message: format!(
-                        "duplicate sid {} (first used at {}:{})",
-                        r.sid, first.file, first.line
-                    ),
+                skipped += 1;
+                report.failures.push(RuleFailure {
+                    errors: vec![RuleError {
+                        file: r.location.file.to_string(),
+                        line: r.location.line,
+                        column: r.location.column,
+                        keyword: Some("sid".into()),
+                        message: format!(
+                            "duplicate sid {} (first used at {}:{})",
+                            r.sid, first.file, first.line
+                        ),
+                        unsupported: false,
+                    }],
+                    duplicate: true,
                 });
                 continue;
             }
             seen.insert(r.sid, r.location.clone());
             self.rules.push(r);
+            loaded += 1;
         }
-        // Keep file order stable even though duplicates were skipped.
+        report.loaded += loaded;
+        report.files.push(FileReport {
+            file: name.to_string(),
+            loaded,
+            skipped,
+        });
+        loaded
     }
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// A set from already parsed rules (sids are not re-checked).
+    pub fn from_rules(rules: Vec<Rule>) -> RuleSet {
+        RuleSet { rules }
+    }
+
+    /// Keeps `n` rules spread evenly over the set (every k-th, in order), for benchmarks that
+    /// want "N real rules" without favouring the first files.
+    pub fn sample(&mut self, n: usize) {
+        let len = self.rules.len();
+        if n >= len {
+            return;
+        }
+        let mut i = 0usize;
+        self.rules.retain(|_| {
+            // Keep rule i when it starts a new 1/n-th of the set.
+            let keep = (i * n) / len != ((i + 1) * n) / len;
+            i += 1;
+            keep
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -113,7 +287,16 @@ impl RuleSet {
 
     /// Builds the matcher. Rule indices are positions in [`RuleSet::rules`].
     pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
-        CompiledRules::build(&self.rules)
+        let report = LoadReport {
+            loaded: self.rules.len(),
+            ..LoadReport::default()
+        };
+        CompiledRules::build(&self.rules, report)
+    }
+
+    /// Builds the matcher and keeps the load report with it (for `--check` and `rules`).
+    pub fn compile_with_report(&self, report: LoadReport) -> Result<CompiledRules, SignatureError> {
+        CompiledRules::build(&self.rules, report)
     }
 }
 
@@ -142,9 +325,63 @@ pub(crate) struct CContent {
     pub finder: Option<memmem::Finder<'static>>,
     pub negated: bool,
     pub window: Window,
-    /// Whether a later content's window depends on where this one matched; if not, the
+    /// `endswith`: the match must end at the buffer end.
+    pub endswith: bool,
+    /// Whether a later step's position depends on where this one matched; if not, the
     /// matcher never needs to retry this content at a later occurrence.
     pub backtrack: bool,
+}
+
+/// One inspection step of a rule, in rule order, on one buffer.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub buf: BufSel,
+    pub kind: StepKind,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum StepKind {
+    /// Boxed: the precompiled searcher makes contents much larger than the other steps.
+    Content(Box<CContent>),
+    /// Index into [`CompiledRules::regexes`].
+    Pcre {
+        regex: u32,
+        negated: bool,
+        relative: bool,
+    },
+    ByteTest(ByteTest),
+    ByteJump(ByteJump),
+    IsDataAt {
+        offset: u16,
+        relative: bool,
+        negated: bool,
+    },
+    Bsize(NumMatch),
+}
+
+impl StepKind {
+    /// Whether the step reads the cursor left by the previous one.
+    fn relative(&self) -> bool {
+        match self {
+            StepKind::Content(c) => matches!(c.window, Window::Relative { .. }),
+            StepKind::Pcre { relative, .. } => *relative,
+            StepKind::ByteTest(t) => t.relative,
+            StepKind::ByteJump(j) => j.relative,
+            StepKind::IsDataAt { relative, .. } => *relative,
+            StepKind::Bsize(_) => false,
+        }
+    }
+
+    /// Whether the step sets the cursor without reading it (so steps after it cannot
+    /// depend on earlier positions).
+    fn resets_cursor(&self) -> bool {
+        match self {
+            StepKind::Content(c) => !c.negated && !self.relative(),
+            StepKind::Pcre { negated, .. } => !negated && !self.relative(),
+            StepKind::ByteJump(j) => !j.relative || j.from_beginning,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -152,17 +389,19 @@ pub(crate) struct CRule {
     pub action: Action,
     pub proto: Proto,
     pub direction: Direction,
-    pub src: Expr<Prefix>,
+    pub src: AddrSet,
     pub sport: Expr<PortRange>,
-    pub dst: Expr<Prefix>,
+    pub dst: AddrSet,
     pub dport: Expr<PortRange>,
-    pub contents: Vec<CContent>,
+    pub steps: Vec<Step>,
     pub flags: Option<FlagsMatch>,
     pub dsize: Option<NumMatch>,
     pub itype: Option<NumMatch>,
     pub icode: Option<NumMatch>,
     pub ip_proto: Option<NumMatch>,
     pub ttl: Option<NumMatch>,
+    pub flow: Option<Flow>,
+    pub threshold: Option<Threshold>,
 }
 
 /// Header-only rules of one transport protocol, split by destination port where possible.
@@ -217,16 +456,19 @@ impl PortBuckets {
 #[derive(Debug)]
 pub struct CompiledRules {
     pub(crate) rules: Vec<CRule>,
+    /// Every pcre of every rule; each worker keeps one search cache per entry.
+    pub(crate) regexes: Vec<Arc<meta::Regex>>,
     pub(crate) info: Vec<RuleInfo>,
-    pub(crate) ac: Option<AhoCorasick>,
-    /// Rules per automaton pattern, CSR: pattern `i` owns `pattern_rules[starts[i]..starts[i+1]]`.
-    pub(crate) pattern_starts: Vec<u32>,
-    pub(crate) pattern_rules: Vec<u32>,
+    pub(crate) prefilter: Prefilter,
+    /// Header-only rules found by the packet's source / destination address.
+    pub(crate) hdr_src: AddrIndex,
+    pub(crate) hdr_dst: AddrIndex,
     pub(crate) hdr_ip: Vec<u32>,
     pub(crate) hdr_icmp4: Vec<u32>,
     pub(crate) hdr_icmp6: Vec<u32>,
     pub(crate) hdr_tcp: PortBuckets,
     pub(crate) hdr_udp: PortBuckets,
+    pub(crate) report: LoadReport,
 }
 
 /// Most destination ports a header-only rule may expand to and still be bucketed by port.
@@ -260,86 +502,252 @@ fn bucket_ports(e: &Expr<PortRange>) -> Option<Vec<u16>> {
     Some(ports)
 }
 
-fn compile_contents(rule: &Rule) -> Vec<CContent> {
-    let cs = &rule.contents;
-    cs.iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let window = if c.is_relative() {
-                Window::Relative {
-                    distance: c.distance.unwrap_or(0),
-                    within: c.within,
+fn compile_content(c: &Content) -> CContent {
+    let window = if c.is_relative() {
+        Window::Relative {
+            distance: c.distance.unwrap_or(0),
+            within: c.within,
+        }
+    } else if c.startswith {
+        Window::Absolute {
+            offset: 0,
+            depth: u16::try_from(c.bytes.len()).ok(),
+        }
+    } else {
+        Window::Absolute {
+            offset: c.offset.unwrap_or(0),
+            depth: c.depth,
+        }
+    };
+    // http.host and the other name buffers are lowercased copies (as Suricata normalises
+    // http.host); matching their contents without case keeps them equivalent.
+    let nocase = c.nocase || c.buf.buffer == Buffer::HttpHost;
+    let pat = if nocase {
+        c.bytes.to_ascii_lowercase()
+    } else {
+        c.bytes.clone()
+    };
+    CContent {
+        finder: (!nocase).then(|| memmem::Finder::new(&pat).into_owned()),
+        pat,
+        negated: c.negated,
+        window,
+        endswith: c.endswith,
+        backtrack: false,
+    }
+}
+
+/// The rule's steps in rule order: each check goes before the content it was written before.
+fn compile_steps(rule: &Rule, regexes: &mut Vec<Arc<meta::Regex>>) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(rule.contents.len() + rule.checks.len());
+    let mut checks = rule.checks.iter().peekable();
+    for i in 0..=rule.contents.len() {
+        while let Some(ch) = checks.next_if(|c| c.after_contents <= i) {
+            let kind = match &ch.kind {
+                CheckKind::Pcre(p) => {
+                    regexes.push(Arc::clone(&p.regex));
+                    StepKind::Pcre {
+                        regex: u32::try_from(regexes.len() - 1).unwrap_or(u32::MAX),
+                        negated: p.negated,
+                        relative: p.relative,
+                    }
                 }
-            } else {
-                Window::Absolute {
-                    offset: c.offset.unwrap_or(0),
-                    depth: c.depth,
-                }
+                CheckKind::ByteTest(t) => StepKind::ByteTest(*t),
+                CheckKind::ByteJump(j) => StepKind::ByteJump(*j),
+                CheckKind::IsDataAt {
+                    offset,
+                    relative,
+                    negated,
+                } => StepKind::IsDataAt {
+                    offset: *offset,
+                    relative: *relative,
+                    negated: *negated,
+                },
+                CheckKind::Bsize(m) => StepKind::Bsize(*m),
             };
-            let mut backtrack = false;
-            for later in cs.iter().skip(i + 1) {
-                if later.is_relative() {
-                    backtrack = true;
-                    break;
-                }
-                if !later.negated {
-                    break;
-                }
-            }
-            let pat = if c.nocase {
-                c.bytes.to_ascii_lowercase()
+            steps.push(Step { buf: ch.buf, kind });
+        }
+        if let Some(c) = rule.contents.get(i) {
+            steps.push(Step {
+                buf: c.buf,
+                kind: StepKind::Content(Box::new(compile_content(c))),
+            });
+        }
+    }
+    // A positive content needs retrying at later occurrences only if a later step in the same
+    // buffer reads its position before anything resets the cursor.
+    for i in 0..steps.len() {
+        let dependent = steps[i + 1..]
+            .iter()
+            .take_while(|s| s.buf == steps[i].buf)
+            .find(|s| s.kind.relative() || s.kind.resets_cursor())
+            .is_some_and(|s| s.kind.relative());
+        if let StepKind::Content(c) = &mut steps[i].kind {
+            c.backtrack = dependent && !c.negated;
+        }
+    }
+    steps
+}
+
+/// A content the prefilter could look for in the raw payload: one that is sure to appear there
+/// whenever the rule matches. Contents of name buffers (dns.query is decoded from
+/// length-prefixed labels) contribute their longest part without a `.`.
+struct Candidate {
+    /// Lowercased when `nocase`.
+    bytes: Vec<u8>,
+    /// Found regardless of case: a `nocase` content, or one on http.host (a lowercased copy
+    /// of what the payload carries in any case).
+    nocase: bool,
+    /// http.method contents ("GET", "POST") occur in most requests: last resort only.
+    method: bool,
+}
+
+fn candidates(rule: &Rule) -> Vec<Candidate> {
+    let candidate = |c: &Content| -> Option<Candidate> {
+        let bytes = match c.fast_pattern_chop {
+            Some((o, l)) => c
+                .bytes
+                .get(usize::from(o)..usize::from(o) + usize::from(l))?,
+            None => &c.bytes[..],
+        };
+        let part = if c.buf.buffer.is_name() {
+            bytes.split(|&b| b == b'.').max_by_key(|p| p.len())?
+        } else {
+            bytes
+        };
+        let nocase = c.nocase || c.buf.buffer == Buffer::HttpHost;
+        (!part.is_empty()).then(|| Candidate {
+            bytes: if nocase {
+                part.to_ascii_lowercase()
             } else {
-                c.bytes.clone()
-            };
-            CContent {
-                finder: (!c.nocase).then(|| memmem::Finder::new(&pat).into_owned()),
-                pat,
-                negated: c.negated,
-                window,
-                backtrack: backtrack && !c.negated,
-            }
+                part.to_vec()
+            },
+            nocase,
+            method: c.buf.buffer == Buffer::HttpMethod,
+        })
+    };
+    let positive = || rule.contents.iter().filter(|c| !c.negated);
+    // An explicit fast_pattern is the operator's (or ET's) choice: take it as is.
+    if let Some(fp) = positive().filter(|c| c.fast_pattern).find_map(candidate) {
+        return vec![fp];
+    }
+    positive().filter_map(candidate).collect()
+}
+
+/// One fast pattern per rule, Suricata-style: an explicit `fast_pattern`, else the content
+/// that is long enough to be selective (4 bytes) and shared by the fewest rules (so one
+/// common string does not make hundreds of rules candidates), then the longest.
+fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<(Vec<u8>, bool)>> {
+    let cands: Vec<Vec<Candidate>> = rules.iter().map(candidates).collect();
+    let mut freq: HashMap<Vec<u8>, u32> = HashMap::new();
+    for cs in &cands {
+        for c in cs {
+            *freq.entry(c.bytes.to_ascii_lowercase()).or_default() += 1;
+        }
+    }
+    cands
+        .iter()
+        .map(|cs| {
+            cs.iter()
+                .max_by_key(|c| {
+                    let f = freq
+                        .get(&c.bytes.to_ascii_lowercase())
+                        .copied()
+                        .unwrap_or(0);
+                    (
+                        !c.method,
+                        c.bytes.len().min(4),
+                        std::cmp::Reverse(f),
+                        c.bytes.len(),
+                    )
+                })
+                .map(|c| (c.bytes.clone(), c.nocase))
         })
         .collect()
 }
 
-/// The content whose occurrence the prefilter looks for, if the rule has a positive one.
-fn fast_pattern(rule: &Rule) -> Option<&[u8]> {
-    let positive = || rule.contents.iter().filter(|c| !c.negated);
-    if let Some(c) = positive().find(|c| c.fast_pattern) {
-        return Some(&c.bytes);
+/// The prefilter classes a rule can only match in: an application buffer or protocol pins the
+/// application class, else the transport does (an `ip` rule is in every transport's class).
+fn rule_classes(rule: &Rule) -> Vec<Class> {
+    let bufs = || {
+        rule.contents
+            .iter()
+            .map(|c| c.buf.buffer)
+            .chain(rule.checks.iter().map(|c| c.buf.buffer))
+    };
+    if bufs().any(Buffer::is_http_request_only) {
+        return vec![Class::HttpRequest];
     }
-    let mut best: Option<&[u8]> = None;
-    for c in positive() {
-        if best.is_none_or(|b| c.bytes.len() > b.len()) {
-            best = Some(&c.bytes);
-        }
+    if bufs().any(Buffer::is_http) {
+        return vec![Class::Http];
     }
-    best
+    if bufs().any(|b| b == Buffer::DnsQuery) {
+        return vec![Class::DnsQuery];
+    }
+    if bufs().any(|b| b == Buffer::TlsSni) {
+        return vec![Class::Tls];
+    }
+    match rule.proto {
+        Proto::Http => vec![Class::Http],
+        Proto::Tls => vec![Class::Tls],
+        Proto::Dns => vec![Class::Dns],
+        Proto::Tcp => vec![Class::Tcp],
+        Proto::Udp => vec![Class::Udp],
+        Proto::Ip => vec![Class::Tcp, Class::Udp, Class::Other],
+        Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6 => vec![Class::Other],
+    }
 }
 
 impl CompiledRules {
-    fn build(rules: &[Rule]) -> Result<CompiledRules, SignatureError> {
+    fn build(rules: &[Rule], report: LoadReport) -> Result<CompiledRules, SignatureError> {
         let n = u32::try_from(rules.len())
             .map_err(|_| SignatureError::Compile("more than 2^32 rules".into()))?;
-        let mut patterns: Vec<Vec<u8>> = Vec::new();
-        let mut pattern_ids: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut per_pattern: Vec<Vec<u32>> = Vec::new();
+        let mut entries = Vec::new();
+        let fast = choose_fast_patterns(rules);
+        let (mut by_src, mut by_dst) = (Default::default(), Default::default());
+        let (mut n_src, mut n_dst) = (0, 0);
         let mut hdr_ip = Vec::new();
         let mut hdr_icmp4 = Vec::new();
         let mut hdr_icmp6 = Vec::new();
         let (mut tcp_wild, mut tcp_ports) = (Vec::new(), Vec::new());
         let (mut udp_wild, mut udp_ports) = (Vec::new(), Vec::new());
 
-        for (idx, rule) in (0..n).zip(rules) {
-            if let Some(fp) = fast_pattern(rule) {
-                let key = fp.to_ascii_lowercase();
-                let id = *pattern_ids.entry(key.clone()).or_insert_with(|| {
-                    patterns.push(key);
-                    per_pattern.push(Vec::new());
-                    patterns.len() - 1
+        for ((idx, rule), fp) in (0..n).zip(rules).zip(fast) {
+            if let Some((pattern, nocase)) = fp {
+                // Only a port-pinned `->` rule on tcp/udp is grouped by destination port
+                // (an app-class rule too: its transport is still tcp or udp).
+                let dports = match (rule.direction, rule.proto) {
+                    (Direction::Forward, p)
+                        if !matches!(
+                            p,
+                            Proto::Ip | Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6
+                        ) =>
+                    {
+                        bucket_ports(&rule.dport)
+                    }
+                    _ => None,
+                };
+                entries.push(Entry {
+                    rule: idx,
+                    pattern,
+                    nocase,
+                    classes: rule_classes(rule),
+                    dports,
                 });
-                per_pattern[id].push(idx);
                 continue;
+            }
+            // Address-list rules (ET's ciarmy, compromised, drop, tor, botcc ...) are found by
+            // the packet's address instead of being checked on every packet.
+            if rule.direction == Direction::Forward {
+                let (src, dst) = (AddrSet::compile(&rule.src), AddrSet::compile(&rule.dst));
+                if AddrIndex::offer(&mut by_src, &src, idx) {
+                    n_src += 1;
+                    continue;
+                }
+                if AddrIndex::offer(&mut by_dst, &dst, idx) {
+                    n_dst += 1;
+                    continue;
+                }
             }
             match rule.proto {
                 Proto::Ip => hdr_ip.push(idx),
@@ -349,61 +757,52 @@ impl CompiledRules {
                 }
                 Proto::Icmpv4 => hdr_icmp4.push(idx),
                 Proto::Icmpv6 => hdr_icmp6.push(idx),
-                Proto::Tcp | Proto::Udp => {
-                    let (wild, ports) = if rule.proto == Proto::Tcp {
-                        (&mut tcp_wild, &mut tcp_ports)
-                    } else {
-                        (&mut udp_wild, &mut udp_ports)
-                    };
+                Proto::Tcp | Proto::Udp | Proto::Http | Proto::Tls | Proto::Dns => {
                     let bucket = match rule.direction {
                         Direction::Forward => bucket_ports(&rule.dport),
                         Direction::Both => None,
                     };
-                    match bucket {
-                        Some(ps) => ports.extend(ps.into_iter().map(|p| (p, idx))),
-                        None => wild.push(idx),
+                    let tcp = rule.proto != Proto::Udp;
+                    let udp = matches!(rule.proto, Proto::Udp | Proto::Dns);
+                    for (on, wild, ports) in [
+                        (tcp, &mut tcp_wild, &mut tcp_ports),
+                        (udp, &mut udp_wild, &mut udp_ports),
+                    ] {
+                        if !on {
+                            continue;
+                        }
+                        match &bucket {
+                            Some(ps) => ports.extend(ps.iter().map(|&p| (p, idx))),
+                            None => wild.push(idx),
+                        }
                     }
                 }
             }
         }
 
-        let ac = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(None::<AhoCorasickKind>)
-                    .build(&patterns)
-                    .map_err(|e| SignatureError::Compile(e.to_string()))?,
-            )
-        };
-        let mut pattern_starts = Vec::with_capacity(per_pattern.len() + 1);
-        let mut pattern_rules = Vec::new();
-        pattern_starts.push(0);
-        for list in per_pattern {
-            pattern_rules.extend(list);
-            pattern_starts.push(u32::try_from(pattern_rules.len()).unwrap_or(u32::MAX));
-        }
-
+        let prefilter = Prefilter::build(entries).map_err(SignatureError::Compile)?;
+        let hdr_src = AddrIndex::build(by_src, n_src);
+        let hdr_dst = AddrIndex::build(by_dst, n_dst);
+        let mut regexes = Vec::new();
         let compiled = rules
             .iter()
             .map(|r| CRule {
                 action: r.action,
                 proto: r.proto,
                 direction: r.direction,
-                src: r.src.clone(),
+                src: AddrSet::compile(&r.src),
                 sport: r.sport.clone(),
-                dst: r.dst.clone(),
+                dst: AddrSet::compile(&r.dst),
                 dport: r.dport.clone(),
-                contents: compile_contents(r),
+                steps: compile_steps(r, &mut regexes),
                 flags: r.flags,
                 dsize: r.dsize,
                 itype: r.itype,
                 icode: r.icode,
                 ip_proto: r.ip_proto,
                 ttl: r.ttl,
+                flow: r.flow,
+                threshold: r.threshold,
             })
             .collect();
         let info = rules
@@ -418,29 +817,18 @@ impl CompiledRules {
             .collect();
         Ok(CompiledRules {
             rules: compiled,
+            regexes,
             info,
-            ac,
-            pattern_starts,
-            pattern_rules,
+            prefilter,
+            hdr_src,
+            hdr_dst,
             hdr_ip,
             hdr_icmp4,
             hdr_icmp6,
             hdr_tcp: PortBuckets::build(tcp_wild, tcp_ports),
             hdr_udp: PortBuckets::build(udp_wild, udp_ports),
+            report,
         })
-    }
-
-    pub(crate) fn rules_for_pattern(&self, pattern: usize) -> &[u32] {
-        match (
-            self.pattern_starts.get(pattern),
-            self.pattern_starts.get(pattern + 1),
-        ) {
-            (Some(&a), Some(&b)) => self
-                .pattern_rules
-                .get(a as usize..b as usize)
-                .unwrap_or(&[]),
-            _ => &[],
-        }
     }
 
     /// Parses, checks and compiles text in one step.
@@ -461,8 +849,32 @@ impl CompiledRules {
         &self.info
     }
 
-    /// Distinct fast patterns in the automaton (for diagnostics).
+    /// What loading skipped and why.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// How rules are split between the prefilter and the always-checked lists (diagnostics).
+    pub fn layout(&self) -> String {
+        format!(
+            "prefiltered {} rules under {} patterns in {} groups; by source address {}, by destination address {}; checked without prefilter: ip {}, icmp4 {}, icmp6 {}, tcp any-port {} + by port {}, udp any-port {} + by port {}",
+            self.prefilter.rules,
+            self.pattern_count(),
+            self.prefilter.groups.len(),
+            self.hdr_src.len,
+            self.hdr_dst.len,
+            self.hdr_ip.len(),
+            self.hdr_icmp4.len(),
+            self.hdr_icmp6.len(),
+            self.hdr_tcp.wild.len(),
+            self.hdr_tcp.rules.len(),
+            self.hdr_udp.wild.len(),
+            self.hdr_udp.rules.len(),
+        )
+    }
+
+    /// Fast patterns over all prefilter groups (a pattern in two groups counts twice).
     pub fn pattern_count(&self) -> usize {
-        self.pattern_starts.len().saturating_sub(1)
+        self.prefilter.patterns
     }
 }

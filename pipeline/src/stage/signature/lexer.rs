@@ -132,6 +132,16 @@ pub(crate) struct SplitError {
 /// Splits the text between a rule's parentheses into options. `;` ends an option unless it is
 /// backslash-escaped or inside double quotes; a final option may omit its `;`.
 pub(crate) fn split_options(body: &str, base: usize) -> Result<Vec<RawOption<'_>>, SplitError> {
+    // First with quotes closing only where a value ends; if that leaves a quote open, the
+    // plain toggling reading gives the better error (`content:"a" x;`: text after the quote).
+    split_options_with(body, base, true).or_else(|_| split_options_with(body, base, false))
+}
+
+fn split_options_with(
+    body: &str,
+    base: usize,
+    value_end_quotes: bool,
+) -> Result<Vec<RawOption<'_>>, SplitError> {
     let bytes = body.as_bytes();
     let mut out = Vec::new();
     let mut start = 0usize;
@@ -145,8 +155,12 @@ pub(crate) fn split_options(body: &str, base: usize) -> Result<Vec<RawOption<'_>
         } else if b == b'\\' {
             escaped = true;
         } else if b == b'"' {
+            // A quote closes a value only where the value ends (spaces, then `;` or the end of
+            // the list): ET writes unescaped `"` inside pcre values (`(%22|")org`), which
+            // Suricata accepts because it splits on unescaped `;` alone.
             in_quote = match in_quote {
-                Some(_) => None,
+                Some(_) if !value_end_quotes || closes_value(&bytes[i + 1..]) => None,
+                Some(q) => Some(q),
                 None => Some(i),
             };
         } else if b == b';' && in_quote.is_none() {
@@ -163,6 +177,15 @@ pub(crate) fn split_options(body: &str, base: usize) -> Result<Vec<RawOption<'_>
     }
     push_option(&mut out, body, start, bytes.len(), base);
     Ok(out)
+}
+
+/// Whether what follows a `"` is the end of an option value.
+fn closes_value(rest: &[u8]) -> bool {
+    let t = rest
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&[][..], |p| &rest[p..]);
+    t.is_empty() || t[0] == b';'
 }
 
 fn push_option<'a>(

@@ -11,22 +11,23 @@
 //!   order (pass, drop, reject, alert) without reject. On drop the verdict names the lowest
 //!   matching drop rule's index (file order, files in configured order).
 //! * PROTO: `ip` (any IP packet), `tcp`, `udp`, `icmp` (ICMPv4 and ICMPv6, as in Suricata),
-//!   `icmpv4`, `icmpv6`. Application-layer protocols (`http`, `dns`, ...) are errors.
+//!   `icmpv4`, `icmpv6`, and `http`, `dns`, `tls`, recognised per packet (`buffers`).
 //! * SRC/DST: `any`, an address, a v4/v6 CIDR, `$VAR`, `!X`, lists `[a,b,!c]` (nested lists and
 //!   variables allowed). A list matches when one positive item matches (or there is none) and
 //!   no negated item does.
 //! * SPORT/DPORT: `any`, `80`, `1024:65535`, `:1023`, `1024:`, `!80`, `[80,443,8000:8080]`,
-//!   `$VAR`. Only tcp and udp rules may name ports.
+//!   `$VAR`. Not on icmp rules; on `ip` rules they match only packets with ports.
 //! * DIR: `->`, or `<>` (either orientation).
 //! * Options:
 //!   - `msg:"..."`, `sid:N` (required, > 0, unique across all loaded files), `rev:N`.
-//!   - Accepted and ignored: `classtype`, `metadata`, `reference`, `priority`, `gid`.
+//!   - Accepted and ignored: `classtype`, `metadata`, `reference`, `priority`, `gid`, `target`.
 //!   - `content:"..."` / `content:!"..."`: text with `|41 42|` hex parts and the escapes `\"`,
 //!     `\;`, `\\`. Modifiers apply to the preceding content: `nocase`, `offset:N`, `depth:N`
 //!     (window `[offset, offset+depth)` from the payload start), `distance:N` (may be
 //!     negative), `within:N` (window `[prev_end+distance, prev_end+distance+within)`, where
-//!     `prev_end` is the end of the previous non-negated content's match), `fast_pattern`
-//!     (its arguments are accepted and ignored). Absolute and relative modifiers cannot be
+//!     `prev_end` is the end of the previous non-negated content's match, or the buffer start
+//!     for a buffer's first content), `startswith`, `endswith`, `fast_pattern` (`only`,
+//!     `offset,length`). Absolute and relative modifiers cannot be
 //!     mixed on one content; `depth`/`within` must be at least the content length. Matching
 //!     backtracks over occurrences like Suricata, within [`BACKTRACK_BUDGET`] tries per rule.
 //!     A negated content must be absent from its window.
@@ -36,34 +37,56 @@
 //!   - `dsize`, `ttl`, `itype`, `icode`, `ip_proto` with `N`, `=N`, `!N`, `<N`, `>N`, `<=N`,
 //!     `>=N`, `A<>B` (exclusive, as Suricata). `ip_proto` also takes names (`tcp`, `gre`, ...).
 //!     `itype`/`icode` need an icmp* or ip rule.
-//! * Anything else (`pcre`, `flow`, `byte_test`, sticky buffers like `http.host`, ...) is an error
-//!   `file:line:column: unsupported keyword 'pcre'`; every error of every rule is reported.
+//!   - `pcre`, `byte_test`, `byte_jump`, `isdataat`, `bsize`, `urilen`, `flow`, `threshold`,
+//!     `detection_filter` and the sticky buffers: see `keywords`, `buffers` and the
+//!     README's rule syntax for their per-packet meaning.
+//! * Anything else (`flowbits`, `http.header_names`, `ja3.hash`, ...) is "unsupported": such a rule
+//!   is skipped and reported (`file:line:column: unsupported keyword 'flowbits'`) and counted
+//!   by keyword in the [`LoadReport`], or refuses the set with `strict = true`. A malformed
+//!   rule is reported the same way.
+//!
+//! Matching: see `prefilter` (groups and fast patterns), `addrset` (address lists), and
+//! the matcher, which verifies candidates step by step in rule order.
 //!
 //! Packets: only IP packets are inspected (others → continue). The payload is the transport
 //! payload from [`crate::IpHeaders`] `payload_off`/`payload_len`, clipped to the frame. Port,
 //! flags and ICMP tests need the transport header, so non-first fragments match only rules
 //! that test none of them.
 
+mod addrset;
+mod buffers;
 mod compile;
 mod expr;
+mod keywords;
 mod lexer;
 mod matcher;
 mod parse;
+mod prefilter;
+mod threshold;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keywords;
+#[cfg(test)]
+mod tests_oracle;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use compile::{CompiledRules, RuleInfo, RuleSet};
+pub use compile::{CompiledRules, FileReport, LoadReport, RuleInfo, RuleSet};
 pub use expr::{Expr, PortRange, VarValue, Vars};
+pub use keywords::{
+    BufSel, Buffer, ByteJump, ByteOp, ByteRead, ByteTest, Check, CheckKind, Endian, Flow, Pcre,
+    Threshold, ThresholdKind, Track,
+};
 pub use matcher::{SignatureStage, BACKTRACK_BUDGET};
 pub use parse::{
     Action, Content, Direction, FlagsMatch, FlagsMode, Location, NumMatch, Proto, Rule, RuleError,
-    RuleErrors, IGNORED_KEYWORDS, MAX_CONTENTS,
+    RuleErrors, RuleFailure, IGNORED_KEYWORDS, MAX_CONTENTS,
 };
+pub use threshold::set_tsc_hz;
 
 /// The `[signature]` section of the daemon configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -76,6 +99,11 @@ pub struct SignatureConfig {
     /// `HOME_NET = ["10.0.0.0/8", "2001:db8::/32"]`.
     #[serde(default)]
     pub vars: Vars,
+    /// Refuse the whole configuration when any rule does not load (Suricata's `-T`). Off by
+    /// default: such rules are skipped, reported by `scrubd --check` and `scrubctl rules`,
+    /// and counted by keyword, as Suricata does in a normal run.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,9 +145,54 @@ impl SignatureConfig {
         Ok(())
     }
 
-    /// Validates, loads every file (collecting all rule errors) and compiles.
+    /// Validates, loads every file (skipping rules that do not load unless `strict`) and
+    /// compiles; the result carries the [`LoadReport`].
     pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
         self.validate()?;
-        RuleSet::load_all(&self.rule_files, &self.vars)?.compile()
+        let (set, report) = RuleSet::load_files(&self.rule_files, &self.vars, self.strict)?;
+        set.compile_with_report(report)
     }
+}
+
+/// Suricata's default address and port variables (its suricata.yaml; `HOME_NET` as the ET Open
+/// README gives it), for loading ET Open or community sets as a new user would.
+pub fn suricata_default_vars() -> Vars {
+    let mut v = Vars::new();
+    let home = VarValue::Many(vec![
+        "192.168.0.0/16".into(),
+        "10.0.0.0/8".into(),
+        "172.16.0.0/12".into(),
+    ]);
+    v.insert("HOME_NET".into(), home);
+    v.insert("EXTERNAL_NET".into(), VarValue::One("!$HOME_NET".into()));
+    for s in [
+        "HTTP_SERVERS",
+        "SMTP_SERVERS",
+        "SQL_SERVERS",
+        "DNS_SERVERS",
+        "TELNET_SERVERS",
+        "AIM_SERVERS",
+        "DC_SERVERS",
+        "DNP3_SERVER",
+        "DNP3_CLIENT",
+        "MODBUS_CLIENT",
+        "MODBUS_SERVER",
+        "ENIP_CLIENT",
+        "ENIP_SERVER",
+    ] {
+        v.insert(s.into(), VarValue::One("$HOME_NET".into()));
+    }
+    for (p, val) in [
+        ("HTTP_PORTS", "80"),
+        ("SHELLCODE_PORTS", "!80"),
+        ("ORACLE_PORTS", "1521"),
+        ("SSH_PORTS", "22"),
+        ("DNP3_PORTS", "20000"),
+        ("MODBUS_PORTS", "502"),
+        ("FILE_DATA_PORTS", "[$HTTP_PORTS,110,143]"),
+        ("FTP_PORTS", "21"),
+    ] {
+        v.insert(p.into(), VarValue::One(val.into()));
+    }
+    v
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::expr::{parse_expr, Expr, PortRange, Vars};
+use super::keywords::{self, BufSel, Buffer, Check, CheckKind, Flow, KwError, Threshold};
 use super::lexer::{header_tokens, logical_lines, split_options, LogicalLine, Span};
 use crate::prefix::Prefix;
 
@@ -37,6 +38,11 @@ pub enum Proto {
     Icmp,
     Icmpv4,
     Icmpv6,
+    /// Application-layer protocols, recognised per packet: TCP carrying an HTTP request head
+    /// or response line, UDP/TCP carrying a DNS message, TCP carrying a TLS record.
+    Http,
+    Dns,
+    Tls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +67,14 @@ pub struct Content {
     pub distance: Option<i32>,
     pub within: Option<u16>,
     pub fast_pattern: bool,
+    /// `fast_pattern:offset,length`: the prefilter uses only this slice of the content.
+    pub fast_pattern_chop: Option<(u16, u16)>,
+    /// `startswith`: the match starts at the buffer start.
+    pub startswith: bool,
+    /// `endswith`: the match ends at the buffer end.
+    pub endswith: bool,
+    /// The sticky buffer (and transform) in force where the content was written.
+    pub buf: BufSel,
 }
 
 impl Content {
@@ -74,6 +88,10 @@ impl Content {
             distance: None,
             within: None,
             fast_pattern: false,
+            fast_pattern_chop: None,
+            startswith: false,
+            endswith: false,
+            buf: BufSel::PAYLOAD,
         }
     }
 
@@ -149,6 +167,10 @@ pub struct Rule {
     pub icode: Option<NumMatch>,
     pub ip_proto: Option<NumMatch>,
     pub ttl: Option<NumMatch>,
+    /// pcre, byte_test, byte_jump, isdataat, bsize: in rule order relative to the contents.
+    pub checks: Vec<Check>,
+    pub flow: Option<Flow>,
+    pub threshold: Option<Threshold>,
     pub location: Location,
 }
 
@@ -170,6 +192,9 @@ pub struct RuleError {
     /// The keyword, action, protocol or variable the problem is about, when there is one.
     pub keyword: Option<String>,
     pub message: String,
+    /// The rule is well-formed but uses something this engine cannot evaluate (a keyword,
+    /// protocol or keyword argument): outside strict mode such a rule is skipped and counted.
+    pub unsupported: bool,
 }
 
 /// Every problem found while reading rules, in file order.
@@ -188,7 +213,15 @@ fn join_errors(v: &[RuleError]) -> String {
 pub const MAX_CONTENTS: usize = 32;
 
 /// Keywords accepted for compatibility and ignored: they describe a rule, they do not match.
-pub const IGNORED_KEYWORDS: &[&str] = &["classtype", "metadata", "reference", "priority", "gid"];
+/// `target` names which side is the target for reporting; it does not match either.
+pub const IGNORED_KEYWORDS: &[&str] = &[
+    "classtype",
+    "metadata",
+    "reference",
+    "priority",
+    "gid",
+    "target",
+];
 
 struct Ctx<'a> {
     file: &'a str,
@@ -198,35 +231,84 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, off: usize, keyword: Option<&str>, message: impl Into<String>) {
+        self.push(off, keyword, message.into(), false);
+    }
+
+    /// A construct this engine does not evaluate (see [`RuleError::unsupported`]).
+    fn unsupported(&mut self, off: usize, keyword: &str, message: impl Into<String>) {
+        self.push(off, Some(keyword), message.into(), true);
+    }
+
+    fn push(&mut self, off: usize, keyword: Option<&str>, message: String, unsupported: bool) {
         let (line, column) = self.line.pos(off);
         self.errors.push(RuleError {
             file: self.file.to_string(),
             line,
             column,
             keyword: keyword.map(str::to_string),
-            message: message.into(),
+            message,
+            unsupported,
         });
     }
 }
 
-/// Parses all rules of one file. Sid uniqueness is checked by the caller across files.
-pub(crate) fn parse_rules(text: &str, file: &str, vars: &Vars) -> (Vec<Rule>, Vec<RuleError>) {
-    let file_arc: Arc<str> = Arc::from(file);
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
-    for line in logical_lines(text) {
-        let mut ctx = Ctx {
-            file,
-            line: &line,
-            errors: Vec::new(),
-        };
-        let rule = parse_rule(&mut ctx, vars, &file_arc);
-        match rule {
-            Some(r) if ctx.errors.is_empty() => rules.push(r),
-            _ => errors.append(&mut ctx.errors),
+/// A rule that did not load, with every problem found in it (the first one is the reason
+/// reported).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleFailure {
+    pub errors: Vec<RuleError>,
+    /// The rule itself loaded but its sid was taken by an earlier one.
+    pub duplicate: bool,
+}
+
+impl RuleFailure {
+    /// The keywords that keep this rule from loading, each once, in rule order: unsupported
+    /// ones when there are any, else the keywords of its errors (`(syntax)` when none).
+    pub fn blocking_keywords(&self) -> Vec<String> {
+        let unsupported = self.errors.iter().any(|e| e.unsupported);
+        let mut out: Vec<String> = Vec::new();
+        for e in self.errors.iter().filter(|e| e.unsupported || !unsupported) {
+            let k = e.keyword.clone().unwrap_or_else(|| "(syntax)".into());
+            if !out.contains(&k) {
+                out.push(k);
+            }
         }
+        out
     }
-    (rules, errors)
+
+    /// Whether the line is not rule-shaped: an error not about any keyword (header fields,
+    /// option list, quoting).
+    pub fn is_syntax(&self) -> bool {
+        !self.duplicate && self.errors.iter().any(|e| e.keyword.is_none())
+    }
+
+    /// Whether every problem is a construct this engine lacks (as opposed to a malformed rule).
+    pub fn only_unsupported(&self) -> bool {
+        self.errors.iter().all(|e| e.unsupported)
+    }
+}
+
+/// Parses all rules of one file, in file order: each line is a rule or the reasons it is not.
+/// Sid uniqueness is checked by the caller across files.
+pub(crate) fn parse_rules(text: &str, file: &str, vars: &Vars) -> Vec<Result<Rule, RuleFailure>> {
+    let file_arc: Arc<str> = Arc::from(file);
+    logical_lines(text)
+        .iter()
+        .map(|line| {
+            let mut ctx = Ctx {
+                file,
+                line,
+                errors: Vec::new(),
+            };
+            match parse_rule(&mut ctx, vars, &file_arc) {
+                Some(r) if ctx.errors.is_empty() => Ok(r),
+                _ => Err(RuleFailure {
+                    errors: ctx.errors,
+                    duplicate: false,
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Header fields parsed so far; `None` where the field had an error (already reported).
@@ -310,6 +392,9 @@ fn parse_rule(ctx: &mut Ctx<'_>, vars: &Vars, file: &Arc<str>) -> Option<Rule> {
         icode: b.icode.map(|x| x.0),
         ip_proto: b.ip_proto.map(|x| x.0),
         ttl: b.ttl.map(|x| x.0),
+        checks: b.checks,
+        flow: b.flow.map(|x| x.0),
+        threshold: b.threshold.map(|x| x.0),
         location: Location {
             file: Arc::clone(file),
             line: line_no,
@@ -347,6 +432,16 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
         "alert" => Some(Action::Alert),
         "drop" => Some(Action::Drop),
         "pass" => Some(Action::Pass),
+        // Suricata's reject actions and its firewall-mode `action:hook` forms are real
+        // actions this box does not implement; anything else is a typo.
+        other if other.starts_with("reject") || other.contains(':') => {
+            ctx.unsupported(
+                a.off,
+                other,
+                format!("unsupported action '{other}' (supported: alert, drop, pass)"),
+            );
+            None
+        }
         other => {
             ctx.err(
                 a.off,
@@ -359,17 +454,21 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
     let p = t(1);
     h.proto = match p.text.to_ascii_lowercase().as_str() {
         "ip" => Some(Proto::Ip),
-        "tcp" => Some(Proto::Tcp),
+        // `tcp-pkt`: Suricata's "packets, not the reassembled stream" is what this box does.
+        "tcp" | "tcp-pkt" => Some(Proto::Tcp),
         "udp" => Some(Proto::Udp),
         "icmp" => Some(Proto::Icmp),
         "icmpv4" => Some(Proto::Icmpv4),
         "icmpv6" => Some(Proto::Icmpv6),
+        "http" => Some(Proto::Http),
+        "dns" => Some(Proto::Dns),
+        "tls" => Some(Proto::Tls),
         _ => {
-            ctx.err(
+            ctx.unsupported(
                 p.off,
-                Some(p.text),
+                p.text,
                 format!(
-                    "unsupported protocol '{}' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6)",
+                    "unsupported protocol '{}' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6, http, dns, tls)",
                     p.text
                 ),
             );
@@ -391,7 +490,9 @@ fn parse_header(ctx: &mut Ctx<'_>, header: &str, vars: &Vars) -> Header {
     };
     h.src = addr(ctx, t(2), vars);
     h.dst = addr(ctx, t(5), vars);
-    let ports_allowed = !matches!(h.proto, Some(pr) if !matches!(pr, Proto::Tcp | Proto::Udp));
+    // Suricata accepts ports on `ip` rules (ET has 16): they then match packets that carry
+    // ports (tcp, udp) and no others.
+    let ports_allowed = !matches!(h.proto, Some(Proto::Icmp | Proto::Icmpv4 | Proto::Icmpv6));
     h.sport = port(ctx, t(3), vars, ports_allowed);
     h.dport = port(ctx, t(6), vars, ports_allowed);
     h
@@ -414,7 +515,7 @@ fn port(ctx: &mut Ctx<'_>, s: Span<'_>, vars: &Vars, allowed: bool) -> Option<Ex
             ctx.err(
                 s.off,
                 None,
-                "ports can only be given for tcp and udp rules; use 'any'",
+                "ports can only be given for tcp, udp and ip rules; use 'any'",
             );
             None
         }
@@ -441,6 +542,21 @@ struct OptionsBuilder {
     icode: Option<(NumMatch, usize)>,
     ip_proto: Option<(NumMatch, usize)>,
     ttl: Option<(NumMatch, usize)>,
+    checks: Vec<Check>,
+    flow: Option<(Flow, usize)>,
+    threshold: Option<(Threshold, usize)>,
+    /// The sticky buffer in force for the next content/pcre/byte_*/isdataat/bsize.
+    buf: BufSel,
+}
+
+/// Reports a keyword error as unsupported or malformed.
+fn kw_err(ctx: &mut Ctx<'_>, off: usize, k: &str, e: KwError) {
+    let msg = format!("'{k}': {}", e.message);
+    if e.unsupported {
+        ctx.unsupported(off, k, msg);
+    } else {
+        ctx.err(off, Some(k), msg);
+    }
 }
 
 fn set_once<T>(ctx: &mut Ctx<'_>, slot: &mut Option<(T, usize)>, v: T, key: Span<'_>) {
@@ -460,10 +576,8 @@ impl OptionsBuilder {
         match k {
             "msg" => {
                 let Some(v) = value else { return missing(ctx) };
-                match quoted(v.text) {
-                    Ok(b) if self.msg.is_none() => {
-                        self.msg = Some(String::from_utf8_lossy(&b).into_owned())
-                    }
+                match msg_text(v.text) {
+                    Ok(m) if self.msg.is_none() => self.msg = Some(m),
                     Ok(_) => ctx.err(key.off, Some(k), "duplicate 'msg'"),
                     Err((o, m)) => ctx.err(v.off + o, Some(k), m),
                 }
@@ -512,12 +626,104 @@ impl OptionsBuilder {
                     );
                 }
                 match parse_content(v.text) {
-                    Ok(c) => self.contents.push((c, key.off)),
+                    Ok(mut c) => {
+                        c.buf = self.buf;
+                        self.contents.push((c, key.off))
+                    }
                     Err((o, m)) => ctx.err(v.off + o, Some(k), m),
                 }
             }
             "nocase" | "fast_pattern" | "offset" | "depth" | "distance" | "within" => {
                 self.modifier(ctx, key, value);
+            }
+            "startswith" | "endswith" => {
+                let Some((c, _)) = self.contents.last_mut() else {
+                    return ctx.err(key.off, Some(k), format!("'{k}' must follow a 'content'"));
+                };
+                // Suricata: startswith excludes the position modifiers; endswith combines
+                // with them (the match must also end at the buffer end).
+                if k == "startswith" && (c.is_relative() || c.offset.is_some() || c.depth.is_some())
+                {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!("'{k}' cannot be combined with offset/depth/distance/within"),
+                    );
+                }
+                if k == "startswith" {
+                    c.startswith = true;
+                } else {
+                    c.endswith = true;
+                }
+            }
+            "dotprefix" => {
+                if !self.buf.buffer.is_name() {
+                    return ctx.unsupported(
+                        key.off,
+                        k,
+                        "'dotprefix' is supported on dns.query, tls.sni and http.host only",
+                    );
+                }
+                self.buf.dotprefix = true;
+            }
+            _ if Buffer::from_keyword(k).is_some() => {
+                if value.is_some() {
+                    return ctx.err(key.off, Some(k), format!("'{k}' takes no value"));
+                }
+                if let Some(b) = Buffer::from_keyword(k) {
+                    self.buf = BufSel {
+                        buffer: b,
+                        dotprefix: false,
+                    };
+                }
+            }
+            "pcre" | "byte_test" | "byte_jump" | "isdataat" | "bsize" | "urilen" => {
+                let Some(v) = value else { return missing(ctx) };
+                let parsed = match k {
+                    "pcre" => keywords::parse_pcre(v.text).map(CheckKind::Pcre),
+                    "byte_test" => keywords::parse_byte_test(v.text).map(CheckKind::ByteTest),
+                    "byte_jump" => keywords::parse_byte_jump(v.text).map(CheckKind::ByteJump),
+                    "isdataat" => keywords::parse_isdataat(v.text),
+                    _ => {
+                        let t = v.text.split(',').next().unwrap_or("");
+                        parse_num_match(t, u32::from(u16::MAX), |_| None)
+                            .map(CheckKind::Bsize)
+                            .map_err(|m| KwError {
+                                unsupported: false,
+                                message: m,
+                            })
+                    }
+                };
+                let buf = if k == "urilen" {
+                    BufSel {
+                        buffer: Buffer::HttpUri,
+                        dotprefix: false,
+                    }
+                } else {
+                    self.buf
+                };
+                match parsed {
+                    Ok(kind) => self.checks.push(Check {
+                        after_contents: self.contents.len(),
+                        buf,
+                        kind,
+                    }),
+                    Err(e) => kw_err(ctx, v.off, k, e),
+                }
+            }
+            "flow" => {
+                let Some(v) = value else { return missing(ctx) };
+                match keywords::parse_flow(v.text) {
+                    Ok(f) => set_once(ctx, &mut self.flow, f, key),
+                    Err(e) => kw_err(ctx, v.off, k, e),
+                }
+            }
+            "threshold" | "detection_filter" => {
+                let Some(v) = value else { return missing(ctx) };
+                match keywords::parse_threshold(v.text, k == "detection_filter") {
+                    Ok(t) => set_once(ctx, &mut self.threshold, t, key),
+                    Err(e) => kw_err(ctx, v.off, k, e),
+                }
             }
             "flags" => {
                 let Some(v) = value else { return missing(ctx) };
@@ -551,18 +757,13 @@ impl OptionsBuilder {
                 set_once(ctx, slot, m, key);
             }
             _ => {
-                ctx.err(key.off, Some(k), format!("unsupported keyword '{k}'"));
+                ctx.unsupported(key.off, k, format!("unsupported keyword '{k}'"));
             }
         }
     }
 
     fn modifier(&mut self, ctx: &mut Ctx<'_>, key: Span<'_>, value: Option<Span<'_>>) {
         let k = key.text;
-        let has_positive_before = self
-            .contents
-            .len()
-            .checked_sub(1)
-            .is_some_and(|last| self.contents[..last].iter().any(|(c, _)| !c.negated));
         let Some((c, _)) = self.contents.last_mut() else {
             return ctx.err(key.off, Some(k), format!("'{k}' must follow a 'content'"));
         };
@@ -571,8 +772,9 @@ impl OptionsBuilder {
         };
         match k {
             "nocase" | "fast_pattern" => {
-                // `fast_pattern:only` and friends only tune Suricata's prefilter choice; we
-                // accept the plain flag and those arguments alike.
+                // `fast_pattern:only` only tunes Suricata's prefilter (the content is still
+                // verified here, which cannot change a result); `offset,length` chops the
+                // pattern the prefilter looks for.
                 if k == "nocase" {
                     if let Some(v) = value {
                         return ctx.err(v.off, Some(k), "'nocase' takes no value");
@@ -590,6 +792,30 @@ impl OptionsBuilder {
                         );
                     }
                     c.fast_pattern = true;
+                    match value.map(|v| v.text.trim()) {
+                        None | Some("only") => {}
+                        Some(args) => {
+                            let chop = args.split_once(',').and_then(|(a, b)| {
+                                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                            });
+                            match chop {
+                                Some((o, l))
+                                    if l > 0
+                                        && usize::from(o) + usize::from(l) <= c.bytes.len() =>
+                                {
+                                    c.fast_pattern_chop = Some((o, l))
+                                }
+                                _ => ctx.err(
+                                    key.off,
+                                    Some(k),
+                                    format!(
+                                        "'fast_pattern' takes 'only' or 'offset,length' \
+                                         within the content, got '{args}'"
+                                    ),
+                                ),
+                            }
+                        }
+                    }
                 }
             }
             _ => {
@@ -618,6 +844,13 @@ impl OptionsBuilder {
                         )
                     }
                 };
+                if c.startswith {
+                    return ctx.err(
+                        key.off,
+                        Some(k),
+                        format!("'{k}' cannot be combined with startswith"),
+                    );
+                }
                 if relative && (c.offset.is_some() || c.depth.is_some())
                     || !relative && c.is_relative()
                 {
@@ -632,13 +865,6 @@ impl OptionsBuilder {
                                 "distance/within"
                             }
                         ),
-                    );
-                }
-                if relative && !has_positive_before {
-                    return ctx.err(
-                        key.off,
-                        Some(k),
-                        format!("'{k}' needs a preceding non-negated content"),
                     );
                 }
                 let len = c.bytes.len() as i64;
@@ -665,8 +891,12 @@ impl OptionsBuilder {
 /// that could never match is an error rather than a silent no-op.
 fn check_proto_options(ctx: &mut Ctx<'_>, p: Proto, b: &OptionsBuilder) {
     if let Some((_, off)) = b.flags {
-        if !matches!(p, Proto::Tcp | Proto::Ip) {
-            ctx.err(off, Some("flags"), "'flags' needs a tcp or ip rule");
+        if !matches!(p, Proto::Tcp | Proto::Ip | Proto::Http | Proto::Tls) {
+            ctx.err(
+                off,
+                Some("flags"),
+                "'flags' needs a tcp, http, tls or ip rule",
+            );
         }
     }
     for (slot, name) in [(&b.itype, "itype"), (&b.icode, "icode")] {
@@ -857,7 +1087,34 @@ pub(crate) fn parse_content(s: &str) -> Result<Content, (usize, String)> {
     Ok(c)
 }
 
-/// Decodes `"..."` with `|hex|` segments and the three escapes Suricata requires.
+/// A `msg` value: plain text in quotes, where `\` escapes `" ; \ : ,` and is kept before
+/// anything else (ET writes `(c \windows)`, `[\d\s]`). Unlike content
+/// it has no `|hex|` parts (ET writes `|` and `\\` in messages).
+pub(crate) fn msg_text(s: &str) -> Result<String, (usize, String)> {
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .ok_or((0, "expected a double-quoted string".to_string()))?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.clone().next() {
+            Some(e @ ('"' | ';' | '\\' | ':' | ',')) => {
+                out.push(e);
+                chars.next();
+            }
+            _ => out.push('\\'),
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes `"..."` with `|hex|` segments and the escapes Suricata accepts (`\"` `\;` `\:`
+/// `\\`).
 pub(crate) fn quoted(s: &str) -> Result<Vec<u8>, (usize, String)> {
     let b = s.as_bytes();
     if b.first() != Some(&b'"') {
@@ -909,11 +1166,16 @@ pub(crate) fn quoted(s: &str) -> Result<Vec<u8>, (usize, String)> {
             }
             b'|' => hex = Some(i),
             b'\\' => match b.get(i + 1) {
-                Some(&e @ (b'"' | b';' | b'\\')) => {
+                Some(&e @ (b'"' | b';' | b'\\' | b':')) => {
                     out.push(e);
                     i += 1;
                 }
-                _ => return Err((i, "invalid escape (only \\\" \\; \\\\ are allowed)".into())),
+                _ => {
+                    return Err((
+                        i,
+                        "invalid escape (only \\\" \\; \\: \\\\ are allowed)".into(),
+                    ))
+                }
             },
             _ => out.push(c),
         }

@@ -3,7 +3,7 @@
 //! load-time and matching-speed measurements.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -27,7 +27,7 @@ fn vars() -> Vars {
     v
 }
 
-fn tcp(sport: u16, dport: u16, flags: u8) -> Transport {
+pub(crate) fn tcp(sport: u16, dport: u16, flags: u8) -> Transport {
     Transport::Tcp(TcpInfo {
         sport,
         dport,
@@ -39,12 +39,17 @@ fn tcp(sport: u16, dport: u16, flags: u8) -> Transport {
     })
 }
 
-fn udp(sport: u16, dport: u16) -> Transport {
+pub(crate) fn udp(sport: u16, dport: u16) -> Transport {
     Transport::Udp { sport, dport }
 }
 
 /// A frame whose payload sits at `PAYLOAD_OFF`, and headers describing it.
-fn packet(src: &str, dst: &str, transport: Transport, payload: &[u8]) -> (Vec<u8>, Headers) {
+pub(crate) fn packet(
+    src: &str,
+    dst: &str,
+    transport: Transport,
+    payload: &[u8],
+) -> (Vec<u8>, Headers) {
     let src: IpAddr = src.parse().unwrap();
     let dst: IpAddr = dst.parse().unwrap();
     let proto = match transport {
@@ -117,6 +122,9 @@ fn base(action: Action, proto: Proto, sid: u32) -> Rule {
         icode: None,
         ip_proto: None,
         ttl: None,
+        checks: Vec::new(),
+        flow: None,
+        threshold: None,
         location: Location {
             file: Arc::from("t.rules"),
             line: 1,
@@ -317,20 +325,21 @@ fn errors_of(text: &str) -> Vec<String> {
 fn each_kind_of_error_names_file_line_column_and_keyword() {
     let h = "alert tcp any any -> any any ("; // options start at column 31
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (format!("{h}msg:\"x\"; pcre:\"/a/\"; sid:1;)"), vec!["rules.rules:1:40: unsupported keyword 'pcre'"]),
+        (format!("{h}msg:\"x\"; lua:\"/a/\"; sid:1;)"), vec!["rules.rules:1:40: unsupported keyword 'lua'"]),
         (format!("{h}content:\"a\"; sid:1;)"), vec![]),
         (format!("{h}msg:\"x\";)"), vec!["rules.rules:1:39: rule has no sid"]),
         (format!("{h}sid:0;)"), vec!["rules.rules:1:35: 'sid' must be a positive integer, got '0'"]),
         (format!("{h}sid:1; sid:2;)"), vec!["rules.rules:1:38: duplicate 'sid'"]),
         (format!("{h}nocase; sid:1;)"), vec!["rules.rules:1:31: 'nocase' must follow a 'content'"]),
         (format!("{h}content:\"abc\"; depth:2; sid:1;)"), vec!["rules.rules:1:52: 'depth' 2 is shorter than the content (3 bytes)"]),
-        (format!("{h}content:\"a\"; distance:1; sid:1;)"), vec!["rules.rules:1:44: 'distance' needs a preceding non-negated content"]),
+        // Relative to the buffer start on a buffer's first content, as in Suricata.
+        (format!("{h}content:\"a\"; distance:1; sid:1;)"), vec![]),
         (
             format!("{h}content:\"a\"; content:\"b\"; offset:1; within:3; sid:1;)"),
             vec!["rules.rules:1:67: 'within' cannot be combined with offset/depth on one content"],
         ),
         (format!("{h}content:\"|4|\"; sid:1;)"), vec!["rules.rules:1:42: odd number of hex digits"]),
-        (format!("{h}content:\"a\\x\"; sid:1;)"), vec!["rules.rules:1:41: invalid escape (only \\\" \\; \\\\ are allowed)"]),
+        (format!("{h}content:\"a\\x\"; sid:1;)"), vec!["rules.rules:1:41: invalid escape (only \\\" \\; \\: \\\\ are allowed)"]),
         (format!("{h}content:\"\"; sid:1;)"), vec!["rules.rules:1:39: empty content"]),
         (format!("{h}content:\"a\" x; sid:1;)"), vec!["rules.rules:1:42: unexpected text after the closing quote"]),
         (format!("{h}msg:\"abc; sid:1;)"), vec!["rules.rules:1:35: unterminated string"]),
@@ -341,7 +350,7 @@ fn each_kind_of_error_names_file_line_column_and_keyword() {
         (
             "alert udp any any -> any any (itype:3; flags:S; sid:1;)".to_string(),
             vec![
-                "rules.rules:1:40: 'flags' needs a tcp or ip rule",
+                "rules.rules:1:40: 'flags' needs a tcp, http, tls or ip rule",
                 "rules.rules:1:31: 'itype' needs an icmp, icmpv4, icmpv6 or ip rule",
             ],
         ),
@@ -350,14 +359,14 @@ fn each_kind_of_error_names_file_line_column_and_keyword() {
             vec!["rules.rules:1:1: unsupported action 'reject' (supported: alert, drop, pass)"],
         ),
         (
-            "alert http any any -> any any (sid:1;)".to_string(),
-            vec!["rules.rules:1:7: unsupported protocol 'http' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6)"],
+            "alert smb any any -> any any (sid:1;)".to_string(),
+            vec!["rules.rules:1:7: unsupported protocol 'smb' (supported: ip, tcp, udp, icmp, icmpv4, icmpv6, http, dns, tls)"],
         ),
         ("alert tcp any any => any any (sid:1;)".to_string(), vec!["rules.rules:1:19: unsupported direction '=>' (supported: ->, <>)"]),
         ("alert tcp any any -> $NOPE any (sid:1;)".to_string(), vec!["rules.rules:1:22: undefined variable $NOPE"]),
         ("alert tcp 1.2.3.4/40 any -> any any (sid:1;)".to_string(), vec!["rules.rules:1:11: invalid prefix length in '1.2.3.4/40' (0..=32)"]),
         ("alert tcp any [80,x] -> any any (sid:1;)".to_string(), vec!["rules.rules:1:19: invalid port 'x'"]),
-        ("alert icmp any 80 -> any any (sid:1;)".to_string(), vec!["rules.rules:1:16: ports can only be given for tcp and udp rules; use 'any'"]),
+        ("alert icmp any 80 -> any any (sid:1;)".to_string(), vec!["rules.rules:1:16: ports can only be given for tcp, udp and ip rules; use 'any'"]),
         ("alert tcp any any -> any (sid:1;)".to_string(), vec!["rules.rules:1:25: rule header needs 7 fields (action proto src sport -> dst dport), found 6"]),
         ("alert tcp any any -> any any sid:1;".to_string(), vec!["rules.rules:1:1: rule has no option list: expected '(' after the header"]),
         ("alert tcp any any -> any any (sid:1;".to_string(), vec!["rules.rules:1:36: rule must end with ')'"]),
@@ -376,11 +385,11 @@ fn each_kind_of_error_names_file_line_column_and_keyword() {
 
 #[test]
 fn errors_carry_keyword_and_all_errors_of_all_rules_are_collected() {
-    let text = "alert tcp any any -> any any (pcre:\"/x/\"; flow:established; sid:1;)\n\
+    let text = "alert tcp any any -> any any (lua:\"/x/\"; flowbits:isset,a; sid:1;)\n\
                 # fine\n\
                 drop udp any any -> any 53 (sid:2;)\n\
                 alert tcp any any -> any any (sid:2;)\n\
-                alert tcp any any -> any any (content:\"a\"; byte_test:1,>,2,0; sid:3;)\n";
+                alert tcp any any -> any any (content:\"a\"; xbits:isset,b,track ip_src; sid:3;)\n";
     let err = RuleSet::parse(text, "x.rules", &vars()).unwrap_err();
     let got: Vec<_> = err
         .0
@@ -390,20 +399,20 @@ fn errors_carry_keyword_and_all_errors_of_all_rules_are_collected() {
     assert_eq!(
         got,
         vec![
-            (1, 31, Some("pcre"), "unsupported keyword 'pcre'"),
-            (1, 43, Some("flow"), "unsupported keyword 'flow'"),
-            (5, 44, Some("byte_test"), "unsupported keyword 'byte_test'"),
+            (1, 31, Some("lua"), "unsupported keyword 'lua'"),
+            (1, 42, Some("flowbits"), "unsupported keyword 'flowbits'"),
             (
                 4,
                 1,
                 Some("sid"),
                 "duplicate sid 2 (first used at x.rules:3)"
             ),
+            (5, 44, Some("xbits"), "unsupported keyword 'xbits'"),
         ]
     );
     assert!(err
         .to_string()
-        .starts_with("x.rules:1:31: unsupported keyword 'pcre'\n"));
+        .starts_with("x.rules:1:31: unsupported keyword 'lua'\n"));
 }
 
 #[test]
@@ -414,9 +423,10 @@ fn sids_must_be_unique_across_files() {
     let b = dir.join("b.rules");
     std::fs::write(&a, "alert udp any any -> any any (sid:7;)\n").unwrap();
     std::fs::write(&b, "\nalert tcp any any -> any any (sid:7;)\n").unwrap();
-    let cfg = SignatureConfig {
+    let mut cfg = SignatureConfig {
         rule_files: vec![a.clone(), b.clone()],
         vars: vars(),
+        strict: true,
     };
     let err = cfg.compile().unwrap_err().to_string();
     assert_eq!(
@@ -427,13 +437,105 @@ fn sids_must_be_unique_across_files() {
             a.display()
         )
     );
+    // Outside strict mode the second rule is skipped and reported, the first one loads.
+    cfg.strict = false;
+    let lenient = cfg.compile().unwrap();
+    let report = lenient.load_report();
+    assert_eq!(
+        (lenient.len(), report.loaded, report.failures.len()),
+        (1, 1, 1)
+    );
+    assert_eq!(report.by_keyword(), vec![("sid".to_string(), 1)]);
     let missing = SignatureConfig {
         rule_files: vec![dir.join("nope.rules")],
         vars: Vars::new(),
+        strict: false,
     };
     assert!(matches!(missing.compile(), Err(SignatureError::Io { .. })));
     let single = RuleSet::load(&a, &vars()).unwrap();
     assert_eq!(single.rules()[0].sid, 7);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Suricata's normal run: an unsupported rule is skipped with file:line:col, keyword and
+/// reason and counted by keyword; `strict` refuses the set; a file that is not a rules file at
+/// all is still an error.
+#[test]
+fn unsupported_rules_are_skipped_and_counted_unless_strict() {
+    let dir = std::env::temp_dir().join(format!("scrubd-sig-skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.rules");
+    let junk = dir.join("junk.rules");
+    let only_unsupported = dir.join("lua.rules");
+    std::fs::write(
+        &good,
+        "alert udp any any -> any 53 (msg:\"a\"; content:\"x\"; sid:1;)\n\
+         alert udp any any -> any 53 (msg:\"b\"; lua:foo.lua; sid:2;)\n\
+         alert smb any any -> any any (msg:\"c\"; lua:bar.lua; sid:3;)\n\
+         alert udp any any -> any 53 (msg:\"d\"; content:\"x\"; depth:0; sid:4;)\n",
+    )
+    .unwrap();
+    std::fs::write(&junk, "this is not a rules file\nnor is this (\n").unwrap();
+    std::fs::write(
+        &only_unsupported,
+        "alert udp any any -> any 53 (msg:\"e\"; lua:x.lua; sid:5;)\n",
+    )
+    .unwrap();
+    let mut cfg = SignatureConfig {
+        rule_files: vec![good.clone(), only_unsupported.clone()],
+        vars: vars(),
+        strict: false,
+    };
+    let rules = cfg.compile().unwrap();
+    let r = rules.load_report();
+    assert_eq!(
+        (rules.len(), r.loaded, r.failures.len(), r.errors()),
+        (1, 1, 4, 1)
+    );
+    assert_eq!(
+        r.by_keyword(),
+        vec![
+            ("lua".to_string(), 3),
+            ("depth".to_string(), 1),
+            ("smb".to_string(), 1)
+        ]
+    );
+    let text = r.render(2);
+    assert!(
+        text.starts_with(
+            "signature rules: 1 loaded, 4 skipped (3 unsupported, 1 malformed)\n\
+             skipped by keyword: lua=3 depth=1 smb=1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "skipped {}:2:39: unsupported keyword 'lua'\n",
+            good.display()
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("... and 2 more skipped rules\n"), "{text}");
+    assert_eq!(
+        r.files
+            .iter()
+            .map(|f| (f.loaded, f.skipped))
+            .collect::<Vec<_>>(),
+        vec![(1, 3), (0, 1)]
+    );
+
+    cfg.strict = true;
+    let err = cfg.compile().unwrap_err().to_string();
+    assert!(err.contains(":2:39: unsupported keyword 'lua'"), "{err}");
+    assert_eq!(err.lines().count(), 5, "{err}");
+
+    cfg.strict = false;
+    cfg.rule_files.push(junk.clone());
+    let err = cfg.compile().unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:1:1: rule has no option list", junk.display())),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -457,7 +559,10 @@ fn config_from_toml_and_validation() {
         Some(&VarValue::One("192.0.2.0/24".into()))
     );
     assert!(cfg.validate().is_ok());
+    assert!(!cfg.strict);
     assert!(toml::from_str::<SignatureConfig>("rules = []").is_err());
+    let strict: SignatureConfig = toml::from_str("rule_files = []\nstrict = true").unwrap();
+    assert!(strict.strict);
     let mut bad = cfg.clone();
     bad.vars
         .insert("$X".into(), VarValue::One("1.2.3.4".into()));
@@ -962,9 +1067,10 @@ fn many_rules_sharing_a_fast_pattern_and_generation_wraparound() {
         .map(|i| format!("alert udp any any -> any any (content:\"GET\"; nocase; content:\"/{i}/\"; sid:{i};)\n"))
         .collect();
     let rules = CompiledRules::from_text(&text, "t", &vars()).unwrap();
-    // Rules 1-9 tie between "GET" and "/i/" (3 bytes) and keep the first, so they share one
-    // automaton entry ("get", folded); rules 10-50 each use their longer "/i/".
-    assert_eq!(rules.pattern_count(), 42);
+    // "GET" is shared by all 50 rules and "/i/" by one each: the rarer one is each rule's
+    // fast pattern, so the automaton holds 50 patterns and a packet with "GET" alone wakes
+    // no rule.
+    assert_eq!(rules.pattern_count(), 50);
     let mut st = SignatureStage::new(Arc::new(rules));
     for _ in 0..3 {
         run(&mut st, &udp_payload(b"get /7/ get /7/ /8/"));
@@ -986,33 +1092,19 @@ fn suricata_verify_rules_parse_or_fail_with_clear_errors() {
         println!("skipped: {} is not readable", root.display());
         return;
     };
-    let proto = "(supported: ip, tcp, udp, icmp, icmpv4, icmpv6)";
+    let proto = "(supported: ip, tcp, udp, icmp, icmpv4, icmpv6, http, dns, tls)";
     let action = "(supported: alert, drop, pass)";
-    let known: Vec<(&str, Vec<String>)> = vec![
-        (
-            "bug-4376/test.rules",
-            vec![
-                format!("1:7: unsupported protocol 'http' {proto}"),
-                "1:32: unsupported keyword 'flow'".into(),
-                "1:48: unsupported keyword 'http.host'".into(),
-                format!("2:7: unsupported protocol 'http' {proto}"),
-                "2:32: unsupported keyword 'flow'".into(),
-                "2:48: unsupported keyword 'http.stat_code'".into(),
-            ],
-        ),
-        (
-            "tcp-session-syn-flood-drop-precedence/firewall.rules",
-            vec![
-                format!("2:1: unsupported action 'drop:flow' {action}"),
-                format!("2:11: unsupported protocol 'tcp:flow_start' {proto}"),
-                "2:58: unsupported keyword 'detection_filter'".into(),
-                "2:111: unsupported keyword 'alert'".into(),
-                format!("3:1: unsupported action 'accept:hook' {action}"),
-                format!("3:13: unsupported protocol 'tcp:flow_start' {proto}"),
-                "3:48: unsupported keyword 'tcp.session'".into(),
-            ],
-        ),
-    ];
+    let known: Vec<(&str, Vec<String>)> = vec![(
+        "tcp-session-syn-flood-drop-precedence/firewall.rules",
+        vec![
+            format!("2:1: unsupported action 'drop:flow' {action}"),
+            format!("2:11: unsupported protocol 'tcp:flow_start' {proto}"),
+            "2:111: unsupported keyword 'alert'".into(),
+            format!("3:1: unsupported action 'accept:hook' {action}"),
+            format!("3:13: unsupported protocol 'tcp:flow_start' {proto}"),
+            "3:48: unsupported keyword 'tcp.session'".into(),
+        ],
+    )];
     let mut checked = 0;
     let mut dirs: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     dirs.sort();
@@ -1160,4 +1252,151 @@ fn measure_matching_speed() {
     }
     let ns = t.elapsed().as_nanos() as f64 / f64::from(iters);
     println!("10k mixed rules: {ns:8.1} ns/packet");
+}
+
+// ---------------------------------------------------------------- ET Open (../shared/rules)
+
+/// Suricata's default variables for ET Open.
+pub(crate) fn et_vars() -> Vars {
+    suricata_default_vars()
+}
+
+/// The ET Open rule files, sorted, when the shared set is present beside the repository.
+pub(crate) fn et_files() -> Option<Vec<PathBuf>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/rules/et-open");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+/// Prints the load table by keyword over all of ET Open and the load time.
+#[test]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+fn et_open_load_report() {
+    let Some(files) = et_files() else {
+        println!("../shared/rules/et-open absent");
+        return;
+    };
+    let cfg = SignatureConfig {
+        rule_files: files,
+        vars: et_vars(),
+        strict: false,
+    };
+    let t = std::time::Instant::now();
+    let rules = match cfg.compile() {
+        Ok(r) => r,
+        Err(SignatureError::Rules(e)) => {
+            let bad: Vec<_> = e.0.iter().filter(|e| !e.unsupported).take(10).collect();
+            panic!("{} errors; malformed: {bad:#?}", e.0.len());
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let took = t.elapsed();
+    let r = rules.load_report();
+    println!("{}", r.summary());
+    println!(
+        "load + compile: {took:?}, {} fast patterns",
+        rules.pattern_count()
+    );
+    for (k, n) in r.by_keyword().iter().take(40) {
+        println!("{n:>6} {k}");
+    }
+    let dos = r
+        .files
+        .iter()
+        .find(|f| f.file.ends_with("emerging-dos.rules"));
+    println!("emerging-dos: {dos:?}");
+    // Reasons of malformed (not merely unsupported) skips, most frequent first.
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for f in r.failures.iter().filter(|f| !f.only_unsupported()) {
+        for e in f.errors.iter().filter(|e| !e.unsupported) {
+            let m: String = e.message.chars().take(70).collect();
+            *reasons.entry(m).or_default() += 1;
+        }
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (m, n) in reasons.iter().take(15) {
+        println!("malformed {n:>5} {m}");
+    }
+}
+
+/// Valid syntax that used to be read wrongly, each checked on the ET Open rules that exposed
+/// it (cut down to the keywords this test is about).
+#[test]
+fn et_syntax_is_read_as_suricata_reads_it() {
+    let v = et_vars();
+    // `distance`/`within` on a buffer's first content count from the buffer start (sid 2024234
+    // has `content:"|3B|"; distance:0;` after a buffer switch; 171 ET rules do this).
+    let text = "alert udp any any -> any any (msg:\"first relative\"; content:\"|3B|\"; distance:1; within:2; sid:1;)";
+    let rules = CompiledRules::from_text(text, "et", &v).unwrap();
+    let mut st = SignatureStage::new(Arc::new(rules));
+    let hit = |st: &mut SignatureStage, p: &[u8]| {
+        matches!(run(st, &udp_payload(p)), StageResult::Continue) && st.counters()[0] > 0
+    };
+    assert!(!hit(&mut st, b";ab"), "window [1,3) excludes offset 0");
+    assert!(hit(&mut st, b"a;b"));
+    // Ports on ip rules (GPL SHELLCODE, sid 2100640): they match packets with ports only.
+    let text = "alert ip $EXTERNAL_NET $SHELLCODE_PORTS -> $HOME_NET any (msg:\"GPL SHELLCODE AIX NOOP\"; content:\"O|FF FB 82|O|FF FB 82|O|FF FB 82|O|FF FB 82|\"; classtype:shellcode-detect; sid:2100640; rev:7;)";
+    let set = RuleSet::parse(text, "emerging-shellcode.rules", &v).unwrap();
+    assert_eq!(
+        set.rules()[0].sport,
+        super::expr::parse_expr("!80", &v).unwrap()
+    );
+    let mut st = SignatureStage::new(Arc::new(set.compile().unwrap()));
+    let noop = b"O\xff\xfb\x82O\xff\xfb\x82O\xff\xfb\x82O\xff\xfb\x82";
+    let from = |sport| packet("8.8.8.8", "10.1.1.1", tcp(sport, 5555, 0x18), noop);
+    run(&mut st, &from(80));
+    assert_eq!(st.counters()[0], 0, "source port 80 is excluded");
+    run(&mut st, &from(81));
+    assert_eq!(st.counters()[0], 1);
+    // `\:` in content (ET USER_AGENTS, 7 rules).
+    let text = "alert tcp $HOME_NET any -> $EXTERNAL_NET any (msg:\"ET USER_AGENTS Suspicious User-Agent (Loands)\"; content:\"User-Agent\\: Loands|0d 0a|\"; sid:2003;)";
+    let set = RuleSet::parse(text, "emerging-user_agents.rules", &v).unwrap();
+    assert_eq!(set.rules()[0].contents[0].bytes, b"User-Agent: Loands\r\n");
+    // msg is text: `|` is not hex and `\` escapes only `" ; \ : ,` (9 rules).
+    for (msg, want) in [
+        (
+            r"ET ADWARE_PUP User-Agent (C\\WINDOWS\\system32\\NetLogom.exe)",
+            r"ET ADWARE_PUP User-Agent (C\WINDOWS\system32\NetLogom.exe)",
+        ),
+        (
+            "ET HUNTING SUSPICIOUS IRC - PRIVMSG *.(exe|tar|tgz|zip)  download command",
+            "ET HUNTING SUSPICIOUS IRC - PRIVMSG *.(exe|tar|tgz|zip)  download command",
+        ),
+        (
+            r"ET HUNTING Suspicious User-Agent (c \windows)",
+            r"ET HUNTING Suspicious User-Agent (c \windows)",
+        ),
+        (
+            r"ET USER_AGENTS Downloader User-Agent (AutoDL\/1.0)",
+            r"ET USER_AGENTS Downloader User-Agent (AutoDL\/1.0)",
+        ),
+    ] {
+        let text = format!("alert tcp any any -> any any (msg:\"{msg}\"; sid:5;)");
+        let set = RuleSet::parse(&text, "et", &v).unwrap_or_else(|e| panic!("{msg}: {e}"));
+        assert_eq!(set.rules()[0].msg, want);
+    }
+    // A `"` inside a pcre value (sid 2035009) does not end the value.
+    let body =
+        r#"msg:"x"; pcre:"/^(%3d|=)(%22|")org(%2e|\.)apache/Rsi"; content:"bean"; sid:2035009;"#;
+    let opts = super::lexer::split_options(body, 0).unwrap();
+    let kv: Vec<_> = opts
+        .iter()
+        .map(|o| (o.key.text, o.value.map(|v| v.text)))
+        .collect();
+    assert_eq!(
+        kv,
+        vec![
+            ("msg", Some("\"x\"")),
+            ("pcre", Some(r#""/^(%3d|=)(%22|")org(%2e|\.)apache/Rsi""#)),
+            ("content", Some("\"bean\"")),
+            ("sid", Some("2035009")),
+        ]
+    );
 }
