@@ -469,6 +469,8 @@ pub struct CompiledRules {
     pub(crate) hdr_tcp: PortBuckets,
     pub(crate) hdr_udp: PortBuckets,
     pub(crate) report: LoadReport,
+    /// threshold / detection_filter windows, shared by every worker running this rule set.
+    pub(crate) windows: super::threshold::Windows,
 }
 
 /// Most destination ports a header-only rule may expand to and still be bucketed by port.
@@ -784,7 +786,7 @@ impl CompiledRules {
         let hdr_src = AddrIndex::build(by_src, n_src);
         let hdr_dst = AddrIndex::build(by_dst, n_dst);
         let mut regexes = Vec::new();
-        let compiled = rules
+        let compiled: Vec<CRule> = rules
             .iter()
             .map(|r| CRule {
                 action: r.action,
@@ -815,7 +817,10 @@ impl CompiledRules {
                 location: r.location.clone(),
             })
             .collect();
+        let windows =
+            super::threshold::Windows::new(compiled.iter().any(|r| r.threshold.is_some()));
         Ok(CompiledRules {
+            windows,
             rules: compiled,
             regexes,
             info,

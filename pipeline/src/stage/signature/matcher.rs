@@ -14,7 +14,6 @@ use super::expr::Expr;
 use super::keywords::Flow;
 use super::parse::{Action, Direction, NumMatch, Proto};
 use super::prefilter::Class;
-use super::threshold::Windows;
 
 /// Upper bound on content placements tried per rule and packet. Backtracking over repeated
 /// occurrences is exponential in the worst case; like Suricata's inspection recursion limit
@@ -48,8 +47,6 @@ struct Scratch {
     bufs: Buffers,
     /// One search cache per pcre (regex-automata's caches are per searcher, not shared).
     caches: Vec<meta::Cache>,
-    /// threshold / detection_filter windows.
-    windows: Windows,
 }
 
 /// What verification reads from a packet, extracted once.
@@ -71,7 +68,6 @@ impl SignatureStage {
                 pat_stamps: vec![0; rules.prefilter.patterns],
                 bufs: Buffers::new(),
                 caches: rules.regexes.iter().map(|r| r.create_cache()).collect(),
-                windows: Windows::new(),
             }),
             thresholds: true,
             rules,
@@ -127,7 +123,6 @@ impl SignatureStage {
             pat_stamps,
             bufs,
             caches,
-            windows,
         } = &mut **scratch;
         let rules: &CompiledRules = rules;
         matched.clear();
@@ -177,7 +172,7 @@ impl SignatureStage {
                 return;
             }
             if let Some(t) = rule.threshold.as_ref().filter(|_| thresholds) {
-                if !windows.fire(r, t, ip.src, ip.dst, now) {
+                if !rules.windows.fire(r, t, ip.src, ip.dst, now) {
                     return;
                 }
             }

@@ -1,10 +1,20 @@
-//! `threshold` / `detection_filter` state: per worker, a fixed table of counting windows keyed
-//! by (rule, tracked address). It is the rate-limit idea applied per rule with Suricata's
-//! counting semantics (a window opens at the first match and lasts `seconds`), rather than the
-//! token buckets of the rate-limit stage, whose refill cannot express "the first N" or "every
-//! Nth". The table is direct-mapped and sized at construction: a collision replaces the older
-//! window (the new key starts counting afresh), so memory and time stay bounded under floods
-//! of distinct sources; keys are hashed with a per-worker random SipHash key.
+//! `threshold` / `detection_filter` state: one table of counting windows keyed by (rule,
+//! tracked address), shared by every worker of a rule set, so a source's count is the box's,
+//! not one worker's (RSS spreads a source's flows over every queue).
+//!
+//! It is the rate-limit idea applied per rule with Suricata's counting semantics (a window
+//! opens at the first match and lasts `seconds`), rather than the token buckets of the
+//! rate-limit stage, whose refill cannot express "the first N" or "every Nth". The table is
+//! direct-mapped and sized at construction (a single slot when no rule has a threshold): a
+//! collision replaces the older window (the new key starts counting afresh), so memory and
+//! time stay bounded under floods of distinct sources; keys are hashed with a random key.
+//!
+//! A slot is two atomics: the key, and the window packed as start (milliseconds of TSC time,
+//! 40 bits: 34 years) and count (24 bits, saturating). Counting is a compare-exchange loop, so
+//! concurrent matches on several workers are each counted once. Replacing a slot's key and
+//! opening its window are two stores; a match on another worker in between counts against the
+//! new key's fresh window or is lost to it, which only matters on the (already approximate)
+//! collision path.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -14,76 +24,97 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::keywords::{Threshold, ThresholdKind, Track};
 
 /// TSC ticks per second for windows. Set by the policy builder (which knows the TSC rate)
-/// before it builds workers; the default suits tests and `--check`, where no window is timed.
+/// before it compiles rules; the default suits tests and `--check`, where no window is timed.
 static TSC_HZ: AtomicU64 = AtomicU64::new(1_000_000_000);
 
-/// Sets the clock rate the next signature stages use for threshold windows.
+/// Sets the clock rate that rule sets compiled from now on use for threshold windows.
 pub fn set_tsc_hz(hz: u64) {
     if hz > 0 {
         TSC_HZ.store(hz, Ordering::Relaxed);
     }
 }
 
-/// Windows per worker (a power of two).
+/// Windows of a rule set that has threshold rules (a power of two).
 pub(crate) const SLOTS: usize = 1 << 14;
 
-#[derive(Clone, Copy, Debug, Default)]
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+
+#[derive(Debug, Default)]
 struct Slot {
-    key: u64,
-    start: u64,
-    count: u32,
+    /// 0 = empty.
+    key: AtomicU64,
+    /// start_ms << 24 | count.
+    window: AtomicU64,
 }
 
 #[derive(Debug)]
 pub(crate) struct Windows {
-    slots: Vec<Slot>,
+    slots: Box<[Slot]>,
     hasher: RandomState,
-    tsc_hz: u64,
+    ticks_per_ms: u64,
 }
 
 impl Windows {
-    pub fn new() -> Self {
+    /// A table for a rule set; `needed` is whether any of its rules has a threshold.
+    pub fn new(needed: bool) -> Self {
+        let n = if needed { SLOTS } else { 1 };
         Windows {
-            slots: vec![Slot::default(); SLOTS],
+            slots: (0..n).map(|_| Slot::default()).collect(),
             hasher: RandomState::new(),
-            tsc_hz: TSC_HZ.load(Ordering::Relaxed),
+            ticks_per_ms: (TSC_HZ.load(Ordering::Relaxed) / 1000).max(1),
         }
     }
 
     /// Counts one match of `rule` and says whether it fires now.
-    pub fn fire(&mut self, rule: u32, t: &Threshold, src: IpAddr, dst: IpAddr, now: u64) -> bool {
+    pub fn fire(&self, rule: u32, t: &Threshold, src: IpAddr, dst: IpAddr, now: u64) -> bool {
         let key = match t.track {
             Track::BySrc => self.hasher.hash_one((rule, src)),
             Track::ByDst => self.hasher.hash_one((rule, dst)),
             Track::ByRule => self.hasher.hash_one(rule),
             Track::ByBoth => self.hasher.hash_one((rule, src, dst)),
         }
-        .max(1); // 0 marks an empty slot
-        let i = (key as usize) & (SLOTS - 1);
-        let len = self.tsc_hz.saturating_mul(u64::from(t.seconds));
-        let Some(s) = self.slots.get_mut(i) else {
+        .max(1);
+        let i = (key as usize) & (self.slots.len() - 1);
+        let Some(s) = self.slots.get(i) else {
             return false;
         };
-        if s.key != key || now.wrapping_sub(s.start) >= len {
-            *s = Slot {
-                key,
-                start: now,
-                count: 0,
-            };
+        let now_ms = (now / self.ticks_per_ms) & ((1 << (64 - COUNT_BITS)) - 1);
+        let len_ms = u64::from(t.seconds).saturating_mul(1000);
+        let held = s.key.load(Ordering::Relaxed);
+        if held != key
+            && s.key
+                .compare_exchange(held, key, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            s.window.store(now_ms << COUNT_BITS, Ordering::Relaxed);
         }
-        s.count = s.count.saturating_add(1);
-        match t.kind {
-            ThresholdKind::Limit => s.count <= t.count,
-            ThresholdKind::Threshold => {
-                if s.count >= t.count {
-                    s.count = 0;
-                    true
+        let mut cur = s.window.load(Ordering::Relaxed);
+        loop {
+            let (start, count) = (cur >> COUNT_BITS, cur & COUNT_MAX);
+            let (start, count) =
+                if now_ms.wrapping_sub(start) & ((1 << (64 - COUNT_BITS)) - 1) >= len_ms {
+                    (now_ms, 0)
                 } else {
-                    false
-                }
+                    (start, count)
+                };
+            let count = (count + 1).min(COUNT_MAX);
+            let limit = u64::from(t.count);
+            let (fires, keep) = match t.kind {
+                ThresholdKind::Limit => (count <= limit, count),
+                ThresholdKind::Threshold if count >= limit => (true, 0),
+                ThresholdKind::Threshold => (false, count),
+                ThresholdKind::Both => (count == limit, count),
+                ThresholdKind::DetectionFilter => (count > limit, count),
+            };
+            let next = (start << COUNT_BITS) | keep;
+            match s
+                .window
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return fires,
+                Err(seen) => cur = seen,
             }
-            ThresholdKind::Both => s.count == t.count,
-            ThresholdKind::DetectionFilter => s.count > t.count,
         }
     }
 }
@@ -93,8 +124,8 @@ mod tests {
     use super::*;
 
     fn fires(kind: ThresholdKind, count: u32, times: &[u64]) -> Vec<bool> {
-        let mut w = Windows::new();
-        w.tsc_hz = 1000;
+        let mut w = Windows::new(true);
+        w.ticks_per_ms = 1;
         let t = Threshold {
             kind,
             track: Track::BySrc,
@@ -128,7 +159,7 @@ mod tests {
 
     #[test]
     fn sources_are_tracked_apart() {
-        let mut w = Windows::new();
+        let w = Windows::new(true);
         let t = Threshold {
             kind: ThresholdKind::Limit,
             track: Track::BySrc,
@@ -140,5 +171,27 @@ mod tests {
         assert!(!w.fire(1, &t, a, b, 1));
         assert!(w.fire(1, &t, b, a, 2));
         assert!(w.fire(2, &t, a, b, 3), "another rule has its own window");
+    }
+
+    #[test]
+    fn workers_count_into_one_window() {
+        // Four threads (workers) each see 25 matches of one source inside the window: with a
+        // limit of 10, exactly 10 of the 100 fire, whichever worker they came through.
+        let w = std::sync::Arc::new(Windows::new(true));
+        let t = Threshold {
+            kind: ThresholdKind::Limit,
+            track: Track::BySrc,
+            count: 10,
+            seconds: 60,
+        };
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let w = std::sync::Arc::clone(&w);
+                std::thread::spawn(move || (0..25).filter(|i| w.fire(3, &t, a, a, *i)).count())
+            })
+            .collect();
+        let fired: usize = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(fired, 10);
     }
 }
