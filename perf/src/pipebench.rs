@@ -9,7 +9,9 @@
 
 use crate::gen::Rng;
 use etherparse::{PacketBuilder, TcpOptionElement};
-use pipeline::{DropReason, Meta, Pipeline, PipelineConfig, Policy, Transport, Verdict};
+use pipeline::{
+    DropReason, Meta, Pipeline, PipelineConfig, Policy, Transport, Verdict, VerdictCounters,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -669,70 +671,42 @@ impl Frames {
     }
 }
 
-/// Verdict counts by kind, rate-limit drops by class.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally(pub [u64; 15]);
-
-pub const TALLY_NAMES: [&str; 15] = [
-    "forward",
-    "reply",
-    "drop:malformed",
-    "drop:acl_deny",
-    "drop:unauthenticated",
-    "drop:cookie_invalid",
-    "drop:auth_handshake",
-    "drop:rate_limited:udp_reflection",
-    "drop:rate_limited:icmp",
-    "drop:rate_limited:tcp_syn",
-    "drop:rate_limited:ip_fragment",
-    "drop:rate_limited:other",
-    "drop:rate_limited:aggregate",
-    "drop:signature",
-    "drop:unsupported_ethertype",
-];
+/// Verdict counts of a timed loop: the data path's own [`VerdictCounters`] (the same slots
+/// and names the daemon reports), so the bench cannot disagree with scrubd about a verdict.
+#[derive(Clone, Debug, Default)]
+pub struct Tally(pub VerdictCounters);
 
 impl Tally {
     #[inline(always)]
     pub fn add(&mut self, v: Verdict) {
-        let i = match v {
-            Verdict::Forward => 0,
-            Verdict::Reply { .. } => 1,
-            Verdict::Drop(r) => match r {
-                DropReason::Malformed(_) => 2,
-                DropReason::AclDeny => 3,
-                DropReason::Unauthenticated => 4,
-                DropReason::CookieInvalid => 5,
-                DropReason::AuthHandshake => 6,
-                DropReason::RateLimited(c) => 7 + usize::from(c.index().min(5)),
-                DropReason::Signature(_) => 13,
-                DropReason::UnsupportedEthertype => 14,
-            },
-        };
-        if let Some(c) = self.0.get_mut(i) {
-            *c += 1;
-        }
+        self.0.count(v);
     }
 
+    /// A count by its name in [`Tally::nonzero`] (0 when absent).
     pub fn get(&self, name: &str) -> u64 {
-        TALLY_NAMES
-            .iter()
-            .position(|n| *n == name)
-            .and_then(|i| self.0.get(i).copied())
-            .unwrap_or(0)
+        self.nonzero().get(name).copied().unwrap_or(0)
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().sum()
+        self.0.forwarded + self.0.replied + self.0.dropped()
     }
 
-    /// Non-zero counts by name.
-    pub fn nonzero(&self) -> BTreeMap<&'static str, u64> {
-        TALLY_NAMES
-            .iter()
-            .zip(self.0.iter())
-            .filter(|(_, c)| **c > 0)
-            .map(|(n, c)| (*n, *c))
-            .collect()
+    /// Non-zero counts by name: `forward`, `reply`, `drop:<reason>` with the daemon's reason
+    /// names (`drop:cookie_invalid`, `drop:rate_limited.udp_reflection`, ...).
+    pub fn nonzero(&self) -> BTreeMap<String, u64> {
+        let c = &self.0;
+        [
+            ("forward".to_string(), c.forwarded),
+            ("reply".to_string(), c.replied),
+        ]
+        .into_iter()
+        .chain(
+            c.drop_breakdown()
+                .into_iter()
+                .map(|(n, v)| (format!("drop:{n}"), v)),
+        )
+        .filter(|(_, v)| *v > 0)
+        .collect()
     }
 }
 
@@ -1074,7 +1048,7 @@ mod tests {
         let packets = 20_000;
         for (s, t) in rows(Mix::UdpReflection, 64, packets) {
             if s.level() >= Stage::RateLimit.level() {
-                let dropped = t.get("drop:rate_limited:udp_reflection");
+                let dropped = t.get("drop:rate_limited.udp_reflection");
                 assert_eq!(t.get("forward") + dropped, packets, "{:?}", t.nonzero());
                 assert!(t.get("forward") <= 64 * 201, "{:?}", t.nonzero());
                 assert!(dropped > 0, "{:?}", t.nonzero());
@@ -1205,7 +1179,7 @@ pub struct SignatureTiming {
     pub ns_per_pkt: f64,
     /// The same loop without the stage (frame and header walk only), subtracted above.
     pub loop_ns_per_pkt: f64,
-    pub verdicts: BTreeMap<&'static str, u64>,
+    pub verdicts: BTreeMap<String, u64>,
     /// Rule hits counted by the stage in the last loop (all actions, after thresholds).
     pub rule_hits: u64,
 }

@@ -151,7 +151,7 @@ struct RowOut {
     marginal_instructions: Option<f64>,
     callgrind_ir_per_pkt: Option<f64>,
     callgrind_marginal_ir: Option<f64>,
-    verdicts: BTreeMap<&'static str, u64>,
+    verdicts: BTreeMap<String, u64>,
     /// Verdicts of the (much shorter) callgrind run of this row.
     callgrind_verdicts: Option<BTreeMap<String, u64>>,
 }
@@ -529,7 +529,7 @@ fn print_tables(report: &Report, with_cg: bool) {
             let frac = |n: u64, total: u64| n as f64 / total.max(1) as f64;
             let total_cg: u64 = cv.values().sum();
             let differs = r.verdicts.iter().any(|(k, n)| {
-                let c = cv.get(*k).copied().unwrap_or(0);
+                let c = cv.get(k).copied().unwrap_or(0);
                 (frac(*n, r.packets) - frac(c, total_cg)).abs() > 0.01
             });
             if differs {

@@ -913,15 +913,16 @@ fn check_proto_options(ctx: &mut Ctx<'_>, p: Proto, b: &OptionsBuilder) {
 }
 
 fn proto_number(name: &str) -> Option<u32> {
+    use crate::wire::ip_protocol;
     match name.to_ascii_lowercase().as_str() {
-        "icmp" => Some(1),
+        "icmp" => Some(ip_protocol::ICMP.into()),
         "igmp" => Some(2),
-        "tcp" => Some(6),
-        "udp" => Some(17),
+        "tcp" => Some(ip_protocol::TCP.into()),
+        "udp" => Some(ip_protocol::UDP.into()),
         "gre" => Some(47),
-        "esp" => Some(50),
-        "ah" => Some(51),
-        "icmpv6" | "ipv6-icmp" => Some(58),
+        "esp" => Some(ip_protocol::ESP.into()),
+        "ah" => Some(ip_protocol::AH.into()),
+        "icmpv6" | "ipv6-icmp" => Some(ip_protocol::ICMPV6.into()),
         "sctp" => Some(132),
         _ => None,
     }
