@@ -120,7 +120,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     start::reclaim_prefix(cfg, &file)?;
     let eal =
         Eal::init("scrubd", &cfg.eal_args()).map_err(|e| cfg.start_error(&file, "eal", &e))?;
-    let policy = Policy::build(&cfg.pipeline, eal.tsc_hz(), start::cookie_secret()?)?;
+    let (secret, wall_clock) = start::cookie_keying(cfg, &file, eal.tsc_hz())?;
+    let policy = Policy::build_with_clock(&cfg.pipeline, eal.tsc_hz(), secret, wall_clock)?;
     let pool = start::mempool(&eal, cfg, &file)?;
     let ports = start::ports(&eal, cfg, &file, &pool)?;
     let (plans, ends) = start::worker_plans(cfg, &policy, &ports, eal.tsc_hz());

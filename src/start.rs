@@ -374,6 +374,55 @@ fn rule_info(rules: Option<&pipeline::stage::signature::CompiledRules>) -> Vec<(
         .unwrap_or_default()
 }
 
+/// What keys the SYN cookies: with `[pipeline.syncookie] shared_key_file`, the master derived
+/// from the fleet's shared key and the TSC-to-wall-clock mapping that puts this box's secret
+/// schedule in lockstep with the others; otherwise this box's own random secret and no mapping
+/// (secrets rotate on the TSC, as always). Read once at start-up; the key is never logged.
+pub fn cookie_keying(
+    cfg: &Config,
+    file: &str,
+    tsc_hz: u64,
+) -> Result<([u8; 16], Option<pipeline::stage::syncookie::WallClock>), String> {
+    let Some(sc) = cfg.pipeline.syncookie.as_ref() else {
+        return Ok((cookie_secret()?, None));
+    };
+    let Some(path) = sc.shared_key_file.as_ref() else {
+        return Ok((cookie_secret()?, None));
+    };
+    let material = crate::config::read_shared_key(path).map_err(|e| {
+        format!(
+            "{file}: key `pipeline.syncookie.shared_key_file`: \"{}\": {e}",
+            path.display()
+        )
+    })?;
+    let master = pipeline::stage::syncookie::master_from_shared_key(&material);
+    // The TSC read halfway through reading the wall clock: the mapping's error is half the
+    // time the clock read takes (well under a microsecond), nothing next to a counter period.
+    let before = dataplane::rdtsc();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| {
+            "the wall clock is before 1970; set it (NTP) before using a shared SYN-cookie key"
+                .to_string()
+        })?;
+    let after = dataplane::rdtsc();
+    let wall = pipeline::stage::syncookie::WallClock {
+        tsc_at_start: before + after.wrapping_sub(before) / 2,
+        unix_ns_at_start: u64::try_from(unix.as_nanos()).unwrap_or(u64::MAX),
+        tsc_hz,
+    };
+    info!(
+        "SYN-cookie secrets from the shared key in {} ({} bytes): in lockstep with the wall \
+         clock (generation = unix time / {} s, counter = unix time / {} s); every box of the \
+         fleet needs the same key and an NTP-synchronised clock; `syncookie rotate` is refused",
+        path.display(),
+        material.len(),
+        sc.rotate_every_s,
+        sc.counter_period_s
+    );
+    Ok((master, Some(wall)))
+}
+
 /// 128 random bits keying the SYN cookies, read once at start-up (never on the packet path).
 pub fn cookie_secret() -> Result<[u8; 16], String> {
     use std::io::Read;

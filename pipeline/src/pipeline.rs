@@ -147,6 +147,9 @@ pub struct Policy {
     acl: Option<Arc<AclTable>>,
     syncookie: Option<SynCookieConfig>,
     secret: [u8; 16],
+    /// With a fleet's shared key: the TSC-to-wall-clock mapping that puts every worker's
+    /// cookie secrets in lockstep with the other boxes.
+    wall_clock: Option<syncookie::WallClock>,
     ratelimit: Option<RateLimiter>,
     rules: Option<Arc<CompiledRules>>,
     tsc_hz: u64,
@@ -163,6 +166,18 @@ impl Policy {
         tsc_hz: u64,
         secret: [u8; 16],
     ) -> Result<Policy, PolicyError> {
+        Self::build_with_clock(cfg, tsc_hz, secret, None)
+    }
+
+    /// [`Policy::build`] for a fleet: with `wall_clock`, `secret` is the master derived from
+    /// the shared key and the SYN-cookie secrets and time counter follow the wall clock
+    /// ([`syncookie::WallClock`]), so every box with the same key issues the same cookies.
+    pub fn build_with_clock(
+        cfg: &PipelineConfig,
+        tsc_hz: u64,
+        secret: [u8; 16],
+        wall_clock: Option<syncookie::WallClock>,
+    ) -> Result<Policy, PolicyError> {
         if cfg.offenders_capacity > MAX_OFFENDERS_CAPACITY {
             return Err(PolicyError::OffendersCapacity(cfg.offenders_capacity));
         }
@@ -178,6 +193,10 @@ impl Policy {
             Some(sc) => {
                 // Validate now so configuration errors surface before any worker starts.
                 SynCookieStage::validate_config(sc, tsc_hz)?;
+                if let Some(w) = wall_clock {
+                    // Checked here because a worker's stage has no way to report it later.
+                    w.check()?;
+                }
                 Some(syncookie::Shared::new(sc, secret, tsc_hz))
             }
             None => None,
@@ -201,6 +220,7 @@ impl Policy {
             acl,
             syncookie: cfg.syncookie.clone(),
             secret,
+            wall_clock,
             ratelimit,
             rules,
             tsc_hz,
@@ -222,7 +242,12 @@ impl Policy {
                 .zip(self.syncookie_shared.as_ref())
                 .and_then(|(c, shared)| {
                     // Validated in Policy::build with the same config and TSC frequency.
-                    SynCookieStage::with_shared(c, self.secret, self.tsc_hz, shared).ok()
+                    let st =
+                        SynCookieStage::with_shared(c, self.secret, self.tsc_hz, shared).ok()?;
+                    match self.wall_clock {
+                        Some(w) => st.with_wall_clock(w).ok(),
+                        None => Some(st),
+                    }
                 }),
             ratelimit: self.ratelimit.as_ref().map(RateLimiter::worker_stage),
             signature: self

@@ -54,10 +54,10 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
-pub use cookie::{mss_index, MSS_TABLE};
 /// Public so the cookie MAC can be fuzzed on its own (pipeline/fuzz `cookie` target), apart from
 /// the packet parsing in front of it; the stage remains the only user on the data path.
-pub use cookie::{CookieJar, Flow, Valid};
+pub use cookie::{master_from_shared_key, CookieJar, Flow, Valid};
+pub use cookie::{mss_index, MSS_TABLE};
 
 use self::allowlist::Inserted;
 pub use self::allowlist::{Allowlist, ConnKey, Outbound};
@@ -70,6 +70,7 @@ use crate::{
 };
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How a source proves it saw our SYN-ACK; see the module docs.
@@ -117,7 +118,14 @@ pub struct NonTcpPolicy {
 /// outbound_ttl_s = 300       # idle time after which such a connection is forgotten
 /// rotate_every_s = 3600      # scheduled secret rotation; 0 = only on command
 /// non_tcp = { udp = "pass", icmp = "pass", other = "pass" }
+/// shared_key_file = "/etc/scrubd/cookie.key"  # optional: a fleet's shared key, see below
 /// ```
+///
+/// With `shared_key_file`, every box of a fleet derives the same secrets from the key and the
+/// wall clock ([`WallClock`]): generation = floor(unix time / `rotate_every_s`) and the cookie
+/// time counter = floor(unix time / `counter_period_s`), so a cookie one box issues validates
+/// on any other whose clock agrees. The daemon checks and reads the file (hex, at least 16
+/// bytes); this stage only sees the master secret derived from it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SynCookieConfig {
@@ -145,6 +153,8 @@ pub struct SynCookieConfig {
     /// below one counter period.
     pub rotate_every_s: u32,
     pub non_tcp: NonTcpPolicy,
+    /// A fleet's shared key (see the type's docs); `None`: a random secret per box.
+    pub shared_key_file: Option<PathBuf>,
 }
 
 /// Upper bound on `protected`: beyond this a linear scan per packet is the wrong structure.
@@ -168,6 +178,7 @@ impl Default for SynCookieConfig {
             outbound_ttl_s: 300,
             rotate_every_s: 3600,
             non_tcp: NonTcpPolicy::default(),
+            shared_key_file: None,
         }
     }
 }
@@ -185,6 +196,46 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
         problem: problem.into(),
+    }
+}
+
+/// How the TSC maps onto the wall clock, measured once at start-up (the packet path makes no
+/// syscalls, so it cannot ask the time): the TSC read at `unix_ns_at_start` nanoseconds after
+/// the Unix epoch, and the TSC frequency. Given to a stage (with a fleet's shared key), it puts
+/// the cookie time counter and the secret generation on wall-clock multiples of their periods,
+/// the same instants on every box whose clock is right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    pub tsc_at_start: u64,
+    pub unix_ns_at_start: u64,
+    pub tsc_hz: u64,
+}
+
+impl WallClock {
+    /// Whether the mapping is usable: a non-zero TSC rate, and the wall clock in TSC ticks
+    /// fits 64 bits (until about 2086 at 5 GHz).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.tsc_hz == 0 {
+            return Err(invalid("tsc_hz", "must be non-zero"));
+        }
+        self.offset().map(|_| ())
+    }
+
+    /// What to add (wrapping) to a TSC reading to get the wall clock in TSC ticks since the
+    /// Unix epoch: one addition per packet instead of a 128-bit conversion.
+    fn offset(&self) -> Result<u64, ConfigError> {
+        let epoch_ticks =
+            u128::from(self.unix_ns_at_start) * u128::from(self.tsc_hz) / 1_000_000_000;
+        let epoch_ticks = u64::try_from(epoch_ticks).map_err(|_| {
+            invalid(
+                "shared_key_file",
+                format!(
+                    "the wall clock ({} ns) in ticks of a {} Hz TSC does not fit 64 bits",
+                    self.unix_ns_at_start, self.tsc_hz
+                ),
+            )
+        })?;
+        Ok(epoch_ticks.wrapping_sub(self.tsc_at_start))
     }
 }
 
@@ -241,6 +292,12 @@ pub struct SynCookieStage {
     /// The rotation period slot (TSC / period) of the last scheduled rotation; set by the first
     /// packet, since construction has no clock.
     rotation_slot: Option<u64>,
+    /// Added (wrapping) to the TSC for the cookie counter and the rotation slot: 0 for a box's
+    /// own secret (TSC time), the [`WallClock`] offset in lockstep.
+    epoch_offset: u64,
+    /// Secrets follow the wall clock (a fleet's shared key): the generation is the rotation
+    /// slot itself, not a count of rotations since start.
+    lockstep: bool,
     jar: CookieJar,
     allowlist: Arc<Allowlist>,
     outbound: Arc<Outbound>,
@@ -399,11 +456,35 @@ impl SynCookieStage {
             ticks_per_counter,
             rotate_ticks,
             rotation_slot: None,
+            epoch_offset: 0,
+            lockstep: false,
             jar: CookieJar::new(secret),
             allowlist: Arc::clone(&shared.allowlist),
             outbound: Arc::clone(&shared.outbound),
             counters: Counters::default(),
         })
+    }
+
+    /// Puts this stage in lockstep with the wall clock (a fleet's shared key, `secret` being
+    /// the master derived from it): the cookie counter and the generation become wall-clock
+    /// slots, and the secrets are those of the current slot and the one before, as on every
+    /// other box with the same key and a correct clock.
+    pub fn with_wall_clock(mut self, wall: WallClock) -> Result<Self, ConfigError> {
+        wall.check()?;
+        self.epoch_offset = wall.offset()?;
+        self.lockstep = true;
+        let start = wall.tsc_at_start.wrapping_add(self.epoch_offset);
+        if let Some(period) = self.rotate_ticks {
+            let slot = start / period;
+            self.jar.set_generation(slot);
+            self.rotation_slot = Some(slot);
+        }
+        Ok(self)
+    }
+
+    /// Whether the secrets follow the wall clock (commanded rotation would break lockstep).
+    pub fn lockstep(&self) -> bool {
+        self.lockstep
     }
 
     pub fn counters(&self) -> &Counters {
@@ -413,7 +494,7 @@ impl SynCookieStage {
     pub fn status(&self, tsc: u64) -> Status {
         Status {
             mode: self.mode,
-            time_counter: tsc / self.ticks_per_counter,
+            time_counter: tsc.wrapping_add(self.epoch_offset) / self.ticks_per_counter,
             secret_generation: self.jar.generation(),
             allowlist_capacity: self.allowlist.capacity(),
             allowlist_occupied: self.allowlist.occupied(),
@@ -423,7 +504,13 @@ impl SynCookieStage {
 
     /// Rotates the secret now (the control plane's command). Cookies issued before stay valid
     /// until the next rotation; those from before the previous rotation stop validating.
+    /// In lockstep (a fleet's shared key) it does nothing: one box rotating alone would stop
+    /// its cookies validating on the others, so the control plane refuses the command and the
+    /// stage ignores it should it arrive anyway.
     pub fn rotate(&mut self) {
+        if self.lockstep {
+            return;
+        }
         self.jar.rotate();
         self.counters.rotations += 1;
     }
@@ -497,10 +584,17 @@ impl SynCookieStage {
         };
         // Rotations fall on whole multiples of the period of the TSC, which every core shares,
         // so all workers move to the next generation at the same instant (each at its first
-        // packet after it) and a cookie one worker issues validates on any other.
-        let slot = now / period;
+        // packet after it) and a cookie one worker issues validates on any other. In lockstep
+        // the clock is the wall clock (the TSC plus the start-up offset), and the generation is
+        // the slot itself, so every box of the fleet agrees on it.
+        let slot = now.wrapping_add(self.epoch_offset) / period;
         match self.rotation_slot {
             None => self.rotation_slot = Some(slot),
+            Some(last) if slot > last && self.lockstep => {
+                self.jar.set_generation(slot);
+                self.counters.rotations += 1;
+                self.rotation_slot = Some(slot);
+            }
             Some(last) if slot > last => {
                 // One rotation however long we were idle: cookies from before are long dead
                 // by the time counter anyway.
@@ -583,7 +677,7 @@ impl SynCookieStage {
             client_port: tcp.sport,
             server_port: tcp.dport,
         };
-        let counter = now / self.ticks_per_counter;
+        let counter = now.wrapping_add(self.epoch_offset) / self.ticks_per_counter;
         let f = tcp.flags;
         let has = |bit: u8| f & bit != 0;
 
