@@ -396,19 +396,12 @@ pub fn cookie_keying(
         )
     })?;
     let master = pipeline::stage::syncookie::master_from_shared_key(&material);
-    // The TSC read halfway through reading the wall clock: the mapping's error is half the
-    // time the clock read takes (well under a microsecond), nothing next to a counter period.
-    let before = dataplane::rdtsc();
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| {
-            "the wall clock is before 1970; set it (NTP) before using a shared SYN-cookie key"
-                .to_string()
-        })?;
-    let after = dataplane::rdtsc();
+    let (tsc, unix_ns) = read_clocks().ok_or(
+        "the wall clock is before 1970; set it (NTP) before using a shared SYN-cookie key",
+    )?;
     let wall = pipeline::stage::syncookie::WallClock {
-        tsc_at_start: before + after.wrapping_sub(before) / 2,
-        unix_ns_at_start: u64::try_from(unix.as_nanos()).unwrap_or(u64::MAX),
+        tsc_at_start: tsc,
+        unix_ns_at_start: unix_ns,
         tsc_hz,
     };
     info!(
@@ -421,6 +414,39 @@ pub fn cookie_keying(
         sc.counter_period_s
     );
     Ok((master, Some(wall)))
+}
+
+/// (TSC, ns since the Unix epoch) read together: the TSC halfway through reading the wall
+/// clock, so the pair is off by at most half the time the clock read takes (well under a
+/// microsecond), nothing next to a cookie counter period. `None` before 1970.
+fn read_clocks() -> Option<(u64, u64)> {
+    let before = dataplane::rdtsc();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let after = dataplane::rdtsc();
+    let tsc = before.wrapping_add(after.wrapping_sub(before) / 2);
+    Some((tsc, u64::try_from(unix.as_nanos()).ok()?))
+}
+
+/// Re-measures the SYN cookies' TSC-to-wall-clock mapping (shared key only; called by the
+/// supervisor every few seconds, never on the packet path). A correction beyond 100 ms means
+/// the clock was stepped or the TSC rate is off: the box's cookies may have left the fleet's
+/// schedule for a while, so say so.
+pub fn resync_cookie_clock(clock: &pipeline::stage::syncookie::ClockSync) {
+    let Some((tsc, unix_ns)) = read_clocks() else {
+        warn!("the wall clock is before 1970: SYN-cookie schedule not re-synchronised");
+        return;
+    };
+    match clock.update(tsc, unix_ns) {
+        Ok(ns) if ns.unsigned_abs() > 100_000_000 => warn!(
+            "SYN-cookie wall-clock mapping corrected by {:.3} s (clock stepped, or TSC rate \
+             off): cookies re-hashed to or from other boxes may have failed meanwhile",
+            ns as f64 / 1e9
+        ),
+        Ok(ns) => log::debug!("SYN-cookie wall-clock mapping corrected by {ns} ns"),
+        Err(e) => warn!("SYN-cookie wall-clock mapping not updated: {e}"),
+    }
 }
 
 /// 128 random bits keying the SYN cookies, read once at start-up (never on the packet path).

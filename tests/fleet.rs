@@ -173,7 +173,16 @@ fn commanded_rotation_is_refused_with_a_shared_key() {
         ),
     );
     let d = Daemon::start(&cfg, &s.path("scrubd.sock"));
-    let before = d.json(&["syncookie", "status"]);
+    // The per-worker view appears with the first stats report.
+    let t0 = std::time::Instant::now();
+    let before = loop {
+        let st = d.json(&["syncookie", "status"]);
+        if st["workers"].as_array().is_some_and(|w| !w.is_empty()) {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no workers in {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let out = d.ctl(&["syncookie", "rotate"]);
     assert!(!out.status.success(), "{}", show(&out));
     let said = show(&out);

@@ -149,7 +149,7 @@ pub struct Policy {
     secret: [u8; 16],
     /// With a fleet's shared key: the TSC-to-wall-clock mapping that puts every worker's
     /// cookie secrets in lockstep with the other boxes.
-    wall_clock: Option<syncookie::WallClock>,
+    wall_clock: Option<syncookie::ClockSync>,
     ratelimit: Option<RateLimiter>,
     rules: Option<Arc<CompiledRules>>,
     tsc_hz: u64,
@@ -193,13 +193,14 @@ impl Policy {
             Some(sc) => {
                 // Validate now so configuration errors surface before any worker starts.
                 SynCookieStage::validate_config(sc, tsc_hz)?;
-                if let Some(w) = wall_clock {
-                    // Checked here because a worker's stage has no way to report it later.
-                    w.check()?;
-                }
                 Some(syncookie::Shared::new(sc, secret, tsc_hz))
             }
             None => None,
+        };
+        // One mapping for every worker, so re-measuring it moves all of them at once.
+        let wall_clock = match (&cfg.syncookie, wall_clock) {
+            (Some(_), Some(w)) => Some(syncookie::ClockSync::new(w)?),
+            _ => None,
         };
         let ratelimit = cfg
             .ratelimit
@@ -244,10 +245,10 @@ impl Policy {
                     // Validated in Policy::build with the same config and TSC frequency.
                     let st =
                         SynCookieStage::with_shared(c, self.secret, self.tsc_hz, shared).ok()?;
-                    match self.wall_clock {
-                        Some(w) => st.with_wall_clock(w).ok(),
-                        None => Some(st),
-                    }
+                    Some(match &self.wall_clock {
+                        Some(c) => st.with_clock(c.clone()),
+                        None => st,
+                    })
                 }),
             ratelimit: self.ratelimit.as_ref().map(RateLimiter::worker_stage),
             signature: self
@@ -259,6 +260,12 @@ impl Policy {
                 .then(|| Offenders::new(self.offenders_capacity)),
             sampler: Sampler::new(self.offenders_sample),
         }
+    }
+
+    /// The SYN cookies' wall-clock mapping (a fleet's shared key), for the control plane to
+    /// re-measure while the box runs.
+    pub fn cookie_clock(&self) -> Option<&syncookie::ClockSync> {
+        self.wall_clock.as_ref()
     }
 
     pub fn rules(&self) -> Option<&Arc<CompiledRules>> {

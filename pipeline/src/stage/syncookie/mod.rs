@@ -71,6 +71,7 @@ use crate::{
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How a source proves it saw our SYN-ACK; see the module docs.
@@ -239,6 +240,55 @@ impl WallClock {
     }
 }
 
+/// The wall clock's offset from the TSC (in TSC ticks), shared by every worker's stage of a
+/// box and re-measured by the control plane while it runs: the TSC rate DPDK reports is only
+/// as exact as its calibration (1 ppm is 0.09 s a day), and NTP may step the clock, so a
+/// mapping measured only at start-up would drift away from the other boxes'.
+#[derive(Clone, Debug)]
+pub struct ClockSync {
+    offset: Arc<AtomicU64>,
+    /// The TSC of the first measurement: where a new stage takes its first generation from.
+    start_tsc: u64,
+    tsc_hz: u64,
+}
+
+impl ClockSync {
+    pub fn new(wall: WallClock) -> Result<ClockSync, ConfigError> {
+        wall.check()?;
+        Ok(ClockSync {
+            offset: Arc::new(AtomicU64::new(wall.offset()?)),
+            start_tsc: wall.tsc_at_start,
+            tsc_hz: wall.tsc_hz,
+        })
+    }
+
+    #[inline]
+    fn offset(&self) -> u64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Re-measures: `tsc` was read at `unix_ns`. Every stage sees the new offset from its next
+    /// packet on. Returns the correction in nanoseconds (positive: the wall clock ran ahead
+    /// of the TSC's idea of it), for the operator log.
+    pub fn update(&self, tsc: u64, unix_ns: u64) -> Result<i64, ConfigError> {
+        let new = WallClock {
+            tsc_at_start: tsc,
+            unix_ns_at_start: unix_ns,
+            tsc_hz: self.tsc_hz,
+        }
+        .offset()?;
+        let old = self.offset.swap(new, Ordering::Relaxed);
+        let ticks = new.wrapping_sub(old) as i64;
+        Ok((i128::from(ticks) * 1_000_000_000 / i128::from(self.tsc_hz)) as i64)
+    }
+
+    /// The wall clock (ns since the Unix epoch) this mapping gives for `tsc`, to the tick.
+    pub fn unix_ns(&self, tsc: u64) -> u64 {
+        let ticks = tsc.wrapping_add(self.offset());
+        (u128::from(ticks) * 1_000_000_000 / u128::from(self.tsc_hz)) as u64
+    }
+}
+
 /// Per-stage counters, plain fields so the data path can copy them out cheaply.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -292,12 +342,10 @@ pub struct SynCookieStage {
     /// The rotation period slot (TSC / period) of the last scheduled rotation; set by the first
     /// packet, since construction has no clock.
     rotation_slot: Option<u64>,
-    /// Added (wrapping) to the TSC for the cookie counter and the rotation slot: 0 for a box's
-    /// own secret (TSC time), the [`WallClock`] offset in lockstep.
-    epoch_offset: u64,
-    /// Secrets follow the wall clock (a fleet's shared key): the generation is the rotation
-    /// slot itself, not a count of rotations since start.
-    lockstep: bool,
+    /// In lockstep (a fleet's shared key): the wall clock's offset from the TSC, added to the
+    /// TSC for the cookie counter and the rotation slot, and the generation is the rotation
+    /// slot itself rather than a count of rotations since start. `None`: TSC time, as always.
+    clock: Option<ClockSync>,
     jar: CookieJar,
     allowlist: Arc<Allowlist>,
     outbound: Arc<Outbound>,
@@ -456,8 +504,7 @@ impl SynCookieStage {
             ticks_per_counter,
             rotate_ticks,
             rotation_slot: None,
-            epoch_offset: 0,
-            lockstep: false,
+            clock: None,
             jar: CookieJar::new(secret),
             allowlist: Arc::clone(&shared.allowlist),
             outbound: Arc::clone(&shared.outbound),
@@ -469,22 +516,37 @@ impl SynCookieStage {
     /// the master derived from it): the cookie counter and the generation become wall-clock
     /// slots, and the secrets are those of the current slot and the one before, as on every
     /// other box with the same key and a correct clock.
-    pub fn with_wall_clock(mut self, wall: WallClock) -> Result<Self, ConfigError> {
-        wall.check()?;
-        self.epoch_offset = wall.offset()?;
-        self.lockstep = true;
-        let start = wall.tsc_at_start.wrapping_add(self.epoch_offset);
+    pub fn with_wall_clock(self, wall: WallClock) -> Result<Self, ConfigError> {
+        Ok(self.with_clock(ClockSync::new(wall)?))
+    }
+
+    /// [`SynCookieStage::with_wall_clock`] over a mapping shared with the other workers, which
+    /// the control plane re-measures while the box runs ([`ClockSync::update`]).
+    pub fn with_clock(mut self, clock: ClockSync) -> Self {
+        let start = clock.start_tsc.wrapping_add(clock.offset());
+        self.clock = Some(clock);
         if let Some(period) = self.rotate_ticks {
             let slot = start / period;
             self.jar.set_generation(slot);
             self.rotation_slot = Some(slot);
         }
-        Ok(self)
+        self
+    }
+
+    /// The time the cookie counter and the rotation slot are computed from: the TSC, or in
+    /// lockstep the wall clock in TSC ticks (one relaxed load of a line written about once
+    /// a minute).
+    #[inline]
+    fn epoch(&self, tsc: u64) -> u64 {
+        match &self.clock {
+            None => tsc,
+            Some(c) => tsc.wrapping_add(c.offset()),
+        }
     }
 
     /// Whether the secrets follow the wall clock (commanded rotation would break lockstep).
     pub fn lockstep(&self) -> bool {
-        self.lockstep
+        self.clock.is_some()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -494,7 +556,7 @@ impl SynCookieStage {
     pub fn status(&self, tsc: u64) -> Status {
         Status {
             mode: self.mode,
-            time_counter: tsc.wrapping_add(self.epoch_offset) / self.ticks_per_counter,
+            time_counter: self.epoch(tsc) / self.ticks_per_counter,
             secret_generation: self.jar.generation(),
             allowlist_capacity: self.allowlist.capacity(),
             allowlist_occupied: self.allowlist.occupied(),
@@ -508,7 +570,7 @@ impl SynCookieStage {
     /// its cookies validating on the others, so the control plane refuses the command and the
     /// stage ignores it should it arrive anyway.
     pub fn rotate(&mut self) {
-        if self.lockstep {
+        if self.lockstep() {
             return;
         }
         self.jar.rotate();
@@ -587,10 +649,10 @@ impl SynCookieStage {
         // packet after it) and a cookie one worker issues validates on any other. In lockstep
         // the clock is the wall clock (the TSC plus the start-up offset), and the generation is
         // the slot itself, so every box of the fleet agrees on it.
-        let slot = now.wrapping_add(self.epoch_offset) / period;
+        let slot = self.epoch(now) / period;
         match self.rotation_slot {
             None => self.rotation_slot = Some(slot),
-            Some(last) if slot > last && self.lockstep => {
+            Some(last) if slot > last && self.clock.is_some() => {
                 self.jar.set_generation(slot);
                 self.counters.rotations += 1;
                 self.rotation_slot = Some(slot);
@@ -677,7 +739,7 @@ impl SynCookieStage {
             client_port: tcp.sport,
             server_port: tcp.dport,
         };
-        let counter = now.wrapping_add(self.epoch_offset) / self.ticks_per_counter;
+        let counter = self.epoch(now) / self.ticks_per_counter;
         let f = tcp.flags;
         let has = |bit: u8| f & bit != 0;
 

@@ -1777,6 +1777,64 @@ fn wall_clock_that_does_not_fit_the_tsc_is_refused() {
     };
     let e = stage().with_wall_clock(bad).err().unwrap();
     assert!(e.to_string().contains("does not fit 64 bits"), "{e}");
+    // A re-measurement that cannot be expressed is refused and leaves the offset alone.
+    let ok = WallClock {
+        unix_ns_at_start: UNIX0_MS * 1_000_000,
+        ..bad
+    };
+    let clock = ClockSync::new(ok).unwrap();
+    let before = clock.unix_ns(0);
+    assert!(clock.update(0, u64::MAX).is_err());
+    assert_eq!(clock.unix_ns(0), before);
     let zero = WallClock { tsc_hz: 0, ..bad };
     assert!(zero.check().is_err());
+}
+
+#[test]
+fn fleet_clock_resync_moves_every_worker_at_once() {
+    let key = master_from_shared_key(&[4; 16]);
+    let cfg = SynCookieConfig {
+        rotate_every_s: ROTATE_S,
+        ..config()
+    };
+    let clock = ClockSync::new(WallClock {
+        tsc_at_start: TSC_A,
+        unix_ns_at_start: UNIX0_MS * 1_000_000,
+        tsc_hz: HZ,
+    })
+    .unwrap();
+    let shared = Shared::new(&cfg, key, HZ);
+    let mut a = SynCookieStage::with_shared(&cfg, key, HZ, &shared)
+        .unwrap()
+        .with_clock(clock.clone());
+    let b = SynCookieStage::with_shared(&cfg, key, HZ, &shared)
+        .unwrap()
+        .with_clock(clock.clone());
+    let tsc = TSC_A + 1_000;
+    assert_eq!(clock.unix_ns(tsc), (UNIX0_MS + 1_000) * 1_000_000);
+    let c0 = UNIX0_MS / 1000 / 64;
+    assert_eq!(a.status(tsc).time_counter, c0);
+    // The wall clock turns out 64.5 s ahead of the TSC's idea of it at `tsc`.
+    let corr = clock
+        .update(tsc, (UNIX0_MS + 1_000 + 64_500) * 1_000_000)
+        .unwrap();
+    assert_eq!(corr, 64_500_000_000);
+    assert_eq!(a.status(tsc).time_counter, c0 + 1);
+    assert_eq!(b.status(tsc).time_counter, c0 + 1);
+    // A step back is followed too (the generation never goes back).
+    assert_eq!(
+        clock.update(tsc, (UNIX0_MS + 1_000) * 1_000_000).unwrap(),
+        -64_500_000_000
+    );
+    assert_eq!(b.status(tsc).time_counter, c0);
+    // The cookies follow: one issued before the correction by 64.5 s validates after it (one
+    // counter period on), as on a box whose clock is right.
+    let mut s = syn(false, 5);
+    let orig = s.clone();
+    let len = reply_len(run(&mut a, &mut s, tsc));
+    let mut rst = client_rst_for(&orig, &s[..len], &Shape::default());
+    clock
+        .update(tsc, (UNIX0_MS + 1_000 + 64_500) * 1_000_000)
+        .unwrap();
+    assert_eq!(run(&mut a, &mut rst, tsc + 10), AUTHENTICATED);
 }
