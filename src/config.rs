@@ -645,6 +645,21 @@ impl Config {
             }
         }
 
+        // A fleet's shared SYN-cookie key: present, private and long enough.
+        if let Some(path) = self
+            .pipeline
+            .syncookie
+            .as_ref()
+            .and_then(|sc| sc.shared_key_file.as_ref())
+        {
+            if let Err(e) = read_shared_key(path) {
+                bad(
+                    "pipeline.syncookie.shared_key_file",
+                    format!("\"{}\": {e}", path.display()),
+                );
+            }
+        }
+
         // Ports: the files, interfaces and PCI devices their PMDs will open.
         let mut pcap_frames: Vec<(usize, u64)> = Vec::new();
         for (i, p) in self.ports.iter().enumerate() {
@@ -986,6 +1001,75 @@ fn hugepage_pools() -> Vec<HugePool> {
             })
         })
         .collect()
+}
+
+/// Bytes of key material a fleet's shared SYN-cookie key must hold at least, and at most.
+pub const SHARED_KEY_MIN: usize = 16;
+pub const SHARED_KEY_MAX: usize = 64;
+
+/// Reads a fleet's shared SYN-cookie key (`[pipeline.syncookie] shared_key_file`): a regular
+/// file owned by root or by the user scrubd runs as, with no group or other permission bits
+/// (0600 or 0400), holding 16 to 64 bytes written as hex digits (32 to 128 of them, upper or
+/// lower case; surrounding whitespace and a final newline are ignored), e.g. made with
+/// `openssl rand -hex 32`. Hex so the file survives copying through text tools and
+/// configuration management. The error says what is wrong and never shows the key's content.
+pub fn read_shared_key(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    // The owner of /proc/self is this process's effective uid: no syscall wrapper needed.
+    let me = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(|e| format!("cannot tell which user scrubd runs as (/proc/self: {e})"))?;
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "is owned by uid {}; a key file must belong to root or to the user scrubd runs as              (uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "has mode {mode:04o}; a key file must not be readable or writable by group or              others (chmod 600)"
+        ));
+    }
+    // A key is a line of hex; anything much longer is the wrong file.
+    if meta.len() > 4096 {
+        return Err(format!(
+            "is {} bytes long; expected one line of {}..={} hex digits",
+            meta.len(),
+            2 * SHARED_KEY_MIN,
+            2 * SHARED_KEY_MAX
+        ));
+    }
+    let text = std::fs::read(path).map_err(|e| e.to_string())?;
+    let digits = text.trim_ascii();
+    let expect = format!(
+        "{}..={} hex digits ({SHARED_KEY_MIN}..={SHARED_KEY_MAX} bytes, e.g. from          `openssl rand -hex 32`)",
+        2 * SHARED_KEY_MIN,
+        2 * SHARED_KEY_MAX
+    );
+    if let Some(at) = digits.iter().position(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "is not hex: a non-hex character at offset {at}; expected {expect}"
+        ));
+    }
+    if digits.len() % 2 != 0
+        || digits.len() < 2 * SHARED_KEY_MIN
+        || digits.len() > 2 * SHARED_KEY_MAX
+    {
+        return Err(format!(
+            "holds {} hex digits; expected {expect}",
+            digits.len()
+        ));
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+    Ok(digits
+        .chunks_exact(2)
+        .map(|p| nibble(p[0]) << 4 | nibble(p[1]))
+        .collect())
 }
 
 /// The driver part of a vdev name ("net_pcap0" -> "net_pcap") and its `key=value` arguments.
@@ -1661,6 +1745,115 @@ inside = "inside"
             .start_error("x.toml", "eal", &eal)
             .to_string()
             .contains("key `eal`"));
+    }
+
+    /// A key file in a fresh directory with `content` and `mode`.
+    fn key_file(name: &str, content: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("scrubd-key-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cookie.key");
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// What check_host says about the shared key, with `path` as the key file.
+    fn key_errors(path: &Path) -> Vec<String> {
+        let text = format!(
+            "{GOOD}\n[pipeline.syncookie]\nprotected = [\"192.0.2.0/24\"]\nshared_key_file = {:?}\n",
+            path.display().to_string()
+        );
+        let c = Config::parse(&text, "x.toml").unwrap();
+        c.check_host("x.toml")
+            .into_iter()
+            .map(|e| e.to_string())
+            .filter(|e| e.contains("shared_key_file"))
+            .collect()
+    }
+
+    const KEY_HEX: &[u8] = b"00112233445566778899aabbccddeeff0123456789ABCDEF0123456789abcdef\n";
+
+    #[test]
+    fn shared_key_file_is_read_as_hex() {
+        let p = key_file("good", KEY_HEX, 0o600);
+        assert_eq!(key_errors(&p), Vec::<String>::new());
+        let k = read_shared_key(&p).unwrap();
+        assert_eq!(k.len(), 32);
+        assert_eq!(&k[..4], &[0x00, 0x11, 0x22, 0x33]);
+        assert_eq!(&k[24..], &[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
+        // Read-only is fine too, and exactly 16 bytes is enough.
+        let p = key_file("ro16", b"00112233445566778899aabbccddeeff", 0o400);
+        assert_eq!(read_shared_key(&p).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn shared_key_file_problems_name_file_and_key() {
+        let cases: [(&str, &[u8], u32, &str); 5] = [
+            ("group", KEY_HEX, 0o640, "has mode 0640"),
+            ("other", KEY_HEX, 0o604, "has mode 0604"),
+            (
+                "short",
+                b"00112233445566778899aabbccddee\n",
+                0o600,
+                "holds 30 hex digits",
+            ),
+            (
+                "odd",
+                b"00112233445566778899aabbccddeeff0\n",
+                0o600,
+                "holds 33 hex digits",
+            ),
+            (
+                "nothex",
+                b"00112233445566778899aabbccddeeffzz\n",
+                0o600,
+                "non-hex character at offset 32",
+            ),
+        ];
+        for (name, content, mode, want) in cases {
+            let p = key_file(name, content, mode);
+            let errs = key_errors(&p);
+            assert_eq!(errs.len(), 1, "{name}: {errs:?}");
+            let e = &errs[0];
+            assert!(e.contains(want), "{name}: {e}");
+            assert!(
+                e.contains("x.toml") && e.contains("pipeline.syncookie.shared_key_file"),
+                "{e}"
+            );
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            // The key itself never appears.
+            assert!(!e.contains("00112233"), "{e}");
+        }
+        let dir = key_file("dir", KEY_HEX, 0o600)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let missing = dir.join("absent.key");
+        let e = key_errors(&missing).join("\n");
+        assert!(
+            e.contains("No such file") && e.contains("absent.key"),
+            "{e}"
+        );
+        let e = key_errors(&dir).join("\n");
+        assert!(e.contains("is not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn shared_key_file_owned_by_someone_else_is_refused() {
+        let p = key_file("owner", KEY_HEX, 0o600);
+        let me = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap();
+        if me != 0 {
+            // Only root can give a file away; as anyone else our own file must pass.
+            assert_eq!(key_errors(&p), Vec::<String>::new());
+            return;
+        }
+        std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+        let e = key_errors(&p).join("\n");
+        assert!(e.contains("is owned by uid 65534"), "{e}");
     }
 
     #[test]

@@ -120,7 +120,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     start::reclaim_prefix(cfg, &file)?;
     let eal =
         Eal::init("scrubd", &cfg.eal_args()).map_err(|e| cfg.start_error(&file, "eal", &e))?;
-    let policy = Policy::build(&cfg.pipeline, eal.tsc_hz(), start::cookie_secret()?)?;
+    let (secret, wall_clock) = start::cookie_keying(cfg, &file, eal.tsc_hz())?;
+    let policy = Policy::build_with_clock(&cfg.pipeline, eal.tsc_hz(), secret, wall_clock)?;
     let pool = start::mempool(&eal, cfg, &file)?;
     let ports = start::ports(&eal, cfg, &file, &pool)?;
     let (plans, ends) = start::worker_plans(cfg, &policy, &ports, eal.tsc_hz());
@@ -132,7 +133,15 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         cfg.dataplane.workers.len(),
         cfg.dataplane.workers
     );
-    let (result, stop_reason) = supervise(cli, cfg, &eal, plans, &control.shared, started);
+    let (result, stop_reason) = supervise(
+        cli,
+        cfg,
+        &eal,
+        plans,
+        &control.shared,
+        policy.cookie_clock(),
+        started,
+    );
     info!(
         "stopping ({stop_reason}) after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -177,6 +186,7 @@ fn supervise(
     eal: &Eal,
     plans: Vec<dataplane::WorkerPlan>,
     shared: &control::Shared,
+    cookie_clock: Option<&pipeline::stage::syncookie::ClockSync>,
     started: Instant,
 ) -> (
     Result<Vec<dataplane::worker::WorkerReport>, dataplane::DpdkError>,
@@ -191,8 +201,13 @@ fn supervise(
     let idle = cfg.run.exit_when_idle_ms.map(Duration::from_millis);
     let control = Control::new(cfg.dataplane.workers.len());
     let mut stop_reason = "signal";
+    let mut synced = Instant::now();
     let result = run_workers(eal, plans, &control, |ctl| {
         std::thread::sleep(Duration::from_millis(10));
+        if let Some(clock) = cookie_clock.filter(|_| synced.elapsed() >= CLOCK_RESYNC) {
+            synced = Instant::now();
+            start::resync_cookie_clock(clock);
+        }
         let stop = if dataplane::signals::stop_requested() {
             Some("signal")
         } else if shared.shutdown.load(Ordering::Acquire) {
@@ -217,6 +232,10 @@ fn supervise(
     shared.stopping.store(true, Ordering::Release);
     (result, stop_reason)
 }
+
+/// How often the SYN cookies' TSC-to-wall-clock mapping is re-measured (with a shared key): a
+/// TSC rate 100 ppm off drifts 1 ms in this time, and an NTP step is followed within it.
+const CLOCK_RESYNC: Duration = Duration::from_secs(10);
 
 /// Seconds since the newest packet on any worker (0 before the first packet).
 fn idle_for(ctl: &Control, tsc_hz: u64) -> f64 {

@@ -374,6 +374,81 @@ fn rule_info(rules: Option<&pipeline::stage::signature::CompiledRules>) -> Vec<(
         .unwrap_or_default()
 }
 
+/// What keys the SYN cookies: with `[pipeline.syncookie] shared_key_file`, the master derived
+/// from the fleet's shared key and the TSC-to-wall-clock mapping that puts this box's secret
+/// schedule in lockstep with the others; otherwise this box's own random secret and no mapping
+/// (secrets rotate on the TSC, as always). Read once at start-up; the key is never logged.
+pub fn cookie_keying(
+    cfg: &Config,
+    file: &str,
+    tsc_hz: u64,
+) -> Result<([u8; 16], Option<pipeline::stage::syncookie::WallClock>), String> {
+    let Some(sc) = cfg.pipeline.syncookie.as_ref() else {
+        return Ok((cookie_secret()?, None));
+    };
+    let Some(path) = sc.shared_key_file.as_ref() else {
+        return Ok((cookie_secret()?, None));
+    };
+    let material = crate::config::read_shared_key(path).map_err(|e| {
+        format!(
+            "{file}: key `pipeline.syncookie.shared_key_file`: \"{}\": {e}",
+            path.display()
+        )
+    })?;
+    let master = pipeline::stage::syncookie::master_from_shared_key(&material);
+    let (tsc, unix_ns) = read_clocks().ok_or(
+        "the wall clock is before 1970; set it (NTP) before using a shared SYN-cookie key",
+    )?;
+    let wall = pipeline::stage::syncookie::WallClock {
+        tsc_at_start: tsc,
+        unix_ns_at_start: unix_ns,
+        tsc_hz,
+    };
+    info!(
+        "SYN-cookie secrets from the shared key in {} ({} bytes): in lockstep with the wall \
+         clock (generation = unix time / {} s, counter = unix time / {} s); every box of the \
+         fleet needs the same key and an NTP-synchronised clock; `syncookie rotate` is refused",
+        path.display(),
+        material.len(),
+        sc.rotate_every_s,
+        sc.counter_period_s
+    );
+    Ok((master, Some(wall)))
+}
+
+/// (TSC, ns since the Unix epoch) read together: the TSC halfway through reading the wall
+/// clock, so the pair is off by at most half the time the clock read takes (well under a
+/// microsecond), nothing next to a cookie counter period. `None` before 1970.
+fn read_clocks() -> Option<(u64, u64)> {
+    let before = dataplane::rdtsc();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let after = dataplane::rdtsc();
+    let tsc = before.wrapping_add(after.wrapping_sub(before) / 2);
+    Some((tsc, u64::try_from(unix.as_nanos()).ok()?))
+}
+
+/// Re-measures the SYN cookies' TSC-to-wall-clock mapping (shared key only; called by the
+/// supervisor every few seconds, never on the packet path). A correction beyond 100 ms means
+/// the clock was stepped or the TSC rate is off: the box's cookies may have left the fleet's
+/// schedule for a while, so say so.
+pub fn resync_cookie_clock(clock: &pipeline::stage::syncookie::ClockSync) {
+    let Some((tsc, unix_ns)) = read_clocks() else {
+        warn!("the wall clock is before 1970: SYN-cookie schedule not re-synchronised");
+        return;
+    };
+    match clock.update(tsc, unix_ns) {
+        Ok(ns) if ns.unsigned_abs() > 100_000_000 => warn!(
+            "SYN-cookie wall-clock mapping corrected by {:.3} s (clock stepped, or TSC rate \
+             off): cookies re-hashed to or from other boxes may have failed meanwhile",
+            ns as f64 / 1e9
+        ),
+        Ok(ns) => log::debug!("SYN-cookie wall-clock mapping corrected by {ns} ns"),
+        Err(e) => warn!("SYN-cookie wall-clock mapping not updated: {e}"),
+    }
+}
+
 /// 128 random bits keying the SYN cookies, read once at start-up (never on the packet path).
 pub fn cookie_secret() -> Result<[u8; 16], String> {
     use std::io::Read;

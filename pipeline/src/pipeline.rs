@@ -147,6 +147,9 @@ pub struct Policy {
     acl: Option<Arc<AclTable>>,
     syncookie: Option<SynCookieConfig>,
     secret: [u8; 16],
+    /// With a fleet's shared key: the TSC-to-wall-clock mapping that puts every worker's
+    /// cookie secrets in lockstep with the other boxes.
+    wall_clock: Option<syncookie::ClockSync>,
     ratelimit: Option<RateLimiter>,
     rules: Option<Arc<CompiledRules>>,
     tsc_hz: u64,
@@ -162,6 +165,18 @@ impl Policy {
         cfg: &PipelineConfig,
         tsc_hz: u64,
         secret: [u8; 16],
+    ) -> Result<Policy, PolicyError> {
+        Self::build_with_clock(cfg, tsc_hz, secret, None)
+    }
+
+    /// [`Policy::build`] for a fleet: with `wall_clock`, `secret` is the master derived from
+    /// the shared key and the SYN-cookie secrets and time counter follow the wall clock
+    /// ([`syncookie::WallClock`]), so every box with the same key issues the same cookies.
+    pub fn build_with_clock(
+        cfg: &PipelineConfig,
+        tsc_hz: u64,
+        secret: [u8; 16],
+        wall_clock: Option<syncookie::WallClock>,
     ) -> Result<Policy, PolicyError> {
         if cfg.offenders_capacity > MAX_OFFENDERS_CAPACITY {
             return Err(PolicyError::OffendersCapacity(cfg.offenders_capacity));
@@ -182,6 +197,11 @@ impl Policy {
             }
             None => None,
         };
+        // One mapping for every worker, so re-measuring it moves all of them at once.
+        let wall_clock = match (&cfg.syncookie, wall_clock) {
+            (Some(_), Some(w)) => Some(syncookie::ClockSync::new(w)?),
+            _ => None,
+        };
         let ratelimit = cfg
             .ratelimit
             .as_ref()
@@ -201,6 +221,7 @@ impl Policy {
             acl,
             syncookie: cfg.syncookie.clone(),
             secret,
+            wall_clock,
             ratelimit,
             rules,
             tsc_hz,
@@ -222,7 +243,12 @@ impl Policy {
                 .zip(self.syncookie_shared.as_ref())
                 .and_then(|(c, shared)| {
                     // Validated in Policy::build with the same config and TSC frequency.
-                    SynCookieStage::with_shared(c, self.secret, self.tsc_hz, shared).ok()
+                    let st =
+                        SynCookieStage::with_shared(c, self.secret, self.tsc_hz, shared).ok()?;
+                    Some(match &self.wall_clock {
+                        Some(c) => st.with_clock(c.clone()),
+                        None => st,
+                    })
                 }),
             ratelimit: self.ratelimit.as_ref().map(RateLimiter::worker_stage),
             signature: self
@@ -234,6 +260,12 @@ impl Policy {
                 .then(|| Offenders::new(self.offenders_capacity)),
             sampler: Sampler::new(self.offenders_sample),
         }
+    }
+
+    /// The SYN cookies' wall-clock mapping (a fleet's shared key), for the control plane to
+    /// re-measure while the box runs.
+    pub fn cookie_clock(&self) -> Option<&syncookie::ClockSync> {
+        self.wall_clock.as_ref()
     }
 
     pub fn rules(&self) -> Option<&Arc<CompiledRules>> {

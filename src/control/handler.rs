@@ -418,6 +418,29 @@ impl Shared {
                 "SYN cookies are not configured: add a [pipeline.syncookie] section",
             ));
         }
+        if let Some(key) = self
+            .syncookie
+            .as_ref()
+            .and_then(|c| c.shared_key_file.as_ref())
+        {
+            // One box rotating alone would leave the fleet's schedule: its cookies would stop
+            // validating on the others (and theirs on it) until the next scheduled rotation.
+            log::warn!(
+                "`syncookie rotate` refused: secrets come from the shared key in {} and rotate \
+                 with the wall clock in lockstep with the fleet",
+                key.display()
+            );
+            return Err(err(
+                ErrorCode::Unavailable,
+                format!(
+                    "refused: SYN-cookie secrets come from the fleet's shared key ({}) and \
+                     rotate on the wall clock in lockstep with the other boxes (rotate_every_s); \
+                     a rotation on command would break that. Rotate the key file on every box \
+                     and restart them instead",
+                    key.display()
+                ),
+            ));
+        }
         let n = self
             .publish(|_| Update::RotateCookie { applied: false })
             .map_err(|e| err(ErrorCode::Unavailable, e))?;

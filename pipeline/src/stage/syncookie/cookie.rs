@@ -103,6 +103,18 @@ fn derive(master: &[u8; 16], generation: u64) -> SipKey {
     SipKey::new(&key)
 }
 
+/// The master secret from a fleet's shared key material (at least 16 bytes): SipHash-2-4-128
+/// keyed with its first 16 bytes over a label and the whole material, so every byte of a
+/// longer key counts and the master is never the key file's bytes themselves.
+pub fn master_from_shared_key(material: &[u8]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let n = material.len().min(16);
+    k[..n].copy_from_slice(&material[..n]);
+    let mut msg = b"scrubd/fleet-key".to_vec();
+    msg.extend_from_slice(material);
+    SipHasher24x128::new_with_key(&k).hash(&msg).as_bytes()
+}
+
 #[inline(always)]
 fn mac(key: &SipKey, flow: &Flow, counter: u64, mss_index: u8) -> u32 {
     let h = match (flow.client, flow.server) {
@@ -155,6 +167,31 @@ impl CookieJar {
             master,
             generation: 0,
             previous: None,
+        }
+    }
+
+    /// A jar whose current generation is `generation` and whose previous one is
+    /// `generation - 1` (none at 0): with a fleet's shared key every box builds this from the
+    /// wall clock, so all of them agree on both secrets whenever they start.
+    pub fn at(master: [u8; 16], generation: u64) -> Self {
+        CookieJar {
+            current: derive(&master, generation),
+            previous: generation.checked_sub(1).map(|g| derive(&master, g)),
+            master,
+            generation,
+        }
+    }
+
+    /// Moves to `generation` (a wall-clock slot): one step keeps the current secret as the
+    /// previous one; a jump (idle for several periods) derives both afresh. Never goes back.
+    pub fn set_generation(&mut self, generation: u64) {
+        if generation <= self.generation {
+            return;
+        }
+        if generation == self.generation + 1 {
+            self.rotate();
+        } else {
+            *self = CookieJar::at(self.master, generation);
         }
     }
 
@@ -362,6 +399,44 @@ mod tests {
             prop_assert!(jar.validate(&flow, jar.issue(&flow, counter, mss), counter).is_some());
             jar.rotate();
             prop_assert_eq!(jar.validate(&flow, c, counter), None);
+        }
+
+        #[test]
+        fn jar_at_a_generation_is_the_rotated_jar(flow in any_flow(), master in any::<[u8; 16]>(),
+                                                  counter in 0u64..1 << 40, gen in 0u64..6,
+                                                  jump in 1u64..4) {
+            let mut rotated = CookieJar::new(master);
+            for _ in 0..gen {
+                rotated.rotate();
+            }
+            let at = CookieJar::at(master, gen);
+            prop_assert_eq!(at.issue(&flow, counter, 1), rotated.issue(&flow, counter, 1));
+            // The previous generation's cookies validate on both, or on neither at 0.
+            let old = CookieJar::at(master, gen.saturating_sub(1)).issue(&flow, counter, 1);
+            prop_assert_eq!(at.validate(&flow, old, counter), rotated.validate(&flow, old, counter));
+            prop_assert_eq!(at.validate(&flow, old, counter).is_some(), gen > 0 || old == at.issue(&flow, counter, 1));
+            // Setting a later generation, by one step or a jump, equals building it there.
+            let mut moved = CookieJar::at(master, gen);
+            moved.set_generation(gen + jump);
+            let there = CookieJar::at(master, gen + jump);
+            prop_assert_eq!(moved.generation(), gen + jump);
+            let c = there.issue(&flow, counter, 2);
+            prop_assert_eq!(moved.issue(&flow, counter, 2), c);
+            let prev = CookieJar::at(master, gen + jump - 1).issue(&flow, counter, 2);
+            prop_assert!(moved.validate(&flow, prev, counter).is_some());
+            // Never backwards.
+            moved.set_generation(gen);
+            prop_assert_eq!(moved.generation(), gen + jump);
+        }
+
+        #[test]
+        fn shared_key_material_all_counts(a in proptest::collection::vec(any::<u8>(), 16..64),
+                                          i in any::<prop::sample::Index>(), flip in 1u8..) {
+            let mut b = a.clone();
+            b[i.index(a.len())] ^= flip;
+            prop_assert_eq!(master_from_shared_key(&a), master_from_shared_key(&a.clone()));
+            prop_assert_ne!(master_from_shared_key(&a), master_from_shared_key(&b));
+            prop_assert_ne!(master_from_shared_key(&a).to_vec(), a[..16].to_vec());
         }
 
         #[test]

@@ -54,10 +54,10 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
-pub use cookie::{mss_index, MSS_TABLE};
 /// Public so the cookie MAC can be fuzzed on its own (pipeline/fuzz `cookie` target), apart from
 /// the packet parsing in front of it; the stage remains the only user on the data path.
-pub use cookie::{CookieJar, Flow, Valid};
+pub use cookie::{master_from_shared_key, CookieJar, Flow, Valid};
+pub use cookie::{mss_index, MSS_TABLE};
 
 use self::allowlist::Inserted;
 pub use self::allowlist::{Allowlist, ConnKey, Outbound};
@@ -70,6 +70,8 @@ use crate::{
 };
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How a source proves it saw our SYN-ACK; see the module docs.
@@ -117,7 +119,14 @@ pub struct NonTcpPolicy {
 /// outbound_ttl_s = 300       # idle time after which such a connection is forgotten
 /// rotate_every_s = 3600      # scheduled secret rotation; 0 = only on command
 /// non_tcp = { udp = "pass", icmp = "pass", other = "pass" }
+/// shared_key_file = "/etc/scrubd/cookie.key"  # optional: a fleet's shared key, see below
 /// ```
+///
+/// With `shared_key_file`, every box of a fleet derives the same secrets from the key and the
+/// wall clock ([`WallClock`]): generation = floor(unix time / `rotate_every_s`) and the cookie
+/// time counter = floor(unix time / `counter_period_s`), so a cookie one box issues validates
+/// on any other whose clock agrees. The daemon checks and reads the file (hex, at least 16
+/// bytes); this stage only sees the master secret derived from it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SynCookieConfig {
@@ -145,6 +154,8 @@ pub struct SynCookieConfig {
     /// below one counter period.
     pub rotate_every_s: u32,
     pub non_tcp: NonTcpPolicy,
+    /// A fleet's shared key (see the type's docs); `None`: a random secret per box.
+    pub shared_key_file: Option<PathBuf>,
 }
 
 /// Upper bound on `protected`: beyond this a linear scan per packet is the wrong structure.
@@ -168,6 +179,7 @@ impl Default for SynCookieConfig {
             outbound_ttl_s: 300,
             rotate_every_s: 3600,
             non_tcp: NonTcpPolicy::default(),
+            shared_key_file: None,
         }
     }
 }
@@ -185,6 +197,95 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
         problem: problem.into(),
+    }
+}
+
+/// How the TSC maps onto the wall clock, measured once at start-up (the packet path makes no
+/// syscalls, so it cannot ask the time): the TSC read at `unix_ns_at_start` nanoseconds after
+/// the Unix epoch, and the TSC frequency. Given to a stage (with a fleet's shared key), it puts
+/// the cookie time counter and the secret generation on wall-clock multiples of their periods,
+/// the same instants on every box whose clock is right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    pub tsc_at_start: u64,
+    pub unix_ns_at_start: u64,
+    pub tsc_hz: u64,
+}
+
+impl WallClock {
+    /// Whether the mapping is usable: a non-zero TSC rate, and the wall clock in TSC ticks
+    /// fits 64 bits (until about 2086 at 5 GHz).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.tsc_hz == 0 {
+            return Err(invalid("tsc_hz", "must be non-zero"));
+        }
+        self.offset().map(|_| ())
+    }
+
+    /// What to add (wrapping) to a TSC reading to get the wall clock in TSC ticks since the
+    /// Unix epoch: one addition per packet instead of a 128-bit conversion.
+    fn offset(&self) -> Result<u64, ConfigError> {
+        let epoch_ticks =
+            u128::from(self.unix_ns_at_start) * u128::from(self.tsc_hz) / 1_000_000_000;
+        let epoch_ticks = u64::try_from(epoch_ticks).map_err(|_| {
+            invalid(
+                "shared_key_file",
+                format!(
+                    "the wall clock ({} ns) in ticks of a {} Hz TSC does not fit 64 bits",
+                    self.unix_ns_at_start, self.tsc_hz
+                ),
+            )
+        })?;
+        Ok(epoch_ticks.wrapping_sub(self.tsc_at_start))
+    }
+}
+
+/// The wall clock's offset from the TSC (in TSC ticks), shared by every worker's stage of a
+/// box and re-measured by the control plane while it runs: the TSC rate DPDK reports is only
+/// as exact as its calibration (1 ppm is 0.09 s a day), and NTP may step the clock, so a
+/// mapping measured only at start-up would drift away from the other boxes'.
+#[derive(Clone, Debug)]
+pub struct ClockSync {
+    offset: Arc<AtomicU64>,
+    /// The TSC of the first measurement: where a new stage takes its first generation from.
+    start_tsc: u64,
+    tsc_hz: u64,
+}
+
+impl ClockSync {
+    pub fn new(wall: WallClock) -> Result<ClockSync, ConfigError> {
+        wall.check()?;
+        Ok(ClockSync {
+            offset: Arc::new(AtomicU64::new(wall.offset()?)),
+            start_tsc: wall.tsc_at_start,
+            tsc_hz: wall.tsc_hz,
+        })
+    }
+
+    #[inline]
+    fn offset(&self) -> u64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Re-measures: `tsc` was read at `unix_ns`. Every stage sees the new offset from its next
+    /// packet on. Returns the correction in nanoseconds (positive: the wall clock ran ahead
+    /// of the TSC's idea of it), for the operator log.
+    pub fn update(&self, tsc: u64, unix_ns: u64) -> Result<i64, ConfigError> {
+        let new = WallClock {
+            tsc_at_start: tsc,
+            unix_ns_at_start: unix_ns,
+            tsc_hz: self.tsc_hz,
+        }
+        .offset()?;
+        let old = self.offset.swap(new, Ordering::Relaxed);
+        let ticks = new.wrapping_sub(old) as i64;
+        Ok((i128::from(ticks) * 1_000_000_000 / i128::from(self.tsc_hz)) as i64)
+    }
+
+    /// The wall clock (ns since the Unix epoch) this mapping gives for `tsc`, to the tick.
+    pub fn unix_ns(&self, tsc: u64) -> u64 {
+        let ticks = tsc.wrapping_add(self.offset());
+        (u128::from(ticks) * 1_000_000_000 / u128::from(self.tsc_hz)) as u64
     }
 }
 
@@ -241,6 +342,10 @@ pub struct SynCookieStage {
     /// The rotation period slot (TSC / period) of the last scheduled rotation; set by the first
     /// packet, since construction has no clock.
     rotation_slot: Option<u64>,
+    /// In lockstep (a fleet's shared key): the wall clock's offset from the TSC, added to the
+    /// TSC for the cookie counter and the rotation slot, and the generation is the rotation
+    /// slot itself rather than a count of rotations since start. `None`: TSC time, as always.
+    clock: Option<ClockSync>,
     jar: CookieJar,
     allowlist: Arc<Allowlist>,
     outbound: Arc<Outbound>,
@@ -399,11 +504,49 @@ impl SynCookieStage {
             ticks_per_counter,
             rotate_ticks,
             rotation_slot: None,
+            clock: None,
             jar: CookieJar::new(secret),
             allowlist: Arc::clone(&shared.allowlist),
             outbound: Arc::clone(&shared.outbound),
             counters: Counters::default(),
         })
+    }
+
+    /// Puts this stage in lockstep with the wall clock (a fleet's shared key, `secret` being
+    /// the master derived from it): the cookie counter and the generation become wall-clock
+    /// slots, and the secrets are those of the current slot and the one before, as on every
+    /// other box with the same key and a correct clock.
+    pub fn with_wall_clock(self, wall: WallClock) -> Result<Self, ConfigError> {
+        Ok(self.with_clock(ClockSync::new(wall)?))
+    }
+
+    /// [`SynCookieStage::with_wall_clock`] over a mapping shared with the other workers, which
+    /// the control plane re-measures while the box runs ([`ClockSync::update`]).
+    pub fn with_clock(mut self, clock: ClockSync) -> Self {
+        let start = clock.start_tsc.wrapping_add(clock.offset());
+        self.clock = Some(clock);
+        if let Some(period) = self.rotate_ticks {
+            let slot = start / period;
+            self.jar.set_generation(slot);
+            self.rotation_slot = Some(slot);
+        }
+        self
+    }
+
+    /// The time the cookie counter and the rotation slot are computed from: the TSC, or in
+    /// lockstep the wall clock in TSC ticks (one relaxed load of a line written about once
+    /// a minute).
+    #[inline]
+    fn epoch(&self, tsc: u64) -> u64 {
+        match &self.clock {
+            None => tsc,
+            Some(c) => tsc.wrapping_add(c.offset()),
+        }
+    }
+
+    /// Whether the secrets follow the wall clock (commanded rotation would break lockstep).
+    pub fn lockstep(&self) -> bool {
+        self.clock.is_some()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -413,7 +556,7 @@ impl SynCookieStage {
     pub fn status(&self, tsc: u64) -> Status {
         Status {
             mode: self.mode,
-            time_counter: tsc / self.ticks_per_counter,
+            time_counter: self.epoch(tsc) / self.ticks_per_counter,
             secret_generation: self.jar.generation(),
             allowlist_capacity: self.allowlist.capacity(),
             allowlist_occupied: self.allowlist.occupied(),
@@ -423,7 +566,13 @@ impl SynCookieStage {
 
     /// Rotates the secret now (the control plane's command). Cookies issued before stay valid
     /// until the next rotation; those from before the previous rotation stop validating.
+    /// In lockstep (a fleet's shared key) it does nothing: one box rotating alone would stop
+    /// its cookies validating on the others, so the control plane refuses the command and the
+    /// stage ignores it should it arrive anyway.
     pub fn rotate(&mut self) {
+        if self.lockstep() {
+            return;
+        }
         self.jar.rotate();
         self.counters.rotations += 1;
     }
@@ -497,10 +646,17 @@ impl SynCookieStage {
         };
         // Rotations fall on whole multiples of the period of the TSC, which every core shares,
         // so all workers move to the next generation at the same instant (each at its first
-        // packet after it) and a cookie one worker issues validates on any other.
-        let slot = now / period;
+        // packet after it) and a cookie one worker issues validates on any other. In lockstep
+        // the clock is the wall clock (the TSC plus the start-up offset), and the generation is
+        // the slot itself, so every box of the fleet agrees on it.
+        let slot = self.epoch(now) / period;
         match self.rotation_slot {
             None => self.rotation_slot = Some(slot),
+            Some(last) if slot > last && self.clock.is_some() => {
+                self.jar.set_generation(slot);
+                self.counters.rotations += 1;
+                self.rotation_slot = Some(slot);
+            }
             Some(last) if slot > last => {
                 // One rotation however long we were idle: cookies from before are long dead
                 // by the time counter anyway.
@@ -583,7 +739,7 @@ impl SynCookieStage {
             client_port: tcp.sport,
             server_port: tcp.dport,
         };
-        let counter = now / self.ticks_per_counter;
+        let counter = self.epoch(now) / self.ticks_per_counter;
         let f = tcp.flags;
         let has = |bit: u8| f & bit != 0;
 

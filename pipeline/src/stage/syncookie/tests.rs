@@ -1615,3 +1615,226 @@ fn scheduled_rotations_fall_at_the_same_instant_on_every_worker() {
     assert_eq!(a.status(0).secret_generation, 1);
     assert_eq!(b.status(0).secret_generation, 1);
 }
+
+// --- A fleet: boxes sharing a key, in lockstep with the wall clock ---
+
+/// The wall clock at the start of the fleet tests: a whole multiple of both the counter period
+/// (64 s) and the rotation period (256 s) used below, so the boundaries are easy to place.
+const UNIX0_MS: u64 = 1_700_000_000_000;
+const ROTATE_S: u32 = 256;
+const ROTATE: u64 = ROTATE_S as u64 * HZ;
+
+/// A box of the fleet: its own TSC, which read `tsc_at_start` when its (possibly skewed) clock
+/// said UNIX0 + `skew_ms`. The TSC of such a box at true time UNIX0 + w ms is
+/// `tsc_at_start + w`.
+fn fleet_box(master: [u8; 16], tsc_at_start: u64, skew_ms: i64) -> SynCookieStage {
+    let cfg = SynCookieConfig {
+        rotate_every_s: ROTATE_S,
+        ..config()
+    };
+    let unix_ms = UNIX0_MS.checked_add_signed(skew_ms).unwrap();
+    SynCookieStage::new(&cfg, master, HZ)
+        .unwrap()
+        .with_wall_clock(WallClock {
+            tsc_at_start,
+            unix_ns_at_start: unix_ms * 1_000_000,
+            tsc_hz: HZ,
+        })
+        .unwrap()
+}
+
+const TSC_A: u64 = 5_000;
+const TSC_B: u64 = 987_654_321;
+
+/// Box A answers a SYN at true time w_syn (ms after UNIX0); the client's RST reaches box B at
+/// w_rst. Returns B's verdict on the RST.
+fn across(a: &mut SynCookieStage, b: &mut SynCookieStage, w_syn: u64, w_rst: u64) -> StageResult {
+    let mut s = syn(false, 0x0bad_cafe);
+    let orig = s.clone();
+    let len = reply_len(run(a, &mut s, TSC_A + w_syn));
+    let mut rst = client_rst_for(&orig, &s[..len], &Shape::default());
+    run(b, &mut rst, TSC_B + w_rst)
+}
+
+const AUTHENTICATED: StageResult = StageResult::Done(Verdict::Drop(DropReason::AuthHandshake));
+const REJECTED: StageResult = StageResult::Done(Verdict::Drop(DropReason::CookieInvalid));
+
+#[test]
+fn fleet_cookie_from_one_box_validates_on_another() {
+    let key = master_from_shared_key(b"0123456789abcdef0123");
+    let mut a = fleet_box(key, TSC_A, 0);
+    let mut b = fleet_box(key, TSC_B, 0);
+    assert_eq!(across(&mut a, &mut b, 1_000, 1_100), AUTHENTICATED);
+    assert_eq!(b.counters().rst_validated, 1);
+    // Both are in the wall clock's generation, not a count of rotations since start.
+    let gen = UNIX0_MS / 1000 / u64::from(ROTATE_S);
+    assert_eq!(a.status(TSC_A + 1_000).secret_generation, gen);
+    assert_eq!(b.status(TSC_B + 1_000).secret_generation, gen);
+    assert_eq!(b.status(TSC_B + 1_000).time_counter, UNIX0_MS / 1000 / 64);
+}
+
+#[test]
+fn fleet_boxes_with_different_keys_disagree() {
+    let mut a = fleet_box(master_from_shared_key(b"0123456789abcdef0123"), TSC_A, 0);
+    let mut b = fleet_box(master_from_shared_key(b"0123456789abcdef0124"), TSC_B, 0);
+    assert_eq!(across(&mut a, &mut b, 1_000, 1_100), REJECTED);
+    assert_eq!(b.counters().rst_validated, 0);
+    // A box's own random secret (no shared key) does not fit the fleet either.
+    let key = master_from_shared_key(b"0123456789abcdef0123");
+    let mut a = fleet_box(key, TSC_A, 0);
+    let mut own = SynCookieStage::new(&config(), key, HZ).unwrap();
+    let mut s = syn(false, 1);
+    let orig = s.clone();
+    let len = reply_len(run(&mut a, &mut s, TSC_A + 1_000));
+    let mut rst = client_rst_for(&orig, &s[..len], &Shape::default());
+    assert_eq!(run(&mut own, &mut rst, TSC_A + 1_100), REJECTED);
+}
+
+#[test]
+fn fleet_cookie_survives_a_rotation_between_boxes() {
+    let key = master_from_shared_key(&[0x5a; 32]);
+    let mut a = fleet_box(key, TSC_A, 0);
+    let mut b = fleet_box(key, TSC_B, 0);
+    // Issued 100 ms before a rotation boundary, checked 100 ms after it: B is one generation
+    // (and one counter period) on, and accepts the previous one.
+    assert_eq!(
+        across(&mut a, &mut b, ROTATE - 100, ROTATE + 100),
+        AUTHENTICATED
+    );
+    let gen = UNIX0_MS / 1000 / u64::from(ROTATE_S);
+    assert_eq!(a.status(0).secret_generation, gen);
+    assert_eq!(b.status(0).secret_generation, gen + 1);
+    assert_eq!(b.counters().rotations, 1);
+    // Two rotations later it is dead on every box (the counter alone would kill it too); a
+    // fresh box, since the client is now allowlisted on B.
+    let mut b = fleet_box(key, TSC_B, 0);
+    let mut s = syn(false, 2);
+    let orig = s.clone();
+    let len = reply_len(run(&mut a, &mut s, TSC_A + ROTATE - 100));
+    let mut rst = client_rst_for(&orig, &s[..len], &Shape::default());
+    assert_eq!(run(&mut b, &mut rst, TSC_B + 2 * ROTATE + 100), REJECTED);
+}
+
+#[test]
+fn fleet_clock_skew_beyond_a_window_breaks_validation() {
+    let key = master_from_shared_key(&[7; 16]);
+    let mut a = fleet_box(key, TSC_A, 0);
+    // 30 s ahead, within the same counter period as the issue: still fine.
+    let mut ahead = fleet_box(key, TSC_B, 30_000);
+    assert_eq!(across(&mut a, &mut ahead, 1_000, 1_100), AUTHENTICATED);
+    // 130 s ahead: two counter periods on when the RST arrives.
+    let mut far_ahead = fleet_box(key, TSC_B, 130_000);
+    assert_eq!(across(&mut a, &mut far_ahead, 1_000, 1_100), REJECTED);
+    // 2 s behind, with a boundary in between: B is still in the period before the cookie's.
+    let mut behind = fleet_box(key, TSC_B, -2_000);
+    assert_eq!(across(&mut a, &mut behind, 1_000, 1_100), REJECTED);
+    // The same 2 s behind away from a boundary is tolerated.
+    let mut behind = fleet_box(key, TSC_B, -2_000);
+    assert_eq!(across(&mut a, &mut behind, 10_000, 10_100), AUTHENTICATED);
+}
+
+#[test]
+fn fleet_ignores_commanded_rotation() {
+    let key = master_from_shared_key(&[9; 16]);
+    let mut a = fleet_box(key, TSC_A, 0);
+    let mut b = fleet_box(key, TSC_B, 0);
+    assert!(a.lockstep() && !stage().lockstep());
+    let gen = a.status(0).secret_generation;
+    a.rotate();
+    a.rotate();
+    assert_eq!(a.status(0).secret_generation, gen);
+    assert_eq!(a.counters().rotations, 0);
+    assert_eq!(across(&mut a, &mut b, 1_000, 1_100), AUTHENTICATED);
+}
+
+#[test]
+fn fleet_without_scheduled_rotation_stays_at_generation_zero() {
+    let key = master_from_shared_key(&[3; 16]);
+    let cfg = config(); // rotate_every_s = 0
+    let wall = |tsc_at_start| WallClock {
+        tsc_at_start,
+        unix_ns_at_start: UNIX0_MS * 1_000_000,
+        tsc_hz: HZ,
+    };
+    let mut a = SynCookieStage::new(&cfg, key, HZ)
+        .unwrap()
+        .with_wall_clock(wall(TSC_A))
+        .unwrap();
+    let mut b = SynCookieStage::new(&cfg, key, HZ)
+        .unwrap()
+        .with_wall_clock(wall(TSC_B))
+        .unwrap();
+    assert_eq!(across(&mut a, &mut b, 1_000, 1_100), AUTHENTICATED);
+    assert_eq!(b.status(0).secret_generation, 0);
+}
+
+#[test]
+fn wall_clock_that_does_not_fit_the_tsc_is_refused() {
+    let bad = WallClock {
+        tsc_at_start: 0,
+        unix_ns_at_start: u64::MAX,
+        tsc_hz: 10_000_000_000,
+    };
+    let e = stage().with_wall_clock(bad).err().unwrap();
+    assert!(e.to_string().contains("does not fit 64 bits"), "{e}");
+    // A re-measurement that cannot be expressed is refused and leaves the offset alone.
+    let ok = WallClock {
+        unix_ns_at_start: UNIX0_MS * 1_000_000,
+        ..bad
+    };
+    let clock = ClockSync::new(ok).unwrap();
+    let before = clock.unix_ns(0);
+    assert!(clock.update(0, u64::MAX).is_err());
+    assert_eq!(clock.unix_ns(0), before);
+    let zero = WallClock { tsc_hz: 0, ..bad };
+    assert!(zero.check().is_err());
+}
+
+#[test]
+fn fleet_clock_resync_moves_every_worker_at_once() {
+    let key = master_from_shared_key(&[4; 16]);
+    let cfg = SynCookieConfig {
+        rotate_every_s: ROTATE_S,
+        ..config()
+    };
+    let clock = ClockSync::new(WallClock {
+        tsc_at_start: TSC_A,
+        unix_ns_at_start: UNIX0_MS * 1_000_000,
+        tsc_hz: HZ,
+    })
+    .unwrap();
+    let shared = Shared::new(&cfg, key, HZ);
+    let mut a = SynCookieStage::with_shared(&cfg, key, HZ, &shared)
+        .unwrap()
+        .with_clock(clock.clone());
+    let b = SynCookieStage::with_shared(&cfg, key, HZ, &shared)
+        .unwrap()
+        .with_clock(clock.clone());
+    let tsc = TSC_A + 1_000;
+    assert_eq!(clock.unix_ns(tsc), (UNIX0_MS + 1_000) * 1_000_000);
+    let c0 = UNIX0_MS / 1000 / 64;
+    assert_eq!(a.status(tsc).time_counter, c0);
+    // The wall clock turns out 64.5 s ahead of the TSC's idea of it at `tsc`.
+    let corr = clock
+        .update(tsc, (UNIX0_MS + 1_000 + 64_500) * 1_000_000)
+        .unwrap();
+    assert_eq!(corr, 64_500_000_000);
+    assert_eq!(a.status(tsc).time_counter, c0 + 1);
+    assert_eq!(b.status(tsc).time_counter, c0 + 1);
+    // A step back is followed too (the generation never goes back).
+    assert_eq!(
+        clock.update(tsc, (UNIX0_MS + 1_000) * 1_000_000).unwrap(),
+        -64_500_000_000
+    );
+    assert_eq!(b.status(tsc).time_counter, c0);
+    // The cookies follow: one issued before the correction by 64.5 s validates after it (one
+    // counter period on), as on a box whose clock is right.
+    let mut s = syn(false, 5);
+    let orig = s.clone();
+    let len = reply_len(run(&mut a, &mut s, tsc));
+    let mut rst = client_rst_for(&orig, &s[..len], &Shape::default());
+    clock
+        .update(tsc, (UNIX0_MS + 1_000 + 64_500) * 1_000_000)
+        .unwrap();
+    assert_eq!(run(&mut a, &mut rst, tsc + 10), AUTHENTICATED);
+}
