@@ -30,10 +30,12 @@ pub fn sum_words<const N: usize>(acc: u32, data: &[u8; N]) -> u32 {
 }
 
 /// Fold a 32-bit accumulator to 16 bits and complement it: the value to store in a header.
-pub fn finish(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
+///
+/// Two end-around-carry folds are exact for any `u32`: the first leaves at most 0x1fffe, the
+/// second at most 0xffff; a fixed pair is branch-free where a loop would not be.
+pub fn finish(acc: u32) -> u16 {
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
     !(acc as u16)
 }
 
