@@ -590,6 +590,7 @@ impl RateLimitStage {
     }
 
     /// Finds or inserts the key's bucket in the shared table and takes one packet from it.
+    #[inline(always)]
     fn source_admit(&mut self, src: IpAddr, ci: usize, p: Params, now: u64) -> bool {
         // The masked source, as `Prefix::masked(src, source_prefix_*)` gives it, from the
         // precomputed masks.
