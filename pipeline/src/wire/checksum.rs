@@ -13,11 +13,29 @@ pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
     acc
 }
 
-/// Fold a 32-bit accumulator to 16 bits and complement it: the value to store in a header.
-pub fn finish(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
+/// [`sum`] over a buffer whose length is known at compile time and a multiple of 4, read as
+/// 32-bit big-endian words into a 64-bit accumulator: a 20-byte header is five loads and adds
+/// instead of ten 16-bit steps, with no loop left after unrolling. Equal to [`sum`] modulo
+/// 0xffff (2^16 ≡ 1), which is all [`finish`] keeps; the result is folded back so
+/// it stays below 2^18 and can be added to other partial sums like [`sum`]'s.
+#[inline]
+pub fn sum_words<const N: usize>(acc: u32, data: &[u8; N]) -> u32 {
+    const { assert!(N & 3 == 0, "sum_words reads whole 32-bit words") };
+    let mut wide = u64::from(acc);
+    for w in data.chunks_exact(4) {
+        wide += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
+    let folded = (wide & 0xffff) + ((wide >> 16) & 0xffff) + ((wide >> 32) & 0xffff) + (wide >> 48);
+    folded as u32
+}
+
+/// Fold a 32-bit accumulator to 16 bits and complement it: the value to store in a header.
+///
+/// Two end-around-carry folds are exact for any `u32`: the first leaves at most 0x1fffe, the
+/// second at most 0xffff; a fixed pair is branch-free where a loop would not be.
+pub fn finish(acc: u32) -> u16 {
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
     !(acc as u16)
 }
 
@@ -124,6 +142,17 @@ mod tests {
             // 0x0000 and 0xffff are the same value in one's complement.
             prop_assert!(inc == full || (inc ^ full) == 0xffff && (inc == 0 || full == 0),
                 "inc {inc:#06x} full {full:#06x}");
+        }
+
+        /// The word-wise sum must give exactly the stored checksum the byte-pair sum gives,
+        /// also when started from a pseudo-header sum and for all-zero or all-0xff words.
+        #[test]
+        fn sum_words_matches_sum(data in any::<[u8; 24]>(), acc in 0u32..1 << 20, fill in 0u8..3) {
+            let data = match fill { 0 => data, 1 => [0; 24], _ => [0xff; 24] };
+            let acc = if fill == 0 { acc } else { 0 };
+            prop_assert_eq!(finish(sum_words(acc, &data)), finish(sum(acc, &data)));
+            let head: [u8; 20] = data[..20].try_into().unwrap();
+            prop_assert_eq!(finish(sum_words(0, &head)), checksum(&head));
         }
     }
 }

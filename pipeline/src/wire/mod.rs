@@ -9,8 +9,9 @@
 //! [`Headers`](crate::Headers).
 //!
 //! The same views write: the SYN-cookie stage emits its SYN-ACKs and RSTs through their setters
-//! and `fill_checksum*` methods, so each field offset and protocol number is spelled once for
-//! both directions. Protocol numbers live in [`ip_protocol`], EtherTypes in [`ethernet`].
+//! (checksummed with [`checksum::sum_words`] over the fixed-size headers it composes; frames of
+//! any length use the `fill_checksum*` methods), so each field offset and protocol number is
+//! spelled once for both directions. Protocol numbers live in [`ip_protocol`], EtherTypes in [`ethernet`].
 //! Every public item here is documented; `missing_docs` is denied to keep it so.
 
 #![deny(missing_docs)]

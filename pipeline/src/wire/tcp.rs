@@ -234,7 +234,48 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 /// encodes and a rewriter trusts, so a malformed one is refused rather than guessed.
 /// A window scale above 14 is kept as sent (RFC 7323 tells the receiver to clamp it).
 /// A repeated option overwrites the earlier one, as Linux does.
-pub fn parse_options(mut opts: &[u8]) -> Result<TcpOptions, Malformed> {
+///
+/// The option blocks real stacks put on almost every segment are recognised whole first, by
+/// one slice pattern each (a length check and a few byte compares, no loop), and give exactly
+/// what the walk would; everything else, malformed blocks included, takes the walk. A SYN
+/// flood is mostly such SYNs, and this runs once per packet in the parser.
+#[inline]
+pub fn parse_options(opts: &[u8]) -> Result<TcpOptions, Malformed> {
+    let none = TcpOptions::default();
+    let ts = |a: [u8; 4], b: [u8; 4]| Some((u32::from_be_bytes(a), u32::from_be_bytes(b)));
+    match *opts {
+        // MSS alone (many SYN tools and middleboxes).
+        [2, 4, m0, m1] => Ok(TcpOptions {
+            mss: Some(u16::from_be_bytes([m0, m1])),
+            ..none
+        }),
+        // Linux SYN: MSS, SACK-permitted, timestamps, NOP, window scale.
+        [2, 4, m0, m1, 4, 2, 8, 10, a0, a1, a2, a3, b0, b1, b2, b3, 1, 3, 3, ws] => {
+            Ok(TcpOptions {
+                mss: Some(u16::from_be_bytes([m0, m1])),
+                window_scale: Some(ws),
+                sack_permitted: true,
+                timestamps: ts([a0, a1, a2, a3], [b0, b1, b2, b3]),
+            })
+        }
+        // Linux/BSD established segments: NOP, NOP, timestamps.
+        [1, 1, 8, 10, a0, a1, a2, a3, b0, b1, b2, b3] => Ok(TcpOptions {
+            timestamps: ts([a0, a1, a2, a3], [b0, b1, b2, b3]),
+            ..none
+        }),
+        // Windows SYN: MSS, NOP, window scale, NOP, NOP, SACK-permitted.
+        [2, 4, m0, m1, 1, 3, 3, ws, 1, 1, 4, 2] => Ok(TcpOptions {
+            mss: Some(u16::from_be_bytes([m0, m1])),
+            window_scale: Some(ws),
+            sack_permitted: true,
+            ..none
+        }),
+        _ => walk_options(opts),
+    }
+}
+
+/// The general option walk behind [`parse_options`].
+fn walk_options(mut opts: &[u8]) -> Result<TcpOptions, Malformed> {
     use option::*;
     let mut out = TcpOptions::default();
     while let Some(&kind) = opts.first() {
@@ -358,6 +399,25 @@ mod tests {
         );
         assert_eq!((p.flags(), p.window(), p.header_len()), (0x12, 0, 24));
         assert_eq!(checksum::l4_v4(src, dst, ip_protocol::TCP, &v), 0);
+    }
+
+    /// The whole-block shapes must give exactly what the walk gives, for any field values.
+    #[test]
+    fn option_shapes_match_the_walk() {
+        use proptest::prelude::*;
+        proptest!(|(m in any::<[u8; 2]>(), ws in any::<u8>(), a in any::<[u8; 4]>(), b in any::<[u8; 4]>())| {
+            let shapes: [Vec<u8>; 4] = [
+                vec![2, 4, m[0], m[1]],
+                [&[2, 4, m[0], m[1], 4, 2, 8, 10][..], &a, &b, &[1, 3, 3, ws]].concat(),
+                [&[1, 1, 8, 10][..], &a, &b].concat(),
+                vec![2, 4, m[0], m[1], 1, 3, 3, ws, 1, 1, 4, 2],
+            ];
+            for opts in &shapes {
+                let fast = parse_options(opts);
+                prop_assert!(fast.is_ok());
+                prop_assert_eq!(fast, walk_options(opts), "{:?}", opts);
+            }
+        });
     }
 
     #[test]

@@ -470,6 +470,14 @@ impl RateLimiter {
             params: self.params,
             generation: [0; PER_SOURCE],
             reflection,
+            // Same masks as `Prefix::masked` (a /0 masks everything away); the lengths were
+            // checked against 32 and 128 in `RateLimiter::new`.
+            src_mask_v4: u32::MAX
+                .checked_shl(32u32.saturating_sub(u32::from(self.config.source_prefix_v4)))
+                .unwrap_or(0),
+            src_mask_v6: u128::MAX
+                .checked_shl(128u32.saturating_sub(u32::from(self.config.source_prefix_v6)))
+                .unwrap_or(0),
             table,
             aggregate: self.aggregate.clone(),
             held: vec![0; self.aggregate.buckets.len()].into_boxed_slice(),
@@ -506,6 +514,9 @@ pub struct RateLimitStage {
     /// Bumped when a class changes mode, so old-mode state is treated as a new key.
     generation: [u8; PER_SOURCE],
     reflection: Box<[u64]>,
+    /// `source_prefix_v4`/`_v6` as masks, computed once: the key of every packet is masked.
+    src_mask_v4: u32,
+    src_mask_v6: u128,
     /// Shared by every worker of the policy (see [`table`]).
     table: Arc<SourceTable>,
     aggregate: Arc<AggregateLimiter>,
@@ -579,19 +590,13 @@ impl RateLimitStage {
     }
 
     /// Finds or inserts the key's bucket in the shared table and takes one packet from it.
+    #[inline(always)]
     fn source_admit(&mut self, src: IpAddr, ci: usize, p: Params, now: u64) -> bool {
-        let (addr, v6) = match Prefix::masked(
-            src,
-            if src.is_ipv4() {
-                self.config.source_prefix_v4
-            } else {
-                self.config.source_prefix_v6
-            },
-        )
-        .addr()
-        {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 0u64),
-            IpAddr::V6(a) => (u128::from(a), 1u64),
+        // The masked source, as `Prefix::masked(src, source_prefix_*)` gives it, from the
+        // precomputed masks.
+        let (addr, v6) = match src {
+            IpAddr::V4(a) => (u128::from(u32::from(a) & self.src_mask_v4), 0u64),
+            IpAddr::V6(a) => (u128::from(a) & self.src_mask_v6, 1u64),
         };
         let generation = u64::from(self.generation.get(ci).copied().unwrap_or(0) & 0x7);
         let extra = v6 | (ci as u64) << 1 | generation << 4;
@@ -602,10 +607,13 @@ impl RateLimitStage {
         let ok = self
             .table
             .admit(set, tag, p.meter, now, meter_of, &mut touched);
-        let c = &mut self.counters;
-        c.table_inserts += u64::from(touched.inserted);
-        c.table_evictions += u64::from(touched.evicted);
-        c.table_evictions_active += u64::from(touched.evicted_active);
+        // Only an insertion evicts; a hit (the common case) touches no counter.
+        if touched.inserted {
+            let c = &mut self.counters;
+            c.table_inserts += 1;
+            c.table_evictions += u64::from(touched.evicted);
+            c.table_evictions_active += u64::from(touched.evicted_active);
+        }
         ok
     }
 
@@ -1210,6 +1218,24 @@ mod tests {
             run("classes.tcp_syn = { rate = 5, burst = 100 }"),
             (100, 100)
         );
+    }
+
+    /// The precomputed masks at the edges: /0 puts every IPv4 source in one bucket, /128
+    /// keeps each IPv6 address apart.
+    #[test]
+    fn source_prefix_edges() {
+        let text = "source_prefix_v4 = 0\nsource_prefix_v6 = 128\nclasses.tcp_syn = { rate = 1, burst = 1 }";
+        let mut st = limiter(text, HZ).worker_stage();
+        let r = |st: &mut RateLimitStage, s: &str| st.process(&syn(ip(s)), &meta(1));
+        assert_eq!(r(&mut st, "192.0.2.1"), StageResult::Continue);
+        assert_eq!(
+            r(&mut st, "203.0.113.9"),
+            SYN_DROP,
+            "/0: one bucket for all"
+        );
+        assert_eq!(r(&mut st, "2001:db8::1"), StageResult::Continue);
+        assert_eq!(r(&mut st, "2001:db8::2"), StageResult::Continue);
+        assert_eq!(r(&mut st, "2001:db8::1"), SYN_DROP, "/128: per address");
     }
 
     #[test]

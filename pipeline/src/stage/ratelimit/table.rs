@@ -245,6 +245,21 @@ impl SourceTable {
                 return Self::take(s, meter, now);
             }
         }
+        Self::insert(ways, tag, meter, now, meter_of, touched)
+    }
+
+    /// The miss path of [`SourceTable::admit`], kept out of line: a key is inserted once and
+    /// then hit for as long as it is active, so the hit path stays small where it is inlined.
+    #[cold]
+    #[inline(never)]
+    fn insert(
+        ways: &Set,
+        tag: u64,
+        meter: Meter,
+        now: u64,
+        meter_of: impl Fn(usize) -> Option<Meter>,
+        touched: &mut Touched,
+    ) -> bool {
         // Miss: pick a victim and claim it. A lost race re-runs the scan (the winner may have
         // inserted this very key); after WAYS attempts the packet is judged as a fresh key.
         for _ in 0..WAYS {

@@ -12,7 +12,7 @@
 //! The frame is not padded to the Ethernet minimum of 60 bytes: the returned length is the exact
 //! reply length (a v4 SYN-ACK is 58 bytes untagged) and the NIC pads short frames on transmit.
 
-use crate::wire::{ethernet, ip_protocol, ipv4, ipv6, tcp};
+use crate::wire::{checksum, ethernet, ip_protocol, ipv4, ipv6, tcp};
 use crate::{IpHeaders, IpVersion, TcpInfo};
 use std::net::IpAddr;
 
@@ -82,9 +82,9 @@ pub fn rewrite(
     let total = u16::try_from(l3 + ip_len + tcp_len).ok()?;
 
     // Headers are composed in fixed-size arrays, where the views' bounds checks fold away,
-    // then copied into place. Both start from zero: every field not set below (IPv4 ID and
-    // fragment offset, IPv6 traffic class and flow label, TCP urgent pointer and reserved
-    // bits) is zero.
+    // then copied into place with constant lengths. Both start from zero: every field not set
+    // below (IPv4 ID and fragment offset, IPv6 traffic class and flow label, TCP urgent pointer
+    // and reserved bits) is zero, and so are the option bytes when no MSS is carried.
     let mut th = [0u8; tcp::MIN_HEADER_LEN + tcp::option::MSS_LEN];
     let mut t = tcp::Packet::new_unchecked(&mut th);
     t.set_src_port(tcp.dport);
@@ -97,10 +97,12 @@ pub fn rewrite(
     if let Some(m) = mss {
         t.set_option_mss(m);
     }
-    let th = th.get_mut(..tcp_len)?;
-    let mut t = tcp::Packet::new_unchecked(&mut *th);
+    // The checksum is summed over the whole fixed array as words, with its checksum field
+    // still zero: unused option bytes are zero and add nothing, and the pseudo-header carries
+    // the real length. This is the full RFC 1071 sum (every reply field changes, so there is
+    // nothing to update incrementally from), at a constant 24 bytes.
+    let tcp_sum = checksum::sum_words(0, &th);
 
-    let ip_at = frame.get_mut(l3..l3 + ip_len)?;
     match ends {
         Ends::V4 { from, to } => {
             let mut ih = [0u8; ipv4::MIN_HEADER_LEN];
@@ -114,9 +116,11 @@ pub fn rewrite(
             p.set_protocol(ip_protocol::TCP);
             p.set_src_addr(from);
             p.set_dst_addr(to);
-            p.fill_checksum();
-            t.fill_checksum_v4(from, to);
-            ip_at.copy_from_slice(&ih);
+            let ip_sum = checksum::finish(checksum::sum_words(0, &ih));
+            ipv4::Packet::new_unchecked(&mut ih).set_checksum(ip_sum);
+            let pseudo = checksum::pseudo_v4(from, to, ip_protocol::TCP, tcp_len as u16);
+            tcp::Packet::new_unchecked(&mut th).set_checksum(checksum::finish(pseudo + tcp_sum));
+            put(frame, l3, &ih)?;
         }
         Ends::V6 { from, to } => {
             // Traffic class and flow label stay zero: the reply is not part of any flow the
@@ -129,13 +133,29 @@ pub fn rewrite(
             p.set_hop_limit(hop_limit);
             p.set_src_addr(from);
             p.set_dst_addr(to);
-            t.fill_checksum_v6(from, to);
-            ip_at.copy_from_slice(&ih);
+            let pseudo = checksum::pseudo_v6(from, to, ip_protocol::TCP, tcp_len as u32);
+            tcp::Packet::new_unchecked(&mut th).set_checksum(checksum::finish(pseudo + tcp_sum));
+            put(frame, l3, &ih)?;
         }
     }
     let at = l3 + ip_len;
-    frame.get_mut(at..at + tcp_len)?.copy_from_slice(th);
+    if mss.is_some() {
+        put(frame, at, &th)?;
+    } else {
+        let bare: &[u8; tcp::MIN_HEADER_LEN] = th.first_chunk()?;
+        put(frame, at, bare)?;
+    }
 
     ethernet::Frame::new_unchecked(&mut *frame).swap_addrs();
     Some(total)
+}
+
+/// Copies a composed header into `frame` at `at` with a length known at compile time, so the
+/// copy is a few register moves rather than a `memcpy` call. `None` when it does not fit,
+/// which [`rewrite`] has ruled out before writing anything.
+#[inline]
+fn put<const N: usize>(frame: &mut [u8], at: usize, header: &[u8; N]) -> Option<()> {
+    let dst: &mut [u8; N] = frame.get_mut(at..)?.first_chunk_mut()?;
+    *dst = *header;
+    Some(())
 }
