@@ -24,7 +24,7 @@ use crate::prefix::{mask_v4, Prefix};
 /// Every page of `tbl24` is mapped when the table is made (built or cloned), on the thread that
 /// makes it: a zero-allocated `tbl24` left as is has unmapped pages, and the worker would take
 /// up to 16 k minor page faults on its first lookups into a newly published table. Pages no
-/// prefix touches map the shared zero page (see [`Dir24_8::resident`]), so a table costs
+/// prefix touches map the shared zero page (see `Dir24_8::resident`), so a table costs
 /// memory only where prefixes are.
 ///
 /// A published table is immutable. The control plane changes one it owns exclusively (a spare

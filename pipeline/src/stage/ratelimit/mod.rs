@@ -22,7 +22,7 @@
 //! (default): a bucket of capacity `burst` tokens, refilled continuously at `rate` tokens per
 //! second of TSC time, starts full; a packet passes iff at least one whole token is present and
 //! takes it. Hence over any interval of `t` seconds one key passes at most `burst + rate·t`
-//! packets while it stays in the table (see eviction in [`table`]), **for the whole box**:
+//! packets while it stays in the table (see eviction in the `table` module), **for the whole box**:
 //! every worker meters the key in one shared bucket, however RSS spreads its packets. The
 //! bucket is kept as GCRA with a 1/256-tick grain, the interval rounded up, so the rate is
 //! never exceeded (at most 0.4 % under it at rates near the TSC frequency, far less at any
@@ -43,7 +43,7 @@
 //!
 //! # Shared source table
 //! Fixed capacity (`table_capacity`, for the whole box), set-associative, allocated and
-//! touched once at start; lock-free (see [`table`] for the layout, the memory ordering and
+//! touched once at start; lock-free (see the `table` module for the layout, the memory ordering and
 //! eviction). What an attacker can and cannot do under a random-source flood:
 //! - A spoofed flood with fresh sources gets `burst` packets per fresh key: per-source limits do
 //!   not bound that; the aggregate limits (and the SYN-cookie stage) are what do.

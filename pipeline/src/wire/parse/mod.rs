@@ -33,7 +33,7 @@ use crate::{Frag, Headers, IpHeaders, IpVersion, Malformed, Net, TcpInfo, TcpOpt
 /// Parse `frame` (starting at the Ethernet destination address, no FCS) into [`Headers`].
 ///
 /// The common shape (untagged Ethernet, IPv4 without options or fragmentation, TCP or UDP)
-/// takes [`parse_ipv4_simple`], which reads the fixed headers through fixed-size arrays so
+/// takes `parse_ipv4_simple`, which reads the fixed headers through fixed-size arrays so
 /// every bounds check folds away; anything else, and every frame that path would refuse, takes
 /// the general walk, so the result (and the precise error) is the same either way.
 #[inline]
