@@ -407,8 +407,11 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             publisher.record_latency(spent, n as u64);
             busy += spent;
         }
+        // An applied update is published at once, ahead of its ack: whoever waits for the ack
+        // (`syncookie rotate`, a block add) then finds the aggregator already showing it.
+        let applied = publisher.apply_update(&mut plan.pipeline);
         let now = rdtsc();
-        if now >= next_publish {
+        if applied || now >= next_publish {
             publisher.publish(
                 &counters,
                 &plan.pipeline,
@@ -419,19 +422,7 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             );
             next_publish = now.wrapping_add(interval);
         }
-        if publisher.apply_update(&mut plan.pipeline) {
-            // A snapshot ahead of the ack: whoever waits for the ack (`syncookie rotate`, a
-            // block add) then finds the aggregator already showing the change.
-            let now = rdtsc();
-            publisher.publish(
-                &counters,
-                &plan.pipeline,
-                now,
-                busy,
-                now.wrapping_sub(start),
-                true,
-            );
-            next_publish = now.wrapping_add(interval);
+        if applied {
             publisher.flush_outbox();
         }
     }
