@@ -385,14 +385,12 @@ impl Shared {
         };
         let (counters, workers) = {
             let agg = lock(&self.agg);
-            let counters: BTreeMap<String, u64> = agg
-                .stage_totals()
-                .into_iter()
-                .filter(|(k, _)| {
-                    pipeline::stage_counters::schema()
-                        .iter()
-                        .any(|c| c.stage == StageKind::SynCookie && &c.name == k)
-                })
+            let totals = agg.stage_totals();
+            let counters: BTreeMap<String, u64> = pipeline::stage_counters::schema()
+                .get(StageKind::SynCookie.range())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|c| totals.get(&c.name).map(|v| (c.name.clone(), *v)))
                 .collect();
             (counters, agg.syncookie_workers())
         };
