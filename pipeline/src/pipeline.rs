@@ -714,16 +714,39 @@ udp_reflection = { rate = 1, burst = 1 }
         )
     }
 
+    /// A rule file in a directory of its own, removed when dropped.
+    struct RulesFile {
+        dir: std::path::PathBuf,
+        file: std::path::PathBuf,
+    }
+
+    impl RulesFile {
+        fn new(tag: &str, text: &str) -> RulesFile {
+            let dir =
+                std::env::temp_dir().join(format!("scrubd-pipeline-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("t.rules");
+            std::fs::write(&file, text).unwrap();
+            RulesFile { dir, file }
+        }
+
+        fn display(&self) -> std::path::Display<'_> {
+            self.file.display()
+        }
+    }
+
+    impl Drop for RulesFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     #[test]
     fn outbound_traffic_skips_protection_unless_configured() {
-        let dir = std::env::temp_dir().join(format!("scrubd-pipeline-dir-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let rules = dir.join("t.rules");
-        std::fs::write(
-            &rules,
+        let rules = RulesFile::new(
+            "dir",
             "drop udp any any -> any any (msg:\"x\"; content:\"evil\"; sid:9;)\n",
-        )
-        .unwrap();
+        );
         let base = format!(
             "[acl]\ndeny = [\"10.1.0.0/16\"]\n\
              [syncookie]\nprotected = [\"10.1.0.0/16\"]\n\
@@ -773,19 +796,14 @@ udp_reflection = { rate = 1, burst = 1 }
             Verdict::Drop(DropReason::RateLimited(_))
         ));
         assert!(toml::from_str::<PipelineConfig>("[outbound]\nsyncookie = true").is_err());
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn signature_stage_sees_payload() {
-        let dir = std::env::temp_dir().join(format!("scrubd-pipeline-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let rules = dir.join("t.rules");
-        std::fs::write(
-            &rules,
+        let rules = RulesFile::new(
+            "sig",
             "drop udp any any -> any 11211 (msg:\"memcached\"; content:\"|00 00 00 00 00 01 00 00|stats\"; depth:13; sid:1;)\n",
-        )
-        .unwrap();
+        );
         let mut p = policy(&format!(
             "[signature]\nrule_files = [\"{}\"]\n",
             rules.display()
@@ -811,7 +829,6 @@ udp_reflection = { rate = 1, burst = 1 }
         );
         assert_eq!(run(&mut p, &good, 0).0, Verdict::Forward);
         assert_eq!(p.signature.as_ref().unwrap().counters(), &[1]);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
