@@ -47,24 +47,31 @@ fn key_file(s: &Scenario, name: &str, hex: &str) -> PathBuf {
     p
 }
 
+/// A one-worker box: outside replays `rx`, inside `inside`, SYN cookies for 198.51.100.0/24 keyed
+/// by the shared key file `key` (rotation hourly, the default, spelled out).
+fn box_config(s: &Scenario, rx: &Path, inside: &Path, run: &str, key: &Path) -> PathBuf {
+    s.config_with(
+        "0@0,1@1",
+        &[1],
+        &pcap_vdev(0, rx, &s.path("o-tx.pcap")),
+        &pcap_vdev(1, inside, &s.path("i-tx.pcap")),
+        run,
+        8191,
+        &format!(
+            "[pipeline.syncookie]\nprotected = [\"198.51.100.0/24\"]\nrotate_every_s = 3600\n\
+             shared_key_file = {:?}\n",
+            key.display().to_string()
+        ),
+    )
+}
+
 /// Runs one box on `frames` (arriving from the outside) with the shared key in `key`;
 /// returns its summary and what it sent back out of the outside port.
 fn run_box(name: &str, key: &Path, frames: &[Frame]) -> (serde_json::Value, Vec<Vec<u8>>) {
     let s = Scenario::new(name);
     let rx = s.write_pcap("o.pcap", frames);
     let empty = s.write_pcap("i.pcap", &[]);
-    let cfg = s.config_with(
-        "0@0,1@1",
-        &[1],
-        &pcap_vdev(0, &rx, &s.path("o-tx.pcap")),
-        &pcap_vdev(1, &empty, &s.path("i-tx.pcap")),
-        "exit_when_idle_ms = 500",
-        8191,
-        &format!(
-            "[pipeline.syncookie]\nprotected = [\"198.51.100.0/24\"]\nshared_key_file = {:?}\n",
-            key.display().to_string()
-        ),
-    );
+    let cfg = box_config(&s, &rx, &empty, "exit_when_idle_ms = 500", key);
     run_ok(&cfg);
     (s.summary(), read_frames(&s.path("o-tx.pcap")))
 }
@@ -129,18 +136,7 @@ fn a_key_file_others_can_read_is_refused_at_start() {
     let key = key_file(&s, "k.key", "3f1e0c5a9b7d2468ace013579bdf2468");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let empty = s.write_pcap("e.pcap", &[]);
-    let cfg = s.config_with(
-        "0@0,1@1",
-        &[1],
-        &pcap_vdev(0, &empty, &s.path("o-tx.pcap")),
-        &pcap_vdev(1, &empty, &s.path("i-tx.pcap")),
-        "exit_when_idle_ms = 500",
-        8191,
-        &format!(
-            "[pipeline.syncookie]\nprotected = [\"198.51.100.0/24\"]\nshared_key_file = {:?}\n",
-            key.display().to_string()
-        ),
-    );
+    let cfg = box_config(&s, &empty, &empty, "exit_when_idle_ms = 500", &key);
     let out = run_config(&cfg, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -159,19 +155,7 @@ fn commanded_rotation_is_refused_with_a_shared_key() {
     let s = Scenario::new("fleet-rotate");
     let key = key_file(&s, "k.key", "3f1e0c5a9b7d2468ace013579bdf2468");
     let empty = s.write_pcap("e.pcap", &[]);
-    let cfg = s.config_with(
-        "0@0,1@1",
-        &[1],
-        &pcap_vdev(0, &empty, &s.path("o-tx.pcap")),
-        &pcap_vdev(1, &empty, &s.path("i-tx.pcap")),
-        "",
-        8191,
-        &format!(
-            "[pipeline.syncookie]\nprotected = [\"198.51.100.0/24\"]\nrotate_every_s = 3600\n\
-             shared_key_file = {:?}\n",
-            key.display().to_string()
-        ),
-    );
+    let cfg = box_config(&s, &empty, &empty, "", &key);
     let d = Daemon::start(&cfg, &s.path("scrubd.sock"));
     // The per-worker view appears with the first stats report.
     let t0 = std::time::Instant::now();
