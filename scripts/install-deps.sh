@@ -9,6 +9,9 @@ pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2
 missing=()
 # tests/realstack.rs also runs ping and kill (procps) inside network namespaces.
 pkgs+=(iputils-ping procps)
+# libvectorscan-dev: Vectorscan, the signature prefilter's multi-pattern engine (x86-64 needs
+# SSE4.2; Debian's build picks the best code path at run time).
+pkgs+=(libvectorscan-dev)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -207,12 +207,11 @@ impl Policy {
             .as_ref()
             .map(|r| RateLimiter::new(r, tsc_hz))
             .transpose()?;
-        // Threshold windows count in TSC ticks; stages built from here on read this rate.
-        crate::stage::signature::set_tsc_hz(tsc_hz);
+        // Threshold windows count in TSC ticks.
         let rules = cfg
             .signature
             .as_ref()
-            .map(|s| s.compile().map(Arc::new))
+            .map(|s| s.compile_for_clock(tsc_hz).map(Arc::new))
             .transpose()?;
         Ok(Policy {
             non_ip: cfg.non_ip,

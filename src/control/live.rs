@@ -206,7 +206,7 @@ impl LivePolicy {
         };
         let rules = match &cfg.pipeline.signature {
             Some(s) => {
-                Some(Arc::new(s.compile().map_err(|e| {
+                Some(Arc::new(s.compile_for_clock(self.tsc_hz).map_err(|e| {
                     pipeline::PolicyError::Signature(e).to_string()
                 })?))
             }

@@ -285,18 +285,26 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
-    /// Builds the matcher. Rule indices are positions in [`RuleSet::rules`].
+    /// Builds the matcher for packets stamped at [`DEFAULT_TSC_HZ`] (threshold windows count
+    /// in those ticks). Rule indices are positions in [`RuleSet::rules`].
+    ///
+    /// [`DEFAULT_TSC_HZ`]: super::DEFAULT_TSC_HZ
     pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
         let report = LoadReport {
             loaded: self.rules.len(),
             ..LoadReport::default()
         };
-        CompiledRules::build(&self.rules, report)
+        CompiledRules::build(&self.rules, report, super::DEFAULT_TSC_HZ)
     }
 
-    /// Builds the matcher and keeps the load report with it (for `--check` and `rules`).
-    pub fn compile_with_report(&self, report: LoadReport) -> Result<CompiledRules, SignatureError> {
-        CompiledRules::build(&self.rules, report)
+    /// Builds the matcher for packets stamped by a `tsc_hz` clock and keeps the load report
+    /// with it (for `--check` and `rules`).
+    pub fn compile_with_report(
+        &self,
+        report: LoadReport,
+        tsc_hz: u64,
+    ) -> Result<CompiledRules, SignatureError> {
+        CompiledRules::build(&self.rules, report, tsc_hz)
     }
 }
 
@@ -701,7 +709,11 @@ fn rule_classes(rule: &Rule) -> Vec<Class> {
 }
 
 impl CompiledRules {
-    fn build(rules: &[Rule], report: LoadReport) -> Result<CompiledRules, SignatureError> {
+    fn build(
+        rules: &[Rule],
+        report: LoadReport,
+        tsc_hz: u64,
+    ) -> Result<CompiledRules, SignatureError> {
         let n = u32::try_from(rules.len())
             .map_err(|_| SignatureError::Compile("more than 2^32 rules".into()))?;
         let mut entries = Vec::new();
@@ -818,7 +830,7 @@ impl CompiledRules {
             })
             .collect();
         let windows =
-            super::threshold::Windows::new(compiled.iter().any(|r| r.threshold.is_some()));
+            super::threshold::Windows::new(compiled.iter().any(|r| r.threshold.is_some()), tsc_hz);
         Ok(CompiledRules {
             windows,
             rules: compiled,
@@ -881,5 +893,15 @@ impl CompiledRules {
     /// Fast patterns over all prefilter groups (a pattern in two groups counts twice).
     pub fn pattern_count(&self) -> usize {
         self.prefilter.patterns
+    }
+
+    /// The fast patterns of each prefilter group (`(bytes, nocase)`; bytes lowercased when
+    /// nocase), indexed by the group ids [`SignatureStage::scan_plan`] reports. They exist so
+    /// that other multi-pattern engines can be measured on exactly the pattern sets and
+    /// haystacks this stage scans (`scrubd-mpm-bench`), without going through the stage.
+    ///
+    /// [`SignatureStage::scan_plan`]: super::SignatureStage::scan_plan
+    pub fn mpm_groups(&self) -> impl ExactSizeIterator<Item = &[(Vec<u8>, bool)]> {
+        self.prefilter.groups.iter().map(|g| g.patterns.as_slice())
     }
 }

@@ -47,6 +47,8 @@ struct Scratch {
     bufs: Buffers,
     /// One search cache per pcre (regex-automata's caches are per searcher, not shared).
     caches: Vec<meta::Cache>,
+    /// This worker's Vectorscan scratch space, sized for every prefilter group.
+    vs: super::prefilter::VsScratch,
 }
 
 /// What verification reads from a packet, extracted once.
@@ -68,6 +70,7 @@ impl SignatureStage {
                 pat_stamps: vec![0; rules.prefilter.patterns],
                 bufs: Buffers::new(),
                 caches: rules.regexes.iter().map(|r| r.create_cache()).collect(),
+                vs: rules.prefilter.scratch(),
             }),
             thresholds: true,
             rules,
@@ -123,42 +126,14 @@ impl SignatureStage {
             pat_stamps,
             bufs,
             caches,
+            vs,
         } = &mut **scratch;
         let rules: &CompiledRules = rules;
         matched.clear();
         bufs.reset();
         let now = meta.tsc;
-        // The prefilter classes this packet belongs to (application detection only when some
-        // group needs it).
         let pf = &rules.prefilter;
-        let (transport, dport) = match ip.transport {
-            Transport::Tcp(t) => (Class::Tcp, Some(t.dport)),
-            Transport::Udp { dport, .. } => (Class::Udp, Some(dport)),
-            _ => (Class::Other, None),
-        };
-        let mut classes = [Some(transport), None, None, None, None, None];
-        let app_classes = [
-            Class::Http,
-            Class::HttpRequest,
-            Class::Tls,
-            Class::Dns,
-            Class::DnsQuery,
-        ];
-        if transport != Class::Other
-            && !payload.is_empty()
-            && app_classes.iter().any(|&c| pf.has_class(c))
-        {
-            let app = bufs.app(payload, tcp);
-            let is_tcp = transport == Class::Tcp;
-            classes[1] =
-                (is_tcp && app.has(App::HTTP_REQUEST | App::HTTP_RESPONSE)).then_some(Class::Http);
-            classes[2] = (is_tcp && app.has(App::HTTP_REQUEST)).then_some(Class::HttpRequest);
-            classes[3] = (is_tcp && app.has(App::TLS)).then_some(Class::Tls);
-            classes[4] = app.has(App::DNS).then_some(Class::Dns);
-            // dns.query exists only in queries (QR clear).
-            classes[5] = (app.has(App::DNS) && bufs.dns_is_response(payload, tcp) == Some(false))
-                .then_some(Class::DnsQuery);
-        }
+        let (classes, dport) = packet_classes(pf, bufs, ip, payload, tcp);
         let mut consider = |r: u32| {
             let i = r as usize;
             let (Some(stamp), Some(rule)) = (stamps.get_mut(i), rules.rules.get(i)) else {
@@ -185,7 +160,7 @@ impl SignatureStage {
             let pf = &rules.prefilter;
             for c in classes.into_iter().flatten() {
                 for g in pf.groups(c, dport).into_iter().flatten() {
-                    g.scanner.for_each(payload, |p| {
+                    let mut visit = |p: usize| {
                         // Each pattern's rules once per packet, however often it occurs.
                         let gid = g.base as usize + p;
                         match pat_stamps.get_mut(gid) {
@@ -195,7 +170,12 @@ impl SignatureStage {
                         for &r in g.rules_for(p) {
                             consider(r);
                         }
-                    });
+                    };
+                    if g.scanner.for_each(payload, vs.get(), &mut visit).is_err() {
+                        // The scan did not complete: any pattern may occur, so every rule
+                        // of the group is verified (slower, never a missed match).
+                        (0..g.patterns.len()).for_each(visit);
+                    }
                 }
             }
         }
@@ -258,6 +238,48 @@ impl SignatureStage {
     }
 }
 
+impl SignatureStage {
+    /// What the prefilter scans for this frame, verifying nothing: `out` gets one
+    /// `(group id, payload start, payload end)` per group scanned (group ids index
+    /// [`CompiledRules::mpm_groups`]; offsets are into `frame`). For measuring other
+    /// multi-pattern engines on exactly this stage's work (`scrubd-mpm-bench`).
+    pub fn scan_plan(&mut self, frame: &[u8], hdr: &Headers, out: &mut Vec<(usize, usize, usize)>) {
+        out.clear();
+        let Some(ip) = hdr.ip() else {
+            return;
+        };
+        let start = usize::from(ip.payload_off);
+        let end = start
+            .saturating_add(usize::from(ip.payload_len))
+            .min(frame.len());
+        let Some(payload) = frame.get(start..end).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let tcp = matches!(ip.transport, Transport::Tcp(_));
+        let Self { rules, scratch, .. } = self;
+        scratch.bufs.reset();
+        let pf = &rules.prefilter;
+        let (classes, dport) = packet_classes(pf, &mut scratch.bufs, ip, payload, tcp);
+        for c in classes.into_iter().flatten() {
+            for g in pf.groups(c, dport).into_iter().flatten() {
+                if let Some(gid) = pf.groups.iter().position(|x| std::ptr::eq(x, g)) {
+                    out.push((gid, start, end));
+                }
+            }
+        }
+    }
+
+    /// Runs prefilter group `gid`'s scanner (with this stage's scratch space) over `hay`,
+    /// calling `f` with each pattern index that occurs; `false` when the scan failed or the
+    /// group does not exist. The stage's engine, for comparison with others.
+    pub fn mpm_scan(&mut self, gid: usize, hay: &[u8], f: impl FnMut(usize)) -> bool {
+        match self.rules.prefilter.groups.get(gid) {
+            Some(g) => g.scanner.for_each(hay, self.scratch.vs.get(), f).is_ok(),
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 impl SignatureStage {
     /// Rules the prefiltered stage finds matching this frame (thresholds ignored), sorted.
@@ -294,6 +316,47 @@ impl SignatureStage {
             .map(|(i, _)| i)
             .collect()
     }
+}
+
+/// The prefilter classes a packet belongs to (its transport's, then every application class
+/// recognised in it; application detection runs only when some group needs it) and the
+/// destination port its groups are chosen by.
+fn packet_classes(
+    pf: &super::prefilter::Prefilter,
+    bufs: &mut Buffers,
+    ip: &IpHeaders,
+    payload: &[u8],
+    tcp: bool,
+) -> ([Option<Class>; 6], Option<u16>) {
+    let (transport, dport) = match ip.transport {
+        Transport::Tcp(t) => (Class::Tcp, Some(t.dport)),
+        Transport::Udp { dport, .. } => (Class::Udp, Some(dport)),
+        _ => (Class::Other, None),
+    };
+    let mut classes = [Some(transport), None, None, None, None, None];
+    let app_classes = [
+        Class::Http,
+        Class::HttpRequest,
+        Class::Tls,
+        Class::Dns,
+        Class::DnsQuery,
+    ];
+    if transport != Class::Other
+        && !payload.is_empty()
+        && app_classes.iter().any(|&c| pf.has_class(c))
+    {
+        let app = bufs.app(payload, tcp);
+        let is_tcp = transport == Class::Tcp;
+        classes[1] =
+            (is_tcp && app.has(App::HTTP_REQUEST | App::HTTP_RESPONSE)).then_some(Class::Http);
+        classes[2] = (is_tcp && app.has(App::HTTP_REQUEST)).then_some(Class::HttpRequest);
+        classes[3] = (is_tcp && app.has(App::TLS)).then_some(Class::Tls);
+        classes[4] = app.has(App::DNS).then_some(Class::Dns);
+        // dns.query exists only in queries (QR clear).
+        classes[5] = (app.has(App::DNS) && bufs.dns_is_response(payload, tcp) == Some(false))
+            .then_some(Class::DnsQuery);
+    }
+    (classes, dport)
 }
 
 fn bump(hits: &mut [u64], r: u32) {

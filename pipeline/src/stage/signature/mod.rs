@@ -86,7 +86,7 @@ pub use parse::{
     Action, Content, Direction, FlagsMatch, FlagsMode, Location, NumMatch, Proto, Rule, RuleError,
     RuleErrors, RuleFailure, IGNORED_KEYWORDS, MAX_CONTENTS,
 };
-pub use threshold::set_tsc_hz;
+pub use threshold::DEFAULT_TSC_HZ;
 
 /// The `[signature]` section of the daemon configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -146,11 +146,18 @@ impl SignatureConfig {
     }
 
     /// Validates, loads every file (skipping rules that do not load unless `strict`) and
-    /// compiles; the result carries the [`LoadReport`].
+    /// compiles for packets stamped at [`DEFAULT_TSC_HZ`] (`--check`, tests); the result
+    /// carries the [`LoadReport`].
     pub fn compile(&self) -> Result<CompiledRules, SignatureError> {
+        self.compile_for_clock(DEFAULT_TSC_HZ)
+    }
+
+    /// As [`SignatureConfig::compile`], for packets stamped by a `tsc_hz` clock: threshold
+    /// windows count in its ticks.
+    pub fn compile_for_clock(&self, tsc_hz: u64) -> Result<CompiledRules, SignatureError> {
         self.validate()?;
         let (set, report) = RuleSet::load_files(&self.rule_files, &self.vars, self.strict)?;
-        set.compile_with_report(report)
+        set.compile_with_report(report, tsc_hz)
     }
 }
 

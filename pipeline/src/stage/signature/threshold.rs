@@ -23,16 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::keywords::{Threshold, ThresholdKind, Track};
 
-/// TSC ticks per second for windows. Set by the policy builder (which knows the TSC rate)
-/// before it compiles rules; the default suits tests and `--check`, where no window is timed.
-static TSC_HZ: AtomicU64 = AtomicU64::new(1_000_000_000);
-
-/// Sets the clock rate that rule sets compiled from now on use for threshold windows.
-pub fn set_tsc_hz(hz: u64) {
-    if hz > 0 {
-        TSC_HZ.store(hz, Ordering::Relaxed);
-    }
-}
+/// The clock rate rule sets are compiled for when no TSC rate is given (tests, `--check`):
+/// one tick per nanosecond.
+pub const DEFAULT_TSC_HZ: u64 = 1_000_000_000;
 
 /// Windows of a rule set that has threshold rules (a power of two).
 pub(crate) const SLOTS: usize = 1 << 14;
@@ -56,13 +49,14 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
-    /// A table for a rule set; `needed` is whether any of its rules has a threshold.
-    pub fn new(needed: bool) -> Self {
+    /// A table for a rule set; `needed` is whether any of its rules has a threshold;
+    /// `tsc_hz` is the rate of the clock packets are stamped with (`Meta::tsc`).
+    pub fn new(needed: bool, tsc_hz: u64) -> Self {
         let n = if needed { SLOTS } else { 1 };
         Windows {
             slots: (0..n).map(|_| Slot::default()).collect(),
             hasher: RandomState::new(),
-            ticks_per_ms: (TSC_HZ.load(Ordering::Relaxed) / 1000).max(1),
+            ticks_per_ms: (tsc_hz / 1000).max(1),
         }
     }
 
@@ -124,8 +118,12 @@ mod tests {
     use super::*;
 
     fn fires(kind: ThresholdKind, count: u32, times: &[u64]) -> Vec<bool> {
-        let mut w = Windows::new(true);
-        w.ticks_per_ms = 1;
+        // A 1 kHz clock: one tick per millisecond.
+        fires_at(1_000, kind, count, times)
+    }
+
+    fn fires_at(tsc_hz: u64, kind: ThresholdKind, count: u32, times: &[u64]) -> Vec<bool> {
+        let w = Windows::new(true, tsc_hz);
         let t = Threshold {
             kind,
             track: Track::BySrc,
@@ -157,9 +155,26 @@ mod tests {
         );
     }
 
+    /// Windows count in the ticks of the clock the rule set was compiled for: with a 3 GHz
+    /// TSC a one-second window ends after 3e9 ticks, not after 1e9.
+    #[test]
+    fn windows_follow_the_compile_time_clock() {
+        let t = [0, 1_500_000_000, 2_900_000_000, 3_000_000_001];
+        assert_eq!(
+            fires_at(3_000_000_000, ThresholdKind::Limit, 1, &t),
+            [true, false, false, true]
+        );
+        // At 1 GHz the same stamps are 0, 1.5, 2.9 and 3.0 s: three windows, the last hit
+        // inside the third.
+        assert_eq!(
+            fires_at(DEFAULT_TSC_HZ, ThresholdKind::Limit, 1, &t),
+            [true, true, true, false]
+        );
+    }
+
     #[test]
     fn sources_are_tracked_apart() {
-        let w = Windows::new(true);
+        let w = Windows::new(true, DEFAULT_TSC_HZ);
         let t = Threshold {
             kind: ThresholdKind::Limit,
             track: Track::BySrc,
@@ -177,7 +192,7 @@ mod tests {
     fn workers_count_into_one_window() {
         // Four threads (workers) each see 25 matches of one source inside the window: with a
         // limit of 10, exactly 10 of the 100 fire, whichever worker they came through.
-        let w = std::sync::Arc::new(Windows::new(true));
+        let w = std::sync::Arc::new(Windows::new(true, DEFAULT_TSC_HZ));
         let t = Threshold {
             kind: ThresholdKind::Limit,
             track: Track::BySrc,
