@@ -572,9 +572,9 @@ impl FlowspecTable {
         if rules.len() > MAX_RULES {
             return Err(FlowspecError::Full);
         }
-        let mut rules = rules;
-        // Stable: equal precedence keeps arrival order.
-        rules.sort_by_key(|r| std::cmp::Reverse(r.precedence()));
+        let order = Self::order(&rules.iter().collect::<Vec<_>>());
+        let mut slots: Vec<Option<FlowRule>> = rules.into_iter().map(Some).collect();
+        let rules: Vec<FlowRule> = order.iter().filter_map(|&i| slots[i].take()).collect();
         let buckets = rules
             .iter()
             .map(|r| match r.action {
@@ -587,6 +587,14 @@ impl FlowspecTable {
             buckets,
             tsc_hz,
         })
+    }
+
+    /// The evaluation order of `rules` (given in arrival order) as indices into it: RFC 8955
+    /// §5.1's precedence, ties kept in arrival order.
+    pub fn order(rules: &[&FlowRule]) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..rules.len()).collect();
+        idx.sort_by_key(|&i| std::cmp::Reverse(rules[i].precedence()));
+        idx
     }
 
     pub fn len(&self) -> usize {
