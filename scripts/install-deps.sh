@@ -9,6 +9,9 @@ pkgs=(dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential iproute2
 missing=()
 # tests/realstack.rs also runs ping and kill (procps) inside network namespaces.
 pkgs+=(iputils-ping procps)
+# tests/flowspec.rs: ExaBGP (scrubd's BGP speaker, runs `scrubctl bgp-bridge`) and gobgpd/gobgp
+# (the operator's router in the test). Debian's exabgp unit is enabled but idle without a config.
+pkgs+=(exabgp gobgpd)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
