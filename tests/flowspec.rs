@@ -248,6 +248,37 @@ fn udp(src: [u8; 4], dst: [u8; 4], dport: u16, len: usize) -> perf::pcap::Frame 
     }
 }
 
+/// Holds one thread of scrubd stopped (ptrace SEIZE + INTERRUPT stops that thread alone, which
+/// no signal can) until stdin closes; the kernel resumes it when the tracer exits.
+const STALL_PY: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+tid = int(sys.argv[1])
+if libc.ptrace(0x4206, tid, None, None) != 0 or libc.ptrace(0x4207, tid, None, None) != 0:
+    sys.exit("ptrace: errno %d" % ctypes.get_errno())
+os.waitpid(tid, 0x40000000)
+print("stopped", flush=True)
+sys.stdin.read()
+"#;
+
+/// The worker lcore's thread, by the name EAL gives it (`rte-worker-N` in DPDK 22.11).
+fn worker_tid(pid: u32) -> u32 {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if ["rte-worker", "lcore-worker", "dpdk-worker"]
+            .iter()
+            .any(|n| comm.trim().starts_with(n))
+        {
+            return e.file_name().to_string_lossy().parse().expect("tid");
+        }
+    }
+    panic!("no EAL worker thread in {pid}");
+}
+
 fn stage(s: &Value, name: &str) -> u64 {
     s["stages"][name].as_u64().unwrap_or(0)
 }
@@ -464,8 +495,53 @@ fn flowspec_routes_from_a_bgp_peer_and_health_driven_announcement() {
     let c3 = drops(&d.json(&["stats"]), "flowspec_discard");
     assert_eq!(c2, c3, "no discards after the withdrawal ({c1} {c2} {c3})");
 
-    // Health: a frozen scrubd (SIGSTOP: nothing answers) is withdrawn, and announced again
-    // when it resumes.
+    // Health: the worker alone stalls (the control side still answers): withdrawn once its
+    // stats are older than the stall limit, announced again when it resumes.
+    let stall_limit =
+        Duration::from_millis(d.json(&["health"])["stall_after_ms"].as_u64().unwrap());
+    let mut stall = Command::new("python3")
+        .args(["-c", STALL_PY, &worker_tid(d.pid()).to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stall.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(
+        line.trim(),
+        "stopped",
+        "the stall helper stopped the worker"
+    );
+    let stalled = bgp.until(
+        "withdrawal of a box with a stalled worker",
+        stall_limit + Duration::from_millis(INTERVAL_MS) + Duration::from_secs(10),
+        || !bgp.has_protected(),
+    );
+    let h = d.ctl(&["health"]);
+    let why = String::from_utf8_lossy(&h.stdout).into_owned();
+    drop(stall.stdin.take());
+    let _ = stall.wait();
+    assert!(
+        !h.status.success() && why.contains("published no stats"),
+        "{why}"
+    );
+    let resumed = bgp.until("announcement after the worker resumed", limit, || {
+        bgp.has_protected()
+    });
+    eprintln!(
+        "worker stall (stall limit {} ms + interval {INTERVAL_MS} ms, plus BGP): stalled → withdrawn at gobgpd in {:.0} ms; resumed → announced again in {:.0} ms",
+        stall_limit.as_millis(),
+        stalled.as_secs_f64() * 1e3,
+        resumed.as_secs_f64() * 1e3
+    );
+
+    // A frozen scrubd (SIGSTOP: nothing answers) is withdrawn, and announced again when it
+    // resumes.
     let stated = Duration::from_millis(INTERVAL_MS + TIMEOUT_MS);
     let pid = d.pid().to_string();
     run(&["kill", "-STOP", &pid]);
