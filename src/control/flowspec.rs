@@ -179,3 +179,97 @@ impl FlowspecLive {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(dst: &str, extra: &[(&str, &str)], communities: &[&str]) -> FlowspecRoute {
+        let mut components = BTreeMap::from([("destination-ipv4".to_string(), vec![dst.into()])]);
+        for (k, v) in extra {
+            components.insert(k.to_string(), vec![v.to_string()]);
+        }
+        FlowspecRoute {
+            components,
+            communities: communities.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn published(c: Result<Change, String>) -> Arc<FlowspecTable> {
+        match c {
+            Ok(Change::Publish(t)) => t,
+            Ok(Change::Unchanged) => panic!("nothing published"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn announce_replace_withdraw_and_flush() {
+        let mut f = FlowspecLive::new(1000);
+        let a = route("10.0.0.0/24", &[], &["rate-limit:0"]);
+        assert_eq!(published(f.announce("p1", &a)).len(), 1);
+        // The same components again (another action) replace the rule.
+        let a2 = route("10.0.0.0/24", &[], &["rate-limit:5000"]);
+        assert_eq!(published(f.announce("p1", &a2)).len(), 1);
+        // The same route from another peer is its own rule.
+        assert_eq!(published(f.announce("p2", &a)).len(), 2);
+        let r = f.report(Instant::now());
+        assert_eq!(r.rules.len(), 2);
+        assert!(r
+            .rules
+            .iter()
+            .any(|x| x.peer == "p1" && x.action == "rate-limit 5000 B/s"));
+        assert_eq!(published(f.withdraw("p1", &a)).len(), 1);
+        assert!(matches!(f.withdraw("p1", &a), Ok(Change::Unchanged)));
+        let (c, n) = f.flush("p2").unwrap();
+        assert_eq!(n, 1);
+        assert!(matches!(c, Change::Publish(t) if t.is_empty()));
+        assert_eq!((f.announced, f.withdrawn, f.refused), (3, 2, 0));
+    }
+
+    #[test]
+    fn refusals_are_counted_listed_and_apply_nothing() {
+        let mut f = FlowspecLive::new(1000);
+        published(f.announce("p", &route("10.0.0.0/24", &[], &[])));
+        for (r, why) in [
+            (route("10.0.1.0/24", &[("dscp", "=10")], &[]), "dscp"),
+            (route("10.0.2.0/24", &[], &["redirect:65000:1"]), "redirect"),
+            (route("10.0.3.1/24", &[], &[]), "host bits"),
+        ] {
+            let e = f.announce("p", &r).err().expect("refused");
+            assert!(e.contains(why) && e.contains("nothing applied"), "{e}");
+        }
+        let rep = f.report(Instant::now());
+        assert_eq!(
+            rep.rules.len(),
+            1,
+            "the refused routes left the table alone"
+        );
+        assert_eq!(rep.refused, 3);
+        assert_eq!(rep.recent_refusals.len(), 3);
+        for i in 0..RECENT_REFUSALS {
+            let _ = f.announce(
+                "p",
+                &route(&format!("10.1.{i}.0/24"), &[("dscp", "=1")], &[]),
+            );
+        }
+        let rep = f.report(Instant::now());
+        assert_eq!(rep.refused, 3 + RECENT_REFUSALS as u64);
+        assert_eq!(rep.recent_refusals.len(), RECENT_REFUSALS);
+        assert!(rep
+            .recent_refusals
+            .last()
+            .unwrap()
+            .route
+            .contains("10.1.15.0/24"));
+    }
+
+    #[test]
+    fn the_list_shows_evaluation_order() {
+        let mut f = FlowspecLive::new(1000);
+        published(f.announce("p", &route("10.0.0.0/8", &[], &[])));
+        published(f.announce("p", &route("10.1.0.0/16", &[], &[])));
+        let r = f.report(Instant::now());
+        assert!(r.rules[0].route.contains("10.1.0.0/16"), "{:?}", r.rules);
+    }
+}
