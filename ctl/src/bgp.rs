@@ -285,9 +285,12 @@ pub fn run(cfg: &BridgeConfig, input: impl BufRead + Send + 'static, out: &mut d
         timeout: cfg.timeout,
         client: None,
     };
-    let mut announced = false;
+    // Unknown at start: ExaBGP may still hold our announcement from a previous bridge process
+    // (it restarts a process that died), so the first answer is always written out, a
+    // withdrawal included.
+    let mut announced: Option<bool> = None;
     let mut last_reason = String::new();
-    while !done.load(Ordering::Acquire) {
+    loop {
         let started = Instant::now();
         let (healthy, reason) = match link.call(Command::Health) {
             Ok((v, fresh)) => {
@@ -301,7 +304,7 @@ pub fn run(cfg: &BridgeConfig, input: impl BufRead + Send + 'static, out: &mut d
             }
             Err(e) => (false, format!("no health answer: {e}")),
         };
-        if healthy != announced {
+        if announced != Some(healthy) {
             let verb = if healthy { "announce" } else { "withdraw" };
             for p in &cfg.announce {
                 let _ = writeln!(out, "{verb} route {p} next-hop {}", cfg.next_hop);
@@ -315,11 +318,14 @@ pub fn run(cfg: &BridgeConfig, input: impl BufRead + Send + 'static, out: &mut d
                     cfg.announce.join(", ")
                 )
             });
-            announced = healthy;
+            announced = Some(healthy);
         } else if !healthy && reason != last_reason {
             log_line(&format!("scrubd still unhealthy: {reason}"));
         }
         last_reason = reason;
+        if done.load(Ordering::Acquire) {
+            break;
+        }
         std::thread::sleep(cfg.interval.saturating_sub(started.elapsed()));
     }
     let _ = reader.join();
@@ -375,6 +381,30 @@ mod tests {
             }]
         );
         assert_eq!(decode("done"), vec![Event::Other]);
+    }
+
+    #[test]
+    fn first_answer_is_always_written_a_withdrawal_included() {
+        // No scrubd behind the socket: unhealthy from the first check. A previous bridge may
+        // have left the prefix announced in ExaBGP, so it is withdrawn at once.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BridgeConfig {
+            socket: dir.path().join("none.sock"),
+            announce: vec!["203.0.113.0/24".into(), "198.51.100.0/24".into()],
+            next_hop: "self".into(),
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(10),
+        };
+        let mut out = Vec::new();
+        run(
+            &cfg,
+            std::io::Cursor::new(ANNOUNCE.as_bytes().to_vec()),
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "withdraw route 203.0.113.0/24 next-hop self\nwithdraw route 198.51.100.0/24 next-hop self\n"
+        );
     }
 
     #[test]
