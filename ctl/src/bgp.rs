@@ -384,6 +384,24 @@ mod tests {
     }
 
     #[test]
+    fn decodes_ipv6_flow_with_offsets() {
+        // ExaBGP 4.2.21's line for gobgp's `-a ipv6-flowspec add match destination
+        // 2001:db8:1::/48 source 2001:db8:2::/64 protocol ==udp destination-port ==53 then
+        // rate-limit 1000`.
+        let line = r#"{ "exabgp": "4.0.1", "time": 1795774645.8516107, "host" : "vm", "pid" : 7382, "ppid" : 7153, "counter": 3, "type": "update", "neighbor": { "address": { "local": "192.0.2.2", "peer": "192.0.2.1" }, "asn": { "local": 65002, "peer": 65001 } , "direction": "receive", "message": { "update": { "attribute": { "origin": "incomplete", "as-path": [ 65001 ], "confederation-path": [], "extended-community": [ { "value": 9225060887863885824, "string": "rate-limit:1000" } ] }, "announce": { "ipv6 flow": { "no-nexthop": [ { "destination-ipv6": [ "2001:db8:1::/48/0" ], "source-ipv6": [ "2001:db8:2::/64/0" ], "next-header": [ "=udp" ], "destination-port": [ "=53" ], "string": "flow destination-ipv6 2001:db8:1::/48/0 source-ipv6 2001:db8:2::/64/0 next-header =udp destination-port =53" } ] } } } } } }"#;
+        let ev = decode(line);
+        let [Event::Announce { route, .. }] = ev.as_slice() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            route.components["destination-ipv6"],
+            vec!["2001:db8:1::/48/0"]
+        );
+        assert_eq!(route.components["next-header"], vec!["=udp"]);
+        assert_eq!(route.communities, vec!["rate-limit:1000".to_string()]);
+    }
+
+    #[test]
     fn first_answer_is_always_written_a_withdrawal_included() {
         // No scrubd behind the socket: unhealthy from the first check. A previous bridge may
         // have left the prefix announced in ExaBGP, so it is withdrawn at once.

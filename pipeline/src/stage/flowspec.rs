@@ -869,6 +869,51 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_prefixes_with_offset_zero() {
+        // The components as ExaBGP prints an IPv6 route (prefix/length/offset).
+        let r = FlowRule::parse(
+            &comps(&[
+                ("destination-ipv6", &["2001:db8:1::/48/0"]),
+                ("source-ipv6", &["2001:db8:2::/64/0"]),
+                ("next-header", &["=udp"]),
+                ("destination-port", &["=53"]),
+            ]),
+            FlowAction::Discard,
+        )
+        .unwrap();
+        let mut s = stage(vec![r]);
+        let frame = |dst: [u16; 8]| {
+            let mut v = Vec::new();
+            let a = |x: [u16; 8]| {
+                let mut o = [0u8; 16];
+                for (i, w) in x.iter().enumerate() {
+                    o[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+                }
+                o
+            };
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv6(a([0x2001, 0xdb8, 2, 0, 0, 0, 0, 1]), a(dst), 64)
+                .udp(40000, 53)
+                .write(&mut v, b"q")
+                .unwrap();
+            v
+        };
+        assert_eq!(
+            judge(&mut s, &frame([0x2001, 0xdb8, 1, 5, 0, 0, 0, 1]), 0),
+            DROP
+        );
+        assert_eq!(
+            judge(&mut s, &frame([0x2001, 0xdb8, 9, 5, 0, 0, 0, 1]), 0),
+            StageResult::Continue
+        );
+        let mixed = comps(&[
+            ("destination-ipv4", &["10.0.0.0/8"]),
+            ("source-ipv6", &["2001:db8::/32/0"]),
+        ]);
+        assert!(FlowRule::parse(&mixed, FlowAction::Discard).is_err());
+    }
+
+    #[test]
     fn fragments() {
         let r = FlowRule::parse(
             &comps(&[
