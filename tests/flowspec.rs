@@ -570,3 +570,60 @@ fn flowspec_routes_from_a_bgp_peer_and_health_driven_announcement() {
     );
     drop(d);
 }
+
+/// Health follows the links: a port whose link goes down makes `scrubctl health` unhealthy,
+/// naming the port (the bridge then withdraws, as tested above), and healthy again when it
+/// comes back. The outside port is a TAP device, whose link is the interface's state.
+#[test]
+fn health_follows_link_state() {
+    if let Some(why) = common::netns::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = lock();
+    let s = Scenario::new("flowspec-link");
+    let tap = format!("sfstap{}", std::process::id() % 100_000);
+    let sock = s.path("scrubd.sock");
+    let cfg = s.config(
+        "0@0,1@1",
+        &[1],
+        &format!("net_tap0,iface={tap}"),
+        "net_null1,no-rx=1",
+        "",
+        4096,
+    );
+    let d = Daemon::start(&cfg, &sock);
+    let health = |want: bool| {
+        let t0 = Instant::now();
+        loop {
+            let out = d.ctl(&["--json", "health"]);
+            let h: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if h["healthy"] == want {
+                assert_eq!(out.status.success(), want, "exit code follows health");
+                return h;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "health never became {want}: {h}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    health(true);
+    run(&["ip", "link", "set", &tap, "down"]);
+    let h = health(false);
+    assert_eq!(h["ports_down"], serde_json::json!(["outside"]), "{h}");
+    assert!(
+        h["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("link down: outside"),
+        "{h}"
+    );
+    let m = d.ok(&["metrics"]);
+    assert!(m.contains("scrubd_healthy 0\n"), "metrics follow health");
+    run(&["ip", "link", "set", &tap, "up"]);
+    health(true);
+    let out = d.shutdown();
+    assert!(out.status.success(), "{}", show(&out));
+}
