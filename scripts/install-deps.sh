@@ -12,6 +12,9 @@ pkgs+=(iputils-ping procps)
 # libvectorscan-dev: Vectorscan, the signature prefilter's multi-pattern engine (x86-64 needs
 # SSE4.2; Debian's build picks the best code path at run time).
 pkgs+=(libvectorscan-dev)
+# tests/flowspec.rs: ExaBGP (scrubd's BGP speaker, runs `scrubctl bgp-bridge`) and gobgpd/gobgp
+# (the operator's router in the test). Debian's exabgp unit is enabled but idle without a config.
+pkgs+=(exabgp gobgpd)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -61,6 +61,10 @@ pub struct ControlConfig {
     pub latency_window_s: u64,
     /// Serve Prometheus text on http://ADDR/metrics (e.g. "127.0.0.1:9417"); off when absent.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `box="<name>"` on every Prometheus sample, so a fleet's boxes stay apart wherever their
+    /// series meet (federation, remote write, a shared dashboard); none by default, where the
+    /// scraper's `instance` label (host:port) tells boxes apart.
+    pub metrics_box: Option<String>,
     /// CPU the control thread is pinned to; default: the main lcore's CPU.
     pub cpu: Option<usize>,
     /// Register /scrubd/* commands with DPDK telemetry.
@@ -82,6 +86,7 @@ impl Default for ControlConfig {
             rate_window_s: 1.0,
             latency_window_s: 10,
             metrics_listen: None,
+            metrics_box: None,
             cpu: None,
             telemetry: true,
             pdump: true,
@@ -400,6 +405,14 @@ impl Config {
                     "control.socket_mode",
                     format!("\"{m}\" is not \"0600\" or \"0660\""),
                 )
+            }
+        }
+        if let Some(b) = &c.metrics_box {
+            if b.trim().is_empty() || b.len() > 128 || b.chars().any(char::is_control) {
+                return bad(
+                    "control.metrics_box",
+                    format!("{b:?}: give 1 to 128 printable characters (a box name)"),
+                );
             }
         }
         if !(10..=10_000).contains(&c.stats_interval_ms) {

@@ -207,6 +207,7 @@ pub fn control_plane<'eal>(
     })
     .map_err(|e| format!("control: {e}"))?;
     agg.set_rules(0, rule_info(policy.rules().map(|r| r.as_ref())));
+    agg.set_box_label(c.metrics_box.clone());
     let live = LivePolicy::new(
         cli.config.clone(),
         cfg,
@@ -246,6 +247,7 @@ pub fn control_plane<'eal>(
         policy.rate_limiter().map(|r| Arc::clone(r.aggregate())),
         ends,
         stages,
+        eal.tsc_hz(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let cpu = c.cpu.unwrap_or(cfg.lcore_cpu(eal.main_lcore()) as usize);
@@ -276,11 +278,8 @@ pub fn control_plane<'eal>(
     let metrics = match c.metrics_listen {
         Some(addr) => {
             let sh = Arc::clone(&shared);
-            let m = ctl::http::serve_metrics(
-                addr,
-                Arc::new(move || lock(&sh.agg).prometheus(Instant::now())),
-            )
-            .map_err(|e| format!("control.metrics_listen {addr}: {e}"))?;
+            let m = ctl::http::serve_metrics(addr, Arc::new(move || sh.metrics(Instant::now())))
+                .map_err(|e| format!("control.metrics_listen {addr}: {e}"))?;
             info!("Prometheus metrics on http://{addr}/metrics");
             Some(m)
         }

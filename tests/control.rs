@@ -449,7 +449,7 @@ fn hot_reload_of_et_open_under_traffic_loses_nothing() {
             .filter(|p| p.extension().is_some_and(|x| x == "rules"))
             .collect(),
         Err(_) => {
-            eprintln!("skipped: {} absent", dir.display());
+            skip(&format!("{} absent", dir.display()));
             return;
         }
     };

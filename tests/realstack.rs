@@ -142,7 +142,7 @@ fn shipped_af_packet_config_checks() {
         );
     }
     if let Some(why) = common::netns::unavailable() {
-        println!("skipped the --check with interfaces: {why}");
+        common::skip(&format!("the --check with interfaces: {why}"));
         return;
     }
     let ns = format!("scrubd-cfgchk-{}", std::process::id());

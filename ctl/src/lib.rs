@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+pub mod bgp;
 pub mod client;
 pub mod http;
 /// The protocol's types, from their own crate (see `ctl-protocol`).

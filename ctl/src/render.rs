@@ -2,8 +2,9 @@
 //! layout is unit-tested without a daemon; `--json` bypasses all of this.
 
 use crate::protocol::{
-    Counters, Done, LatencyReport, LatencyRow, ListReport, Offender, OffendersReport, PortsReport,
-    RatelimitReport, Rates, ReloadReport, StatsReport, StatusReport, SyncookieReport,
+    Counters, Done, FlowspecReport, HealthReport, LatencyReport, LatencyRow, ListReport, Offender,
+    OffendersReport, PortsReport, RatelimitReport, Rates, ReloadReport, StatsReport, StatusReport,
+    SyncookieReport,
 };
 use std::fmt::Write as _;
 
@@ -507,6 +508,57 @@ pub fn reload(r: &ReloadReport) -> String {
 
 pub fn done(r: &Done) -> String {
     format!("{}\n", r.message)
+}
+
+pub fn flowspec(r: &FlowspecReport) -> String {
+    let mut out = format!(
+        "FlowSpec: {} active rule(s) of {}; {} announced, {} withdrawn, {} refused\n",
+        r.rules.len(),
+        r.capacity,
+        r.announced,
+        r.withdrawn,
+        r.refused
+    );
+    if !r.rules.is_empty() {
+        let mut t = Table::new(&[
+            ("#", true),
+            ("peer", false),
+            ("action", false),
+            ("age", true),
+            ("route", false),
+        ]);
+        for (i, row) in r.rules.iter().enumerate() {
+            t.row(vec![
+                (i + 1).to_string(),
+                row.peer.clone(),
+                row.action.clone(),
+                format!("{:.0}s", row.age_s),
+                row.route.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !r.recent_refusals.is_empty() {
+        out.push_str("recent refusals (newest last):\n");
+        for f in &r.recent_refusals {
+            out.push_str(&format!(
+                "  {:.0}s ago from {}: {}: {}\n",
+                f.age_s, f.peer, f.route, f.reason
+            ));
+        }
+    }
+    out
+}
+
+pub fn health(h: &HealthReport) -> String {
+    if h.healthy {
+        format!(
+            "healthy: {} worker(s) polling, ports up (stall limit {} ms)\n",
+            h.workers, h.stall_after_ms
+        )
+    } else {
+        format!("UNHEALTHY: {}\n", h.reasons.join("; "))
+    }
 }
 
 #[cfg(test)]

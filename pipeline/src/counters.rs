@@ -7,13 +7,15 @@ use crate::verdict::{DropReason, Malformed, Verdict};
 /// One slot per rate-limit class, in the class's own index order.
 pub const RATE_CLASSES: usize = LimitClass::COUNT;
 
-const FIXED: [&str; 6] = [
+const FIXED: [&str; 8] = [
     "acl_deny",
     "unauthenticated",
     "cookie_invalid",
     "auth_handshake",
     "signature",
     "unsupported_ethertype",
+    "flowspec_discard",
+    "flowspec_rate_limited",
 ];
 
 /// Index of the first slot after the malformed sub-reasons.
@@ -38,6 +40,8 @@ impl DropReason {
             DropReason::AuthHandshake => BASE + 3,
             DropReason::Signature(_) => BASE + 4,
             DropReason::UnsupportedEthertype => BASE + 5,
+            DropReason::FlowspecDiscard => BASE + 6,
+            DropReason::FlowspecRateLimited => BASE + 7,
             DropReason::RateLimited(c) => RATE_BASE + (usize::from(c.index()) % RATE_CLASSES),
         }
     }
@@ -140,6 +144,8 @@ mod tests {
             DropReason::AuthHandshake,
             DropReason::Signature(7),
             DropReason::UnsupportedEthertype,
+            DropReason::FlowspecDiscard,
+            DropReason::FlowspecRateLimited,
         ]);
         reasons.extend(LimitClass::ALL.map(DropReason::RateLimited));
         let mut slots: Vec<usize> = reasons.iter().map(|r| r.slot()).collect();

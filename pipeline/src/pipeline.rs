@@ -1,6 +1,6 @@
 //! The composed pipeline a worker runs per packet: parse once, then the stages in a fixed order.
 //!
-//! Order: parse → ACL → SYN-cookie → rate limit → signatures. The ACL comes first so an
+//! Order: parse → ACL → FlowSpec → SYN-cookie → rate limit → signatures. The ACL comes first so an
 //! operator's allow list bypasses everything and a deny list costs one lookup; SYN
 //! authentication comes before rate limiting so spoofed SYN floods are answered statelessly
 //! instead of filling rate-limit tables; signatures, the most expensive stage, see only what
@@ -23,6 +23,7 @@
 
 use crate::offenders::{OffenderEntry, Offenders, MAX_CAPACITY as MAX_OFFENDERS_CAPACITY};
 use crate::stage::acl::{AclConfig, AclError, AclStage, AclTable};
+use crate::stage::flowspec::FlowspecStage;
 use crate::stage::ratelimit::{RateLimitConfig, RateLimitError, RateLimitStage, RateLimiter};
 use crate::stage::signature::{CompiledRules, SignatureConfig, SignatureError, SignatureStage};
 use crate::stage::syncookie::{self, SynCookieConfig, SynCookieStage};
@@ -236,6 +237,7 @@ impl Policy {
             non_ip: self.non_ip,
             outbound: self.outbound,
             acl: self.acl.as_ref().map(|t| AclStage::new(Arc::clone(t))),
+            flowspec: None,
             syncookie: self
                 .syncookie
                 .as_ref()
@@ -284,6 +286,8 @@ pub struct Pipeline {
     outbound: OutboundStages,
     // The stages are private: they change only through [`Pipeline::apply`] (crate::update).
     pub(crate) acl: Option<AclStage>,
+    /// BGP FlowSpec rules; created by the first `Update::Flowspec`.
+    pub(crate) flowspec: Option<FlowspecStage>,
     pub(crate) syncookie: Option<SynCookieStage>,
     pub(crate) ratelimit: Option<RateLimitStage>,
     pub(crate) signature: Option<SignatureStage>,
@@ -346,6 +350,7 @@ impl Pipeline {
             non_ip: NonIpAction::Forward,
             outbound: OutboundStages::default(),
             acl: None,
+            flowspec: None,
             syncookie: None,
             ratelimit: None,
             signature: None,
@@ -418,6 +423,12 @@ impl Pipeline {
                 &stage_counters::ratelimit_values(&rl.counters),
             );
         }
+        if let Some(fs) = &self.flowspec {
+            put(
+                StageKind::Flowspec,
+                &stage_counters::flowspec_values(&fs.counters),
+            );
+        }
         for (o, v) in out.iter_mut().zip(vals.iter()) {
             *o = *v;
         }
@@ -441,6 +452,7 @@ impl Pipeline {
             StageKind::Acl => self.acl.is_some(),
             StageKind::SynCookie => self.syncookie.is_some(),
             StageKind::RateLimit => self.ratelimit.is_some(),
+            StageKind::Flowspec => self.flowspec.is_some(),
         }
     }
 
@@ -492,6 +504,12 @@ impl Pipeline {
         let inbound = meta.dir == Direction::Inbound;
         if let Some(acl) = self.acl.as_mut().filter(|_| inbound || self.outbound.acl) {
             if let StageResult::Done(v) = acl.process(hdr, meta) {
+                return self.finish(v, hdr);
+            }
+        }
+        // FlowSpec rules come from the operator's detection system: inbound traffic only.
+        if let Some(fs) = self.flowspec.as_mut().filter(|_| inbound) {
+            if let StageResult::Done(v) = fs.process(hdr, meta) {
                 return self.finish(v, hdr);
             }
         }

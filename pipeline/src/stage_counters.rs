@@ -7,6 +7,7 @@
 //! their [`StageKind`], never by parsing names.
 
 use crate::stage::acl::AclCounters;
+use crate::stage::flowspec::FlowspecCounters;
 use crate::stage::ratelimit::{LimitClass, RateLimitCounters};
 use crate::stage::syncookie::Counters as SynCookieCounters;
 use std::sync::OnceLock;
@@ -17,10 +18,16 @@ pub enum StageKind {
     Acl,
     SynCookie,
     RateLimit,
+    Flowspec,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 3] = [StageKind::Acl, StageKind::SynCookie, StageKind::RateLimit];
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Acl,
+        StageKind::SynCookie,
+        StageKind::RateLimit,
+        StageKind::Flowspec,
+    ];
 
     /// The prefix of its counters' names (`acl`, `syncookie`, `ratelimit`), as in the config.
     pub fn name(self) -> &'static str {
@@ -28,16 +35,19 @@ impl StageKind {
             StageKind::Acl => "acl",
             StageKind::SynCookie => "syncookie",
             StageKind::RateLimit => "ratelimit",
+            StageKind::Flowspec => "flowspec",
         }
     }
 
     /// Where this stage's counters start in the flat layout, and how many there are.
     pub fn range(self) -> std::ops::Range<usize> {
         let (acl, sc, rl) = (ACL.len(), SYNCOOKIE.len(), ratelimit_len());
+        let fs = acl + sc + rl;
         match self {
             StageKind::Acl => 0..acl,
             StageKind::SynCookie => acl..acl + sc,
-            StageKind::RateLimit => acl + sc..acl + sc + rl,
+            StageKind::RateLimit => acl + sc..fs,
+            StageKind::Flowspec => fs..fs + FLOWSPEC.len(),
         }
     }
 }
@@ -79,12 +89,20 @@ const RATELIMIT: [&str; 4] = [
     "table_evictions_active",
 ];
 
+const FLOWSPEC: [&str; 5] = [
+    "discarded",
+    "rate_passed",
+    "rate_dropped",
+    "accepted",
+    "no_match",
+];
+
 const fn ratelimit_len() -> usize {
     RATELIMIT.len() + 2 * LimitClass::COUNT
 }
 
 /// Number of stage counters in the layout.
-pub const COUNT: usize = ACL.len() + SYNCOOKIE.len() + ratelimit_len();
+pub const COUNT: usize = ACL.len() + SYNCOOKIE.len() + ratelimit_len() + FLOWSPEC.len();
 
 /// The whole layout, built once.
 pub fn schema() -> &'static [StageCounter] {
@@ -109,6 +127,9 @@ pub fn schema() -> &'static [StageCounter] {
         for class in LimitClass::ALL {
             push(StageKind::RateLimit, &format!("{}.passed", class.name()));
             push(StageKind::RateLimit, &format!("{}.dropped", class.name()));
+        }
+        for n in FLOWSPEC {
+            push(StageKind::Flowspec, n);
         }
         v
     })
@@ -139,6 +160,17 @@ pub(crate) fn syncookie_values(c: &SynCookieCounters) -> [u64; SYNCOOKIE.len()] 
         c.rotations,
         c.outbound_tracked,
         c.outbound_return,
+    ]
+}
+
+/// The FlowSpec stage's counters in layout order.
+pub(crate) fn flowspec_values(c: &FlowspecCounters) -> [u64; FLOWSPEC.len()] {
+    [
+        c.discarded,
+        c.rate_passed,
+        c.rate_dropped,
+        c.accepted,
+        c.no_match,
     ]
 }
 

@@ -8,6 +8,7 @@
 //! it: the worker's acknowledgement is its quiescent point.
 
 use crate::stage::acl::{AclStage, AclTable};
+use crate::stage::flowspec::{FlowspecStage, FlowspecTable};
 use crate::stage::ratelimit::ClassChange;
 use crate::stage::signature::SignatureStage;
 use crate::Pipeline;
@@ -33,6 +34,9 @@ pub enum Update {
     /// Rotate the SYN-cookie secret now. Comes back with `applied` false when the pipeline has
     /// no SYN-cookie stage.
     RotateCookie { applied: bool },
+    /// Install this BGP FlowSpec table (the pipeline gets a FlowSpec stage if it had none).
+    /// Comes back holding the replaced table (`None` if there was none).
+    Flowspec(Option<Arc<FlowspecTable>>),
 }
 
 impl Pipeline {
@@ -58,6 +62,17 @@ impl Pipeline {
                     }
                     None => false,
                 };
+            }
+            Update::Flowspec(table) => {
+                if let Some(new) = table.take() {
+                    match &mut self.flowspec {
+                        Some(stage) => {
+                            *table = Some(Arc::clone(stage.table()));
+                            stage.set_table(new);
+                        }
+                        None => self.flowspec = Some(FlowspecStage::new(new)),
+                    }
+                }
             }
             Update::RotateCookie { applied } => {
                 *applied = match &mut self.syncookie {

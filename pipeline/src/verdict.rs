@@ -37,6 +37,10 @@ pub enum DropReason {
     Signature(u32),
     /// Ethertype that the policy does not forward.
     UnsupportedEthertype,
+    /// Matched a BGP FlowSpec rule whose action is discard (traffic-rate 0).
+    FlowspecDiscard,
+    /// Over the byte rate of the BGP FlowSpec rule it matched (traffic-rate).
+    FlowspecRateLimited,
 }
 
 /// Sub-reasons for [`DropReason::Malformed`]. Fine-grained on purpose: an operator seeing a

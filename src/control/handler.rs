@@ -1,12 +1,13 @@
 //! The commands behind the control socket. Each returns a reply payload from
 //! `ctl::protocol` or an error with a code the client can act on.
 
+use super::flowspec;
 use super::live::list_name;
 use super::{lock, Shared};
 use ctl::protocol::{
-    AggregateRow, Command, Done, ErrorBody, ErrorCode, ListEntry, ListReport, MetricsReport,
-    PortInfo, PortsReport, RateClassRow, RatelimitReport, ReloadReport, StatusReport,
-    SyncookieReport,
+    AggregateRow, Command, Done, ErrorBody, ErrorCode, HealthReport, ListEntry, ListReport,
+    MetricsReport, PortInfo, PortsReport, RateClassRow, RatelimitReport, ReloadReport,
+    StatusReport, SyncookieReport,
 };
 use dataplane::channel::Update;
 use pipeline::stage::acl::{AclAction, AclTable};
@@ -55,7 +56,7 @@ impl Shared {
                 ok(lock(&self.agg).latency_report(now, reset, hgrm))
             }
             Command::Metrics => ok(MetricsReport {
-                text: lock(&self.agg).prometheus(now),
+                text: self.metrics(now),
             }),
             Command::RulesReload => self.reload(),
             Command::BlockAdd { prefix, ttl_s } => self.list_add(AclAction::Deny, &prefix, ttl_s),
@@ -85,6 +86,49 @@ impl Shared {
                 .offenders_report(limit.unwrap_or(10), reason.as_deref())
                 .map_err(|e| err(ErrorCode::Invalid, e.to_string()))
                 .and_then(ok),
+            Command::FlowspecAnnounce { peer, route } => {
+                let mut live = lock(&self.flowspec);
+                let change = live
+                    .announce(&peer, &route)
+                    .map_err(|e| err(ErrorCode::Invalid, e))?;
+                let n = self.publish_flowspec(change)?;
+                done(format!(
+                    "{} → active ({} rule(s)); applied on {n}/{} workers",
+                    route.text(),
+                    live.active(),
+                    self.workers()
+                ))
+            }
+            Command::FlowspecWithdraw { peer, route } => {
+                let mut live = lock(&self.flowspec);
+                let change = live
+                    .withdraw(&peer, &route)
+                    .map_err(|e| err(ErrorCode::Internal, e))?;
+                let was = matches!(change, flowspec::Change::Publish(_));
+                let n = self.publish_flowspec(change)?;
+                done(if was {
+                    format!(
+                        "{} withdrawn ({} rule(s) left); applied on {n}/{} workers",
+                        route.text(),
+                        live.active(),
+                        self.workers()
+                    )
+                } else {
+                    format!("{} was not active", route.text())
+                })
+            }
+            Command::FlowspecFlush { peer } => {
+                let mut live = lock(&self.flowspec);
+                let (change, removed) =
+                    live.flush(&peer).map_err(|e| err(ErrorCode::Internal, e))?;
+                let n = self.publish_flowspec(change)?;
+                done(format!(
+                    "{removed} route(s) of {peer} removed; applied on {n}/{} workers",
+                    self.workers()
+                ))
+            }
+            Command::FlowspecList => ok(lock(&self.flowspec).report(now)),
+            Command::Health => ok(self.health(now)),
             Command::Shutdown => {
                 self.shutdown.store(true, Ordering::Release);
                 done(
@@ -174,6 +218,64 @@ impl Shared {
                     .join(" ")
             }),
         })
+    }
+
+    /// Publishes a changed FlowSpec table; returns on how many workers it applied.
+    fn publish_flowspec(&self, change: flowspec::Change) -> Result<usize, ErrorBody> {
+        let flowspec::Change::Publish(table) = change else {
+            return Ok(self.workers());
+        };
+        let n = self
+            .publish(|_| Update::Flowspec(Some(Arc::clone(&table))))
+            .map_err(|e| err(ErrorCode::Unavailable, e))?;
+        self.set_stage("flowspec", true);
+        Ok(n)
+    }
+
+    /// Healthy: not stopping, every worker published stats within the stall limit (or, in
+    /// the first second, none is late yet), every port's link up.
+    pub fn health(&self, now: Instant) -> HealthReport {
+        let limit = super::stall_after_ms(self.stats_interval_ms);
+        let report = lock(&self.agg).stats_report(now);
+        let uptime_ms = now.saturating_duration_since(self.started).as_secs_f64() * 1e3;
+        let stalled_workers: Vec<u16> = report
+            .workers
+            .iter()
+            .filter(|w| {
+                if w.snapshots == 0 {
+                    uptime_ms > limit as f64
+                } else {
+                    w.last_snapshot_age_ms > limit as f64
+                }
+            })
+            .map(|w| w.worker)
+            .collect();
+        let ports_down: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|p| !p.handle.link().up)
+            .map(|p| p.name.clone())
+            .collect();
+        let mut reasons = Vec::new();
+        if self.stopping.load(Ordering::Acquire) || self.shutdown.load(Ordering::Acquire) {
+            reasons.push("stopping".to_string());
+        }
+        if !stalled_workers.is_empty() {
+            reasons.push(format!(
+                "worker(s) {stalled_workers:?} published no stats for over {limit} ms"
+            ));
+        }
+        if !ports_down.is_empty() {
+            reasons.push(format!("link down: {}", ports_down.join(", ")));
+        }
+        HealthReport {
+            healthy: reasons.is_empty(),
+            reasons,
+            workers: self.workers(),
+            stalled_workers,
+            ports_down,
+            stall_after_ms: limit,
+        }
     }
 
     fn set_stage(&self, name: &str, present: bool) {

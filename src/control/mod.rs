@@ -5,11 +5,13 @@
 //! (`dataplane::channel`), so a slow or stuck control side can never stall packet processing:
 //! at worst their snapshots are deferred (and merged into later ones).
 
+pub mod flowspec;
 pub mod handler;
 pub mod live;
 
 use dataplane::channel::{ControlEnd, ToCtl, Update};
 use dataplane::PortHandle;
+use flowspec::FlowspecLive;
 use live::LivePolicy;
 use pipeline::stage::ratelimit::AggregateLimiter;
 use pipeline::stage::syncookie::SynCookieConfig;
@@ -56,6 +58,15 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Stages the workers run now (for `status`).
     pub stages: Mutex<Vec<String>>,
+    /// BGP FlowSpec routes in force (`flowspec list`).
+    pub flowspec: Mutex<FlowspecLive>,
+}
+
+/// A worker whose newest stats snapshot is older than this is stalled: ten missed intervals,
+/// and never under a second, so one slow publish on a busy machine is not a stall. The log
+/// warning and the health check (`scrubctl health`, the BGP bridge's withdrawal) use it alike.
+pub fn stall_after_ms(stats_interval_ms: u64) -> u64 {
+    (10 * stats_interval_ms).max(1000)
 }
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it: the control side must
@@ -81,6 +92,7 @@ impl Shared {
         aggregate: Option<Arc<AggregateLimiter>>,
         ends: Vec<ControlEnd>,
         stages: Vec<String>,
+        tsc_hz: u64,
     ) -> Shared {
         let n = ends.len();
         Shared {
@@ -100,7 +112,58 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             stages: Mutex::new(stages),
+            flowspec: Mutex::new(FlowspecLive::new(tsc_hz)),
         }
+    }
+
+    /// The Prometheus text of the aggregator plus the control side's own families: FlowSpec
+    /// routes and the health the BGP bridge announces by.
+    pub fn metrics(&self, now: Instant) -> String {
+        use stats::exposition::Kind;
+        // Before locking the aggregator: the health check reads it too.
+        let healthy = self.health(now).healthy;
+        let (active, announced, withdrawn, refused) = {
+            let f = lock(&self.flowspec);
+            (f.active() as u64, f.announced, f.withdrawn, f.refused)
+        };
+        lock(&self.agg).prometheus_with(now, |w| {
+            let fams: [(&str, Kind, &str, u64); 5] = [
+                (
+                    "scrubd_flowspec_rules_active",
+                    Kind::Gauge,
+                    "BGP FlowSpec rules in force.",
+                    active,
+                ),
+                (
+                    "scrubd_flowspec_routes_announced_total",
+                    Kind::Counter,
+                    "FlowSpec routes accepted from BGP peers.",
+                    announced,
+                ),
+                (
+                    "scrubd_flowspec_routes_withdrawn_total",
+                    Kind::Counter,
+                    "FlowSpec routes withdrawn (or flushed with their peer's session).",
+                    withdrawn,
+                ),
+                (
+                    "scrubd_flowspec_routes_refused_total",
+                    Kind::Counter,
+                    "FlowSpec routes refused: malformed, or naming what scrubd cannot evaluate.",
+                    refused,
+                ),
+                (
+                    "scrubd_healthy",
+                    Kind::Gauge,
+                    "1 while workers poll, ports are up and scrubd is not stopping (the BGP bridge announces then).",
+                    u64::from(healthy),
+                ),
+            ];
+            for (name, kind, help, v) in fams {
+                w.family(name, kind, help);
+                w.sample(name, &[], v);
+            }
+        })
     }
 
     pub fn workers(&self) -> usize {
@@ -147,7 +210,10 @@ impl Shared {
                     change.class().name()
                 );
             }
-            Update::Acl(_) | Update::RateClass { .. } | Update::RotateCookie { .. } => {}
+            Update::Acl(_)
+            | Update::RateClass { .. }
+            | Update::RotateCookie { .. }
+            | Update::Flowspec(_) => {}
         }
     }
 
@@ -249,7 +315,7 @@ impl StallWatch {
     fn new(stats_interval_ms: u64) -> StallWatch {
         StallWatch {
             // Ten missed intervals, and never under a second: one slow publish is not a stall.
-            limit_ms: (10 * stats_interval_ms).max(1000) as f64,
+            limit_ms: stall_after_ms(stats_interval_ms) as f64,
             next: Instant::now() + Duration::from_secs(1),
             stalled: Vec::new(),
         }

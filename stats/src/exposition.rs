@@ -48,11 +48,22 @@ impl From<f64> for Value {
 #[derive(Default)]
 pub struct Writer {
     out: String,
+    /// Written first on every sample (the box label of a fleet).
+    constant: Vec<(String, String)>,
 }
 
 impl Writer {
     pub fn new() -> Writer {
         Writer::default()
+    }
+
+    /// A writer that puts `labels` on every sample, before the sample's own labels. Their
+    /// names must be valid label names not used by any sample.
+    pub fn with_labels(labels: Vec<(String, String)>) -> Writer {
+        Writer {
+            out: String::new(),
+            constant: labels,
+        }
     }
 
     /// Starts a metric family; every sample written until the next call belongs to it.
@@ -63,9 +74,14 @@ impl Writer {
 
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Into<Value>) {
         self.out.push_str(name);
-        if !labels.is_empty() {
+        let all = self
+            .constant
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(labels.iter().copied());
+        if !labels.is_empty() || !self.constant.is_empty() {
             self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
+            for (i, (k, v)) in all.enumerate() {
                 if i > 0 {
                     self.out.push(',');
                 }
@@ -300,6 +316,25 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].labels["msg"], "say \"hi\"\\\nbye");
         assert_eq!(s[0].value, 3.0);
+    }
+
+    #[test]
+    fn constant_labels_come_first_on_every_sample() {
+        let mut w = Writer::with_labels(vec![("box".into(), "scrub-\"a\"".into())]);
+        w.family("scrubd_g", Kind::Gauge, "g");
+        w.sample("scrubd_g", &[], 1u64);
+        w.sample("scrubd_g", &[("port", "outside")], 2u64);
+        let text = w.finish();
+        assert!(
+            text.contains("scrubd_g{box=\"scrub-\\\"a\\\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scrubd_g{box=\"scrub-\\\"a\\\"\",port=\"outside\"} 2\n"),
+            "{text}"
+        );
+        let s = validate::parse(&text).unwrap();
+        assert!(s.iter().all(|s| s.labels["box"] == "scrub-\"a\""));
     }
 
     #[test]

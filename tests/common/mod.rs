@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 /// Scenarios run one at a time: every scrubd busy-polls a core and this machine has two.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Reports a test skipped because `why` (a tool, root, network namespaces or the shared data
+/// is missing), except under `CI=true`: CI installs everything itself, so there a skip would
+/// hide a missing install step and the test fails instead.
+pub fn skip(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true, yet this test cannot run: {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
 pub fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -112,6 +112,54 @@ pub enum Command {
         reason: Option<String>,
     },
     Shutdown,
+    /// A BGP FlowSpec route received from `peer` (RFC 8955/8956), in ExaBGP's component
+    /// text; replaces the route with the same components from that peer. Refused whole, with
+    /// the reason, when scrubd cannot evaluate a component or action.
+    FlowspecAnnounce {
+        peer: String,
+        route: FlowspecRoute,
+    },
+    /// The route with these components from `peer` is withdrawn.
+    FlowspecWithdraw {
+        peer: String,
+        route: FlowspecRoute,
+    },
+    /// Every route from `peer` is gone (its BGP session went down).
+    FlowspecFlush {
+        peer: String,
+    },
+    FlowspecList,
+    /// Whether the box should attract traffic: workers polling, ports up, not stopping.
+    Health,
+}
+
+/// One FlowSpec route as the BGP daemon decoded it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowspecRoute {
+    /// Component name (`destination-ipv4`, `destination-port`, ...) → its values, OR-ed; the
+    /// `&`-joined terms inside one value are AND-ed (`>=80&<=90`).
+    #[serde(rename = "match")]
+    pub components: BTreeMap<String, Vec<String>>,
+    /// The route's extended communities as text (`rate-limit:0` is discard, `rate-limit:N` a
+    /// byte rate, none of the FlowSpec actions is accept). Ignored by a withdrawal.
+    #[serde(default)]
+    pub communities: Vec<String>,
+}
+
+impl FlowspecRoute {
+    /// The components as one line, `key value [ v1 v2 ]`, in component order: a route's name
+    /// in lists and logs.
+    pub fn text(&self) -> String {
+        self.components
+            .iter()
+            .map(|(k, v)| match v.as_slice() {
+                [one] => format!("{k} {one}"),
+                many => format!("{k} [ {} ]", many.join(" ")),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -394,6 +442,51 @@ pub struct ReloadReport {
     /// Skipped rules per keyword, most frequent first: `flowbits=12 pcre=3`.
     #[serde(default)]
     pub skipped_by_keyword: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlowspecRow {
+    pub peer: String,
+    /// The route's components ([`FlowspecRoute::text`]).
+    pub route: String,
+    /// "discard", "rate-limit N B/s" or "accept".
+    pub action: String,
+    /// Seconds since it was announced.
+    pub age_s: f64,
+}
+
+/// A route refused, with why.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlowspecRefusal {
+    pub peer: String,
+    pub route: String,
+    pub reason: String,
+    pub age_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlowspecReport {
+    /// Active rules in evaluation order (the first match decides).
+    pub rules: Vec<FlowspecRow>,
+    pub capacity: usize,
+    pub announced: u64,
+    pub withdrawn: u64,
+    /// Routes refused since start (malformed or not expressible).
+    pub refused: u64,
+    /// The most recent refusals, newest last.
+    pub recent_refusals: Vec<FlowspecRefusal>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HealthReport {
+    pub healthy: bool,
+    /// Why not, one line each (empty when healthy).
+    pub reasons: Vec<String>,
+    pub workers: usize,
+    /// Workers whose newest stats snapshot is older than `stall_after_ms`.
+    pub stalled_workers: Vec<u16>,
+    pub ports_down: Vec<String>,
+    pub stall_after_ms: u64,
 }
 
 /// Reply of commands that only change something (block add, rotate, shutdown, ...).

@@ -8,8 +8,9 @@
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use ctl::client::{code_name, Client, ClientError};
 use ctl::protocol::{
-    Command, Done, LatencyReport, ListReport, MetricsReport, OffendersReport, PortsReport,
-    RatelimitReport, ReloadReport, StatsReport, StatusReport, SyncookieReport, MAX_REQUEST_BYTES,
+    Command, Done, FlowspecReport, HealthReport, LatencyReport, ListReport, MetricsReport,
+    OffendersReport, PortsReport, RatelimitReport, ReloadReport, StatsReport, StatusReport,
+    SyncookieReport, MAX_REQUEST_BYTES,
 };
 use ctl::render;
 use ctl::server::DEFAULT_SOCKET_PATH;
@@ -107,9 +108,43 @@ enum Cmd {
         #[arg(long, value_name = "NAME")]
         reason: Option<String>,
     },
+    /// BGP FlowSpec rules received through the BGP bridge.
+    #[command(subcommand, after_help = "Example:\n  scrubctl flowspec list")]
+    Flowspec(FlowspecCmd),
+    /// Whether this box should attract traffic (workers polling, ports up, not stopping);
+    /// exit code 1 when it should not.
+    #[command(after_help = "Example:\n  scrubctl health")]
+    Health,
+    /// Run as ExaBGP's `process`: FlowSpec routes from its JSON on stdin go to scrubd, and the
+    /// protected prefixes are announced on stdout only while scrubd is healthy.
+    #[command(
+        name = "bgp-bridge",
+        after_help = "ExaBGP configuration:\n  process scrubd {\n    run /usr/bin/scrubctl --socket /run/scrubd/scrubd.sock bgp-bridge --announce 203.0.113.0/24;\n    encoder json;\n  }\n  neighbor 192.0.2.1 { ... family { ipv4 flow; ipv4 unicast; }\n    api { processes [ scrubd ]; receive { parsed; update; } neighbor-changes; } }\n\nWithdrawal after scrubd stops or stalls: within --interval-ms + --timeout-ms\n(plus scrubd's stall limit, 10 stats intervals and at least 1 s, for a stalled worker)."
+    )]
+    BgpBridge {
+        /// A prefix to announce while healthy (repeat for several).
+        #[arg(long, value_name = "PREFIX", required = true)]
+        announce: Vec<String>,
+        /// Next hop of the announcements, as ExaBGP takes it.
+        #[arg(long, default_value = "self")]
+        next_hop: String,
+        /// Milliseconds between health checks.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        interval_ms: u64,
+        /// Milliseconds a health check may take before the box counts as unhealthy.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        timeout_ms: u64,
+    },
     /// Stop the daemon (it drains, prints its summary and exits).
     #[command(after_help = "Example:\n  scrubctl shutdown")]
     Shutdown,
+}
+
+#[derive(Subcommand)]
+enum FlowspecCmd {
+    /// Active rules in evaluation order, with the peer they came from, and recent refusals.
+    #[command(after_help = "Example:\n  scrubctl flowspec list")]
+    List,
 }
 
 #[derive(Subcommand)]
@@ -393,6 +428,25 @@ fn locate(message: &str, file: &Path, chunk: &[(usize, String)]) -> String {
 }
 
 fn run(cli: &Cli) -> Out {
+    if let Cmd::BgpBridge {
+        announce,
+        next_hop,
+        interval_ms,
+        timeout_ms,
+    } = &cli.cmd
+    {
+        // No connection up front: the bridge outlives scrubd restarts.
+        let cfg = ctl::bgp::BridgeConfig {
+            socket: cli.socket.clone(),
+            announce: announce.clone(),
+            next_hop: next_hop.clone(),
+            interval: Duration::from_millis(*interval_ms),
+            timeout: Duration::from_millis(*timeout_ms),
+        };
+        let stdin = std::io::BufReader::new(std::io::stdin());
+        ctl::bgp::run(&cfg, stdin, &mut std::io::stdout());
+        return Ok(());
+    }
     let mut client = Client::connect(&cli.socket)?;
     let json = cli.json;
     let c = &mut client;
@@ -457,6 +511,26 @@ fn run(cli: &Cli) -> Out {
             },
             render::offenders,
         ),
+        Cmd::Flowspec(FlowspecCmd::List) => {
+            show::<FlowspecReport>(c, json, Command::FlowspecList, render::flowspec)
+        }
+        Cmd::Health => {
+            let v = c.call(Command::Health)?;
+            let h: HealthReport = serde_json::from_value(v.clone()).map_err(|e| {
+                Fail::Client(ClientError::Protocol(format!("unexpected reply data: {e}")))
+            })?;
+            if json {
+                print_json(&v);
+            } else {
+                print(&render::health(&h));
+            }
+            if h.healthy {
+                Ok(())
+            } else {
+                Err(Fail::Local("unhealthy".into()))
+            }
+        }
+        Cmd::BgpBridge { .. } => unreachable!("handled before connecting"),
         Cmd::Shutdown => show::<Done>(c, json, Command::Shutdown, render::done),
     }
 }

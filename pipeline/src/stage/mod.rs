@@ -1,6 +1,8 @@
-//! Scrubbing stages, run in this fixed order: ACL → SYN-cookie → rate limit → signatures.
+//! Scrubbing stages, run in this fixed order: ACL → FlowSpec → SYN-cookie → rate limit →
+//! signatures.
 
 pub mod acl;
+pub mod flowspec;
 pub mod ratelimit;
 pub mod signature;
 pub mod syncookie;

@@ -218,9 +218,16 @@ pub struct Aggregator {
     sid_msg: HashMap<u32, String>,
     /// Final hits of retired generations, summed over workers, by rule index.
     retired_hits: BTreeMap<u64, Vec<u64>>,
+    /// `box="..."` on every Prometheus sample (`control.metrics_box`), if set.
+    box_label: Option<String>,
 }
 
 impl Aggregator {
+    /// Puts `box="<label>"` on every Prometheus sample (`None`: no box label).
+    pub fn set_box_label(&mut self, label: Option<String>) {
+        self.box_label = label;
+    }
+
     pub fn new(cfg: AggregatorConfig) -> Result<Aggregator, ConfigError> {
         Aggregator::new_at(cfg, Instant::now())
     }
@@ -249,6 +256,7 @@ impl Aggregator {
             rules: BTreeMap::new(),
             sid_msg: HashMap::new(),
             retired_hits: BTreeMap::new(),
+            box_label: None,
         })
     }
 

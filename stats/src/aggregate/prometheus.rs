@@ -5,7 +5,16 @@ use super::*;
 impl Aggregator {
     /// Everything in Prometheus text format 0.0.4.
     pub fn prometheus(&self, now: Instant) -> String {
-        let mut w = Writer::new();
+        self.prometheus_with(now, |_| {})
+    }
+
+    /// [`Aggregator::prometheus`] plus the families `extra` writes (the control side's own
+    /// gauges), with the same box label.
+    pub fn prometheus_with(&self, now: Instant, extra: impl FnOnce(&mut Writer)) -> String {
+        let mut w = match &self.box_label {
+            Some(b) => Writer::with_labels(vec![("box".to_string(), b.clone())]),
+            None => Writer::new(),
+        };
         w.family(
             "scrubd_uptime_seconds",
             Kind::Gauge,
@@ -161,6 +170,7 @@ impl Aggregator {
             &[],
             ns_to_seconds(if h.is_empty() { 0 } else { h.max() }),
         );
+        extra(&mut w);
         w.finish()
     }
 }
