@@ -185,6 +185,13 @@ impl SynCookieStage {
         table.sweep(now, SWEEP_PER_PACKET);
         let key = Key::new(ip.src, ip.dst, t.sport, t.dport);
         let slot = table.find(&key, now)?;
+        if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
+            // A new connection on the same ports (the entry outlived the old one, e.g. its
+            // last ACK was lost): forget the old one and answer the SYN like any other.
+            table.remove(slot);
+            self.counters.proxy_closed += 1;
+            return None;
+        }
         let c = table.get(slot);
         c.last = now;
         if c.state == State::SynSent {

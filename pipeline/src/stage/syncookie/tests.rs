@@ -2481,6 +2481,24 @@ fn proxy_entries_go_on_rst_and_idle_and_syn_is_resent() {
     assert_eq!(p.tcp.sequence_number, cookie.wrapping_add(1));
     assert_eq!(st.status(T0).counters.proxy_active, 0);
 
+    // A new SYN on the ports of a live entry replaces it: answered with a cookie, no state.
+    proxy_open(&mut st, 30002, T0);
+    assert_eq!(st.status(T0).counters.proxy_active, 1);
+    let again = segment(
+        &Shape::default(),
+        false,
+        server(false),
+        tcp_header(30002, 443, 9000, 0, SYN),
+        &[],
+        &[],
+    );
+    let (r, _) = judge(&mut st, &again, T0 + 3, Direction::Inbound);
+    assert!(
+        matches!(r, StageResult::Done(Verdict::Reply { .. })),
+        "{r:?}"
+    );
+    assert_eq!(st.status(T0).counters.proxy_active, 0);
+
     // Idle: an entry nobody talks on is reclaimed after proxy_idle_s by the sweep.
     proxy_open(&mut st, 30001, T0);
     assert_eq!(st.status(T0).counters.proxy_active, 1);
