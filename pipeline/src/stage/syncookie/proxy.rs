@@ -446,12 +446,13 @@ pub fn compose(buf: &mut [u8], l3: usize, ends: &Ends, seg: &Seg, hop_limit: u8)
         t.set_window(seg.window);
     }
     seg.opts.write(&mut th[tcp::MIN_HEADER_LEN..tcp_len]);
-    let th = &mut th[..tcp_len];
+    // Checksums over the fixed-size arrays as 32-bit words (bytes past the header are zero
+    // and add nothing; the pseudo-header carries the real length), as `reply` does.
+    let tcp_sum = checksum::sum_words(0, &th);
     match (ends.src, ends.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let ih = &mut buf[l3..l3 + ip_len];
-            ih.fill(0);
-            let mut p = ipv4::Packet::new_unchecked(&mut *ih);
+            let mut ih = [0u8; ipv4::MIN_HEADER_LEN];
+            let mut p = ipv4::Packet::new_unchecked(&mut ih);
             p.set_version(4);
             p.set_header_len(ipv4::MIN_HEADER_LEN);
             p.set_total_len((ip_len + tcp_len) as u16);
@@ -460,23 +461,32 @@ pub fn compose(buf: &mut [u8], l3: usize, ends: &Ends, seg: &Seg, hop_limit: u8)
             p.set_protocol(ip_protocol::TCP);
             p.set_src_addr(s.octets());
             p.set_dst_addr(d.octets());
-            p.fill_checksum();
-            tcp::Packet::new_unchecked(&mut *th).fill_checksum_v4(s.octets(), d.octets());
+            let ip_sum = checksum::finish(checksum::sum_words(0, &ih));
+            ipv4::Packet::new_unchecked(&mut ih).set_checksum(ip_sum);
+            let pseudo =
+                checksum::pseudo_v4(s.octets(), d.octets(), ip_protocol::TCP, tcp_len as u16);
+            tcp::Packet::new_unchecked(&mut th[..])
+                .set_checksum(checksum::finish(pseudo + tcp_sum));
+            buf[l3..l3 + ip_len].copy_from_slice(&ih);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ih = &mut buf[l3..l3 + ip_len];
-            ih.fill(0);
-            let mut p = ipv6::Packet::new_unchecked(&mut *ih);
+            let mut ih = [0u8; ipv6::HEADER_LEN];
+            let mut p = ipv6::Packet::new_unchecked(&mut ih);
             p.set_version(6);
             p.set_payload_len(tcp_len as u16);
             p.set_next_header(ip_protocol::TCP);
             p.set_hop_limit(hop_limit);
             p.set_src_addr(s.octets());
             p.set_dst_addr(d.octets());
-            tcp::Packet::new_unchecked(&mut *th).fill_checksum_v6(s.octets(), d.octets());
+            let pseudo =
+                checksum::pseudo_v6(s.octets(), d.octets(), ip_protocol::TCP, tcp_len as u32);
+            tcp::Packet::new_unchecked(&mut th[..])
+                .set_checksum(checksum::finish(pseudo + tcp_sum));
+            buf[l3..l3 + ip_len].copy_from_slice(&ih);
         }
         _ => return None,
     }
+    let th = &th[..tcp_len];
     buf[l3 + ip_len..total].copy_from_slice(th);
     Some(total)
 }

@@ -2531,3 +2531,172 @@ fn proxy_mode_parses_from_toml() {
     );
     assert!(toml::from_str::<SynCookieConfig>("proxy_wscale = 300").is_err());
 }
+
+/// A proxy stage with one established connection: client port 30000 → server 443.
+fn proxy_established() -> SynCookieStage {
+    let mut st = proxy_stage();
+    proxy_open(&mut st, 30000, T0);
+    let sa = seg_between(
+        &Shape::default(),
+        server(false),
+        client(false),
+        SERVER_MAC,
+        CLIENT_MAC,
+        tcp_header(443, 30000, 77, 5001, SYN | ACK),
+        &[],
+        &[],
+    );
+    let (r, _) = judge(&mut st, &sa, T0, Direction::Outbound);
+    assert!(
+        matches!(r, StageResult::Done(Verdict::Reply { .. })),
+        "{r:?}"
+    );
+    assert_eq!(st.status(T0).counters.proxy_established, 1);
+    st
+}
+
+proptest! {
+    /// Proxy mode: whatever the buffer holds and however the summary of a packet of a live
+    /// proxied connection (either way) disagrees with it, no panic, a reply never longer than
+    /// the buffer, and an emitted frame never longer than the emit buffer.
+    #[test]
+    fn proxy_arbitrary_buffers_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..160),
+        l3_off in 0u16..200, l4_off in 0u16..200, flags in any::<u8>(),
+        seq in any::<u32>(), ack in any::<u32>(), outbound in any::<bool>(),
+        ts in proptest::option::of(any::<(u32, u32)>()), ws in proptest::option::of(any::<u8>()),
+        mixed in any::<bool>(), tsc in 0u64..1000,
+    ) {
+        let mut st = proxy_established();
+        let f = if outbound {
+            tcp_between(server(false), 443, client(false), 30000, ACK)
+        } else {
+            tcp_between(client(false), 30000, server(false), 443, ACK)
+        };
+        let mut h = headers_of(&f);
+        h.l3_off = l3_off;
+        if let Net::Ip(ip) = &mut h.net {
+            ip.l4_off = l4_off;
+            if mixed {
+                ip.dst = client(true);
+            }
+            if let Transport::Tcp(t) = &mut ip.transport {
+                t.flags = flags;
+                t.seq = seq;
+                t.ack = ack;
+                t.options.timestamps = ts;
+                t.options.window_scale = ws;
+            }
+        }
+        let dir = if outbound { Direction::Outbound } else { Direction::Inbound };
+        let mut buf = bytes.clone();
+        let r = st.process(&mut buf, &h, &Meta { port: 0, dir, tsc: T0 + tsc });
+        if let StageResult::Done(Verdict::Reply { len }) = r {
+            prop_assert!(usize::from(len) <= buf.len());
+        }
+        prop_assert_eq!(buf.len(), bytes.len());
+        if let Some((e, _)) = st.take_emitted() {
+            prop_assert!(e.len() <= crate::emit::EMIT_MAX);
+        }
+    }
+}
+
+/// Not a test: the stage's cost per packet in proxy mode against auth mode, printed (run with
+/// `cargo test --release -p pipeline --lib proxy_cost -- --ignored --nocapture`). Timings on a
+/// shared machine are noisy; nothing is asserted about them.
+#[test]
+#[ignore]
+fn proxy_cost_per_packet() {
+    use std::time::Instant;
+    const N: u32 = 2_000_000;
+    let time = |name: &str, st: &mut SynCookieStage, f: &[u8], dir: Direction| {
+        let h = headers_of(f);
+        let mut buf = f.to_vec();
+        buf.resize(f.len() + 64, 0);
+        let t0 = Instant::now();
+        for i in 0..N {
+            buf[..f.len()].copy_from_slice(f);
+            let r = st.process(
+                &mut buf,
+                &h,
+                &Meta {
+                    port: 0,
+                    dir,
+                    tsc: T0 + u64::from(i >> 16),
+                },
+            );
+            std::hint::black_box(r);
+            std::hint::black_box(st.take_emitted().is_some());
+        }
+        let ns = t0.elapsed().as_secs_f64() * 1e9 / f64::from(N);
+        println!(
+            "{name:<44} {ns:6.1} ns/packet ({:5.1} Mpps)",
+            1e3 / ns.max(1e-9)
+        );
+    };
+    let nop_ts = |v: u32, e: u32| {
+        vec![
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::Timestamp(v, e),
+        ]
+    };
+    let payload = [0x55u8; 1000];
+    let cdata = seg_between(
+        &Shape::default(),
+        client(false),
+        server(false),
+        CLIENT_MAC,
+        SERVER_MAC,
+        tcp_header(30000, 443, 5001, 100, ACK),
+        &nop_ts(1, 2),
+        &payload,
+    );
+    let sdata = seg_between(
+        &Shape::default(),
+        server(false),
+        client(false),
+        SERVER_MAC,
+        CLIENT_MAC,
+        tcp_header(443, 30000, 100, 5001, ACK),
+        &nop_ts(3, 4),
+        &payload,
+    );
+    let mut proxy = proxy_established();
+    time(
+        "proxy: client data (ack, TSecr translated)",
+        &mut proxy,
+        &cdata,
+        Direction::Inbound,
+    );
+    time(
+        "proxy: server data (seq, TSval translated)",
+        &mut proxy,
+        &sdata,
+        Direction::Outbound,
+    );
+    let mut auth = stage();
+    authenticate(&mut auth, client(false), T0);
+    time(
+        "auth: allowlisted client data",
+        &mut auth,
+        &cdata,
+        Direction::Inbound,
+    );
+    time(
+        "auth: server data (outbound)",
+        &mut auth,
+        &sdata,
+        Direction::Outbound,
+    );
+    let syn = syn(false, 1);
+    let mut proxy = proxy_stage();
+    time(
+        "proxy: SYN answered (cookie SYN-ACK, options)",
+        &mut proxy,
+        &syn,
+        Direction::Inbound,
+    );
+    let mut auth = stage();
+    time("auth: SYN answered", &mut auth, &syn, Direction::Inbound);
+}
