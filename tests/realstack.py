@@ -141,9 +141,14 @@ def cmd_udp_count(a):
     print(json.dumps({"by_src": counts, "span": span}), flush=True)
 
 
+def family(addr: str) -> int:
+    """AF_INET6 for an IPv6 literal, else AF_INET."""
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def cmd_tcp_serve(a):
     """Send a.file to the first client that connects, then exit."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
     ls.listen(1)
@@ -176,7 +181,7 @@ def cmd_tcp_fetch(a):
 
 def cmd_tcp_sink(a):
     """Read everything the first client sends until EOF, then report size and sha256."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
     ls.listen(1)
@@ -211,7 +216,11 @@ def cmd_tcp_push(a):
 def cmd_http_serve(a):
     """Serve a.dir over HTTP/1.0 on a.bind:a.port until killed."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=a.dir)
-    srv = http.server.ThreadingHTTPServer((a.bind, a.port), handler)
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = family(a.bind)
+
+    srv = Server((a.bind, a.port), handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ready()
     srv.serve_forever()
