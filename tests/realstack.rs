@@ -1449,3 +1449,51 @@ fn s12_proxy_ipv6() {
         got["secs"].as_f64().unwrap_or(0.0)
     );
 }
+
+/// 13. Proxy mode with two workers: the kernel's fanout hash (symmetric, like the RSS scrubd
+///     configures on NICs) brings the server's answers to the worker that holds the client's
+///     entry, on both queues; every connection completes and the tables drain.
+#[test]
+fn s13_proxy_on_two_workers() {
+    let _g = lock();
+    let Some(t) = Topology::new("pmq") else {
+        return;
+    };
+    let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"pmq\n")]);
+    let u = url(SERVER_IP, HTTP_PORT, "index.html");
+    let d = t.scrubd(&t.config_workers(2, PROXY_SERVER));
+    let mut n = 0u64;
+    let mut rx: Vec<u64> = Vec::new();
+    for _ in 0..24 {
+        let c = t.curl(Host::Client, &u, None, &["--max-time", "10"]);
+        assert_eq!((c.code, c.exit), (200, 0), "curl {n}: {c:?}");
+        n += 1;
+        let st = d.stats();
+        rx = st["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| num(&w["counters"]["rx_packets"]))
+            .collect();
+        if rx.iter().all(|&r| r > 0) && n >= 6 {
+            break;
+        }
+    }
+    assert!(
+        rx.len() == 2 && rx.iter().all(|&r| r > 0),
+        "connections never reached both queues: rx per worker {rx:?}"
+    );
+    let st = proxy_drained(&d, n);
+    assert_eq!(stage(&st, "syncookie.proxy_unexpected"), 0, "{st}");
+    assert_eq!(
+        stage(&st, "syncookie.proxy_capacity"),
+        2 * 65536,
+        "one table per worker"
+    );
+    assert_stats_conserved(&st);
+    d.shutdown(&t.s);
+    println!(
+        "s13 proxy on two workers: {n} connections through the proxy over both queues (rx per \
+         worker {rx:?}), all completed, tables drained"
+    );
+}
