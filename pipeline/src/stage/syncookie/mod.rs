@@ -25,7 +25,14 @@
 //! * **classic mode**: like Linux syncookies, the SYN-ACK's sequence number is the cookie and its
 //!   acknowledgment ISN+1, and the client's final ACK (ack - 1 = cookie) proves it.
 //!
-//! In both modes a validated final ACK allowlists the source and is answered with a RST built in
+//! * **proxy mode**: a full SYN proxy, so the client's first connection costs no retry. The
+//!   SYN-ACK is classic (acceptable ACK) with window 0; a validated final ACK opens the
+//!   connection to the server on the client's behalf and the stage translates the connection
+//!   from then on, with per-core state for validated connections only. See [`proxy`] for the
+//!   exchange, the table and the fallbacks when it is full. Proxied sources are not
+//!   allowlisted.
+//!
+//! In auth and classic modes a validated final ACK allowlists the source and is answered with a RST built in
 //! place: the server never saw this handshake and holds no connection, so telling the client at
 //! once makes it fail fast and reconnect (a new SYN, which now passes) instead of timing out
 //! against a server that would itself reset every segment. RSTs are checked as cookies in both
@@ -112,7 +119,7 @@ pub struct NonTcpPolicy {
 ///
 /// ```toml
 /// protected = ["10.10.10.0/24", "2001:db8::/32"]
-/// mode = "auth"              # or "classic"
+/// mode = "auth"              # or "classic", or "proxy"
 /// mss = 1460                 # MSS option in our SYN-ACKs
 /// ttl = 64                   # TTL / hop limit of our replies
 /// window = 0                 # TCP window of our replies

@@ -27,6 +27,17 @@
 //! ACK, or as a zero-window probe) before then is dropped and, never acknowledged, re-sent by
 //! the client once the window opens.
 //!
+//! # State and its limits
+//! An entry is made only when a cookie ACK validates, so spoofed SYNs and blind ACKs never
+//! create one. Each worker has its own [`Table`] (symmetric RSS brings both directions of a
+//! connection to the same worker), allocated at start. A SYN whose bucket is full is answered
+//! the auth way instead (`proxy_full_auth`: the client resets, is allowlisted, and its next
+//! SYN reaches the server directly); a cookie ACK that meets a bucket filled since its SYN
+//! gets the classic RST and allowlists the source (`proxy_full_reset`). Entries go on RST,
+//! after both FINs and the last ACK, on a new SYN for the same ports, and after the idle
+//! timeout (found idle by a lookup, or by the sweep that looks at two slots per proxied
+//! packet, so the table drains without a timer).
+//!
 //! # Options
 //! Only the MSS survives in the cookie itself. As Linux syncookies do, the client's window
 //! scale and SACK-permitted ride in the low 6 bits of our SYN-ACK's TSval, which the client
