@@ -408,8 +408,8 @@ pub struct SynCookieStage {
     proxy_wscale: u8,
     /// The TSC of the packet being judged (for helpers not handed it).
     last_tsc: u64,
-    /// TSC ticks per millisecond: the clock of our SYN-ACKs' TSvals.
-    ticks_per_ms: u64,
+    /// Milliseconds per TSC tick times 2^64: the clock of our SYN-ACKs' TSvals.
+    ms_per_tick_q64: u128,
     emit: crate::Emit,
 }
 
@@ -605,7 +605,7 @@ impl SynCookieStage {
             }),
             proxy_wscale: cfg.proxy_wscale,
             last_tsc: 0,
-            ticks_per_ms: (tsc_hz / 1000).max(1),
+            ms_per_tick_q64: (1000u128 << 64) / u128::from(tsc_hz.max(1000)),
             emit: crate::Emit::default(),
         })
     }
@@ -935,7 +935,16 @@ impl SynCookieStage {
         if mode == Mode::Proxy {
             let key = proxy::Key::new(ip.src, ip.dst, tcp.sport, tcp.dport);
             let now = self.last_tsc;
-            if self.proxy.as_ref().is_some_and(|t| t.has_room(&key, now)) {
+            let (room, freed) = self
+                .proxy
+                .as_mut()
+                .map_or((false, false), |t| t.prepare(&key, now));
+            if freed {
+                // A new connection on the ports of an entry that outlived its own (its
+                // last ACK was lost, say): the old one is forgotten.
+                self.counters.proxy_closed += 1;
+            }
+            if room {
                 return self.proxy_answer_syn(frame, l3_off, ip, tcp, cookie);
             }
             // Table full where this connection would go: authenticate it the auth way

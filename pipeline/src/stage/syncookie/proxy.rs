@@ -291,6 +291,23 @@ impl Table {
             .any(|i| self.tags[i] == 0 || self.expired(i, now))
     }
 
+    /// For a new SYN of `k`: frees an entry `k` still has (an old connection on the same
+    /// ports whose end we missed) and says whether an insert would then find a slot, with
+    /// one hash and one pass over the bucket. Returns (room, whether an old entry was freed).
+    pub fn prepare(&mut self, k: &Key, now: u64) -> (bool, bool) {
+        let h = self.hash(k);
+        let tag = Self::tag(h);
+        let (mut room, mut freed) = (false, false);
+        for i in self.slots(h) {
+            if self.tags[i] == tag && self.conns[i].key == *k {
+                self.remove(i);
+                freed = true;
+            }
+            room |= self.tags[i] == 0 || self.expired(i, now);
+        }
+        (room, freed)
+    }
+
     /// Stores `c` (keyed by `c.key`) in a free or idle slot of its bucket.
     pub fn insert(&mut self, c: Conn, now: u64) -> Result<usize, Full> {
         let h = self.hash(&c.key);

@@ -26,9 +26,9 @@ fn swap_macs(frame: &mut [u8]) {
 }
 
 impl SynCookieStage {
-    /// Our timestamp clock, in milliseconds.
+    /// Our timestamp clock, in milliseconds: a multiply and a shift, not a division.
     fn ts_clock(&self) -> u32 {
-        (self.last_tsc / self.ticks_per_ms) as u32
+        ((u128::from(self.last_tsc) * self.ms_per_tick_q64) >> 64) as u32
     }
 
     /// The cookie SYN-ACK of proxy mode: acceptable ACK, window 0 (nothing may come before
@@ -181,17 +181,15 @@ impl SynCookieStage {
         let (Frag::None, Transport::Tcp(t)) = (ip.frag, ip.transport) else {
             return None;
         };
+        if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
+            // A SYN is answered with a cookie whatever the table holds (no lookup for a
+            // flood to pay for); the answer frees an old entry on the same ports.
+            return None;
+        }
         let table = self.proxy.as_mut()?;
         table.sweep(now, SWEEP_PER_PACKET);
         let key = Key::new(ip.src, ip.dst, t.sport, t.dport);
         let slot = table.find(&key, now)?;
-        if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
-            // A new connection on the same ports (the entry outlived the old one, e.g. its
-            // last ACK was lost): forget the old one and answer the SYN like any other.
-            table.remove(slot);
-            self.counters.proxy_closed += 1;
-            return None;
-        }
         let c = table.get(slot);
         c.last = now;
         if c.state == State::SynSent {
