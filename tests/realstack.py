@@ -141,9 +141,14 @@ def cmd_udp_count(a):
     print(json.dumps({"by_src": counts, "span": span}), flush=True)
 
 
+def family(addr: str) -> int:
+    """AF_INET6 for an IPv6 literal, else AF_INET."""
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def cmd_tcp_serve(a):
     """Send a.file to the first client that connects, then exit."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
     ls.listen(1)
@@ -174,10 +179,48 @@ def cmd_tcp_fetch(a):
           flush=True)
 
 
+def cmd_tcp_sink(a):
+    """Read everything the first client sends until EOF, then report size and sha256."""
+    ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.bind, a.port))
+    ls.listen(1)
+    ready()
+    conn, _ = ls.accept()
+    h, n = hashlib.sha256(), 0
+    while True:
+        b = conn.recv(1 << 16)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    conn.close()
+    print(json.dumps({"received": n, "sha256": h.hexdigest()}), flush=True)
+
+
+def cmd_tcp_push(a):
+    """Connect to a.host:a.port, send a.file, close our side and wait for the peer's close."""
+    with open(a.file, "rb") as f:
+        data = f.read()
+    t0 = time.monotonic()
+    c = socket.create_connection((a.host, a.port), timeout=a.timeout)
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    while c.recv(1 << 16):
+        pass
+    c.close()
+    print(json.dumps({"sent": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                      "secs": time.monotonic() - t0}), flush=True)
+
+
 def cmd_http_serve(a):
     """Serve a.dir over HTTP/1.0 on a.bind:a.port until killed."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=a.dir)
-    srv = http.server.ThreadingHTTPServer((a.bind, a.port), handler)
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = family(a.bind)
+
+    srv = Server((a.bind, a.port), handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ready()
     srv.serve_forever()
@@ -231,6 +274,18 @@ def main():
     g.add_argument("--port", type=int, required=True)
     g.add_argument("--timeout", type=float, default=20.0)
     g.set_defaults(func=cmd_tcp_fetch)
+
+    k = sub.add_parser("tcp-sink")
+    k.add_argument("--bind", default="0.0.0.0")
+    k.add_argument("--port", type=int, required=True)
+    k.set_defaults(func=cmd_tcp_sink)
+
+    q = sub.add_parser("tcp-push")
+    q.add_argument("--host", required=True)
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--file", required=True)
+    q.add_argument("--timeout", type=float, default=20.0)
+    q.set_defaults(func=cmd_tcp_push)
 
     h = sub.add_parser("http-serve")
     h.add_argument("--bind", default="0.0.0.0")

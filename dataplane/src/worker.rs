@@ -5,7 +5,7 @@ use crate::eal::{rdtsc, Eal};
 use crate::error::DpdkError;
 use dpdk_sys::rte_mbuf;
 use pipeline::counters::{REPLY_FAILED_SLOT, TX_FULL_SLOT};
-use pipeline::{Direction, Meta, Pipeline, Verdict, VerdictCounters};
+use pipeline::{Direction, EmitOut, Meta, Pipeline, Verdict, VerdictCounters};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -181,6 +181,35 @@ pub fn run_workers(
     }
 }
 
+/// Copies a frame a stage emitted (see [`pipeline::emit`]) into a fresh mbuf from `like`'s
+/// mempool, the pool the packet being judged came from: a mempool get (per-lcore cache, no
+/// syscall, no heap). `None` when the pool is empty or the frame does not fit.
+///
+/// # Safety
+/// `like` must point to a valid mbuf owned by the caller.
+#[inline]
+unsafe fn emitted_mbuf(like: *mut rte_mbuf, frame: &[u8]) -> Option<*mut rte_mbuf> {
+    // SAFETY: the caller guarantees `like` is a valid mbuf; its pool outlives it.
+    let pool = unsafe { (*like).pool };
+    // SAFETY: pool is the valid mempool of a live mbuf.
+    let m = unsafe { dpdk_sys::shim_rte_pktmbuf_alloc(pool) };
+    if m.is_null() {
+        return None;
+    }
+    // SAFETY: m was just allocated and is ours.
+    let f = unsafe { crate::mbuf::view(m) };
+    // SAFETY: m is ours and set_len checks the length against its buffer.
+    if f.len + f.room < frame.len() || !unsafe { crate::mbuf::set_len(m, frame.len() as u16) } {
+        // SAFETY: m is ours and referenced nowhere else.
+        unsafe { dpdk_sys::shim_rte_pktmbuf_free_bulk([m].as_mut_ptr(), 1) };
+        return None;
+    }
+    // SAFETY: the data area holds at least frame.len() bytes (checked above) and does not
+    // overlap `frame`, which lives in the pipeline.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), f.data, frame.len()) };
+    Some(m)
+}
+
 /// Send `pkts` on (port, queue) and free what the TX ring did not take. Returns how many were
 /// not sent, for the caller to move from its sent count to `tx_full`.
 #[inline]
@@ -320,6 +349,9 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
     let mut fwd: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
     let mut rep: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
     let mut drop: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+    // Frames stages emit besides their verdicts: at most one per received packet.
+    let mut emit_fwd: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+    let mut emit_rep: [*mut rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
     let live = &control.live[idx];
     let mut publisher = Publisher {
         channel: plan.channel,
@@ -360,6 +392,7 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             };
             let c = &mut counters[usize::from(link.rx_index)];
             let (mut nf, mut nr, mut nd) = (0usize, 0usize, 0usize);
+            let (mut nef, mut ner) = (0usize, 0usize);
             for &m in &rx[..n] {
                 // SAFETY: m was just returned by rx_burst and is owned by this worker.
                 let f = unsafe { crate::mbuf::view(m) };
@@ -370,6 +403,20 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
                 c.rx_packets += 1;
                 c.rx_bytes += u64::from(pkt_len);
                 let v = plan.pipeline.process(buf, len, &meta);
+                if let Some((frame, out)) = plan.pipeline.take_emitted() {
+                    // SAFETY: m is ours (freed or sent only below).
+                    match unsafe { emitted_mbuf(m, frame) } {
+                        Some(e) if out == EmitOut::Forward => {
+                            emit_fwd[nef] = e;
+                            nef += 1;
+                        }
+                        Some(e) => {
+                            emit_rep[ner] = e;
+                            ner += 1;
+                        }
+                        None => plan.pipeline.emit_failed(),
+                    }
+                }
                 if let Verdict::Reply { len: new_len } = v {
                     // SAFETY: m is ours; set_len checks the new length against the buffer.
                     if !unsafe { crate::mbuf::set_len(m, new_len) } {
@@ -394,6 +441,13 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             c.forwarded -= unsent_fwd;
             c.replied -= unsent_rep;
             c.drops[TX_FULL_SLOT] += unsent_fwd + unsent_rep;
+            // Emitted frames are extra to rx = forwarded + replied + drops; those the TX ring
+            // refuses are counted by the stage that emitted them.
+            let unsent_emit = tx_or_free(link.tx_port, q, &mut emit_fwd[..nef])
+                + tx_or_free(link.rx_port, q, &mut emit_rep[..ner]);
+            for _ in 0..unsent_emit {
+                plan.pipeline.emit_failed();
+            }
             if nd > 0 {
                 // SAFETY: these mbufs are ours and referenced nowhere else.
                 unsafe { dpdk_sys::shim_rte_pktmbuf_free_bulk(drop.as_mut_ptr(), nd as u32) };

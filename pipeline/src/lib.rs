@@ -164,6 +164,7 @@
 #![forbid(unsafe_code)]
 
 pub mod counters;
+pub mod emit;
 pub mod headers;
 pub mod lpm;
 pub mod offenders;
@@ -180,6 +181,7 @@ pub mod verdict;
 pub mod wire;
 
 pub use counters::VerdictCounters;
+pub use emit::{Emit, EmitOut};
 pub use headers::{Frag, Headers, IpHeaders, IpVersion, Net, TcpInfo, TcpOptions, Transport};
 pub use pipeline::{Pipeline, PipelineConfig, Policy, PolicyError};
 pub use update::Update;

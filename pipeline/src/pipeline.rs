@@ -365,6 +365,21 @@ impl Pipeline {
         self.syncookie.as_ref().map(|s| s.status(tsc))
     }
 
+    /// The frame a stage queued while judging the last packet, besides its verdict (see
+    /// [`crate::emit`]); the data path sends it, or calls [`Pipeline::emit_failed`].
+    #[inline]
+    pub fn take_emitted(&mut self) -> Option<(&[u8], crate::EmitOut)> {
+        self.syncookie.as_mut()?.take_emitted()
+    }
+
+    /// The data path could not send the emitted frame (no buffer, or the TX ring was full):
+    /// counted by the stage that emitted it.
+    pub fn emit_failed(&mut self) {
+        if let Some(sc) = &mut self.syncookie {
+            sc.emit_failed();
+        }
+    }
+
     /// The generation of the signature rule set in force (0 = the start-up set); hit counts
     /// are reported per generation.
     pub fn rules_generation(&self) -> u64 {
@@ -414,7 +429,7 @@ impl Pipeline {
         if let Some(sc) = &self.syncookie {
             put(
                 StageKind::SynCookie,
-                &stage_counters::syncookie_values(sc.counters()),
+                &stage_counters::syncookie_values(&sc.counters()),
             );
         }
         if let Some(rl) = &self.ratelimit {

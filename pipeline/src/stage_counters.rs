@@ -68,7 +68,7 @@ const ACL: [&str; 5] = [
     "no_match",
 ];
 
-const SYNCOOKIE: [&str; 11] = [
+const SYNCOOKIE: [&str; 23] = [
     "syn_answered",
     "auth_fallback_classic",
     "rst_validated",
@@ -80,6 +80,18 @@ const SYNCOOKIE: [&str; 11] = [
     "rotations",
     "outbound_tracked",
     "outbound_return",
+    "proxy_opened",
+    "proxy_established",
+    "proxy_closed",
+    "proxy_idle_expired",
+    "proxy_full_auth",
+    "proxy_full_reset",
+    "proxy_emitted",
+    "proxy_emit_failed",
+    "proxy_syn_resent",
+    "proxy_unexpected",
+    "proxy_active",
+    "proxy_capacity",
 ];
 
 const RATELIMIT: [&str; 4] = [
@@ -160,6 +172,18 @@ pub(crate) fn syncookie_values(c: &SynCookieCounters) -> [u64; SYNCOOKIE.len()] 
         c.rotations,
         c.outbound_tracked,
         c.outbound_return,
+        c.proxy_opened,
+        c.proxy_established,
+        c.proxy_closed,
+        c.proxy_idle_expired,
+        c.proxy_full_auth,
+        c.proxy_full_reset,
+        c.proxy_emitted,
+        c.proxy_emit_failed,
+        c.proxy_syn_resent,
+        c.proxy_unexpected,
+        c.proxy_active,
+        c.proxy_capacity,
     ]
 }
 

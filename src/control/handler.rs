@@ -501,6 +501,7 @@ impl Shared {
             mode: match cfg.mode {
                 Mode::Auth => "auth",
                 Mode::Classic => "classic",
+                Mode::Proxy => "proxy",
             }
             .into(),
             protected: cfg.protected.iter().map(|p| p.to_string()).collect(),

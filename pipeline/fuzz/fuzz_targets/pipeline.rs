@@ -5,9 +5,10 @@
 //! Input: an 8-byte header, then the frame.
 //!
 //! * byte 0: bytes of writable room after the frame (a reply may be longer than its packet).
-//! * byte 1: bit 0 picks the policy (0: SYN cookies protect every address; 1: they protect
-//!   only two prefixes, so TCP payloads to other addresses reach the rate limiter and the
-//!   signature stage too, which unauthenticated TCP never does under policy 0); bits 1–2: how many times
+//! * byte 1: bit 0 picks the policy (0: SYN cookies in auth mode protect every address; 1:
+//!   SYN cookies in proxy mode protect only two prefixes, so TCP payloads to other addresses
+//!   reach the rate limiter and the signature stage too, which unauthenticated TCP never does
+//!   under policy 0); bits 1–2: how many times
 //!   the frame is fed in (1–4, so rate limits and the allowlist see a repeat); bits 3–7: TSC
 //!   step between repeats, in 2^16-tick units.
 //! * bytes 2–7: the TSC of the first run (48 bits, little endian).
@@ -28,8 +29,9 @@ const TSC_HZ: u64 = 1_000_000;
 
 const ROOM_MAX: usize = 255;
 
-/// Every stage on; SYN cookies over all of IPv4 and IPv6 in auth mode. `{protected}` is filled in
-/// per policy.
+/// Every stage on; SYN cookies over the `PROTECTED` prefixes in `MODE`, both filled in per
+/// policy. (A proxied connection needs a valid cookie ACK, which a fuzzer does not forge, so
+/// forwarded packets stay as they came in this mode too.)
 const CONFIG: &str = r#"
 non_ip = "drop"
 
@@ -39,7 +41,8 @@ deny = ["198.51.100.0/24", "203.0.113.7", "2001:db8:dead::/48", "::ffff:0:0/96"]
 
 [syncookie]
 protected = PROTECTED
-mode = "auth"
+mode = "MODE"
+proxy_capacity = 16
 counter_period_s = 8
 allowlist_capacity = 16
 allowlist_ttl_s = 30
@@ -92,8 +95,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let policy = |protected: &str| {
-            let text = CONFIG.replace("PROTECTED", protected);
+        let policy = |protected: &str, mode: &str| {
+            let text = CONFIG.replace("PROTECTED", protected).replace("MODE", mode);
             let cfg: PipelineConfig = toml::from_str(&text).expect("fuzz config parses");
             Policy::build(&cfg, TSC_HZ, *b"fuzz-cookie-key!").expect("fuzz policy builds")
         };
@@ -103,8 +106,8 @@ fn fixture() -> &'static Fixture {
             .expect("fuzz rules compile");
         Fixture {
             policies: [
-                policy(r#"["0.0.0.0/0", "::/0"]"#),
-                policy(r#"["10.0.0.0/8", "2001:db8::/32"]"#),
+                policy(r#"["0.0.0.0/0", "::/0"]"#, "auth"),
+                policy(r#"["10.0.0.0/8", "2001:db8::/32"]"#, "proxy"),
             ],
             rules: Arc::new(rules),
         }

@@ -25,7 +25,14 @@
 //! * **classic mode**: like Linux syncookies, the SYN-ACK's sequence number is the cookie and its
 //!   acknowledgment ISN+1, and the client's final ACK (ack - 1 = cookie) proves it.
 //!
-//! In both modes a validated final ACK allowlists the source and is answered with a RST built in
+//! * **proxy mode**: a full SYN proxy, so the client's first connection costs no retry. The
+//!   SYN-ACK is classic (acceptable ACK) with window 0; a validated final ACK opens the
+//!   connection to the server on the client's behalf and the stage translates the connection
+//!   from then on, with per-core state for validated connections only. See [`proxy`] for the
+//!   exchange, the table and the fallbacks when it is full. Proxied sources are not
+//!   allowlisted.
+//!
+//! In auth and classic modes a validated final ACK allowlists the source and is answered with a RST built in
 //! place: the server never saw this handshake and holds no connection, so telling the client at
 //! once makes it fail fast and reconnect (a new SYN, which now passes) instead of timing out
 //! against a server that would itself reset every segment. RSTs are checked as cookies in both
@@ -50,6 +57,8 @@
 
 mod allowlist;
 mod cookie;
+pub mod proxy;
+mod relay;
 mod reply;
 #[cfg(test)]
 mod tests;
@@ -81,6 +90,8 @@ pub enum Mode {
     #[default]
     Auth,
     Classic,
+    /// Full SYN proxy: see [`proxy`].
+    Proxy,
 }
 
 /// What to do with non-TCP packets to a protected prefix from a source not (yet) allowlisted.
@@ -108,7 +119,7 @@ pub struct NonTcpPolicy {
 ///
 /// ```toml
 /// protected = ["10.10.10.0/24", "2001:db8::/32"]
-/// mode = "auth"              # or "classic"
+/// mode = "auth"              # or "classic", or "proxy"
 /// mss = 1460                 # MSS option in our SYN-ACKs
 /// ttl = 64                   # TTL / hop limit of our replies
 /// window = 0                 # TCP window of our replies
@@ -120,6 +131,9 @@ pub struct NonTcpPolicy {
 /// rotate_every_s = 3600      # scheduled secret rotation; 0 = only on command
 /// non_tcp = { udp = "pass", icmp = "pass", other = "pass" }
 /// shared_key_file = "/etc/scrubd/cookie.key"  # optional: a fleet's shared key, see below
+/// proxy_capacity = 65536     # mode "proxy": connections per worker
+/// proxy_idle_s = 300         # mode "proxy": idle time after which a connection is forgotten
+/// proxy_wscale = 7           # mode "proxy": window scale offered to clients (= the servers')
 /// ```
 ///
 /// With `shared_key_file`, every box of a fleet derives the same secrets from the key and the
@@ -156,6 +170,13 @@ pub struct SynCookieConfig {
     pub non_tcp: NonTcpPolicy,
     /// A fleet's shared key (see the type's docs); `None`: a random secret per box.
     pub shared_key_file: Option<PathBuf>,
+    /// Proxy mode: proxied connections per worker (fixed memory, about 100 bytes each).
+    pub proxy_capacity: u32,
+    /// Proxy mode: idle time (no packet either way) after which a connection is forgotten.
+    pub proxy_idle_s: u32,
+    /// Proxy mode: the window scale our SYN-ACK offers clients. Set it to the servers' own
+    /// (Linux: 7 with default buffers); when a server's differs, windows are rescaled.
+    pub proxy_wscale: u8,
 }
 
 /// Upper bound on `protected`: beyond this a linear scan per packet is the wrong structure.
@@ -180,6 +201,9 @@ impl Default for SynCookieConfig {
             rotate_every_s: 3600,
             non_tcp: NonTcpPolicy::default(),
             shared_key_file: None,
+            proxy_capacity: 65536,
+            proxy_idle_s: 300,
+            proxy_wscale: 7,
         }
     }
 }
@@ -313,6 +337,34 @@ pub struct Counters {
     pub outbound_tracked: u64,
     /// Inbound packets passed as return traffic of such a connection.
     pub outbound_return: u64,
+    /// Proxy mode: cookie ACKs that opened a connection to the server (an entry).
+    pub proxy_opened: u64,
+    /// Proxy mode: server SYN-ACKs that completed a proxied connection.
+    pub proxy_established: u64,
+    /// Proxy mode: entries removed by FIN/RST.
+    pub proxy_closed: u64,
+    /// Proxy mode: entries reclaimed after `proxy_idle_s` without a packet.
+    pub proxy_idle_expired: u64,
+    /// Proxy mode: SYNs answered auth-style because their table bucket was full.
+    pub proxy_full_auth: u64,
+    /// Proxy mode: valid cookie ACKs answered with a RST (classic) because the bucket
+    /// filled up after their SYN; the source is allowlisted and reconnects directly.
+    pub proxy_full_reset: u64,
+    /// Proxy mode: packets (SYNs to servers, window updates to clients) queued for the
+    /// data path to send besides a verdict.
+    pub proxy_emitted: u64,
+    /// Proxy mode: such packets that could not be built or sent.
+    pub proxy_emit_failed: u64,
+    /// Proxy mode: SYNs sent to a server again (the client's ACK or probe came again before
+    /// the server answered).
+    pub proxy_syn_resent: u64,
+    /// Proxy mode: server packets of a connection still waiting for its SYN-ACK that were
+    /// not one (dropped as [`DropReason::AuthHandshake`]).
+    pub proxy_unexpected: u64,
+    /// Proxy mode: entries in use now, summed over workers (a gauge, not a count).
+    pub proxy_active: u64,
+    /// Proxy mode: the tables' capacity, summed over workers (a gauge).
+    pub proxy_capacity: u64,
 }
 
 /// Snapshot for the control plane.
@@ -350,6 +402,15 @@ pub struct SynCookieStage {
     allowlist: Arc<Allowlist>,
     outbound: Arc<Outbound>,
     counters: Counters,
+    /// Proxy mode: this worker's connection table (symmetric RSS brings both directions of a
+    /// connection to one worker).
+    proxy: Option<proxy::Table>,
+    proxy_wscale: u8,
+    /// The TSC of the packet being judged (for helpers not handed it).
+    last_tsc: u64,
+    /// Milliseconds per TSC tick times 2^64: the clock of our SYN-ACKs' TSvals.
+    ms_per_tick_q64: u128,
+    emit: crate::Emit,
 }
 
 /// The state every worker's stage shares: the allowlist and the outbound connections. Built
@@ -454,6 +515,28 @@ impl SynCookieStage {
         if cfg.outbound_ttl_s == 0 {
             return Err(invalid("outbound_ttl_s", "must be at least 1"));
         }
+        if cfg.proxy_capacity == 0 || cfg.proxy_capacity > proxy::MAX_CAPACITY {
+            return Err(invalid(
+                "proxy_capacity",
+                format!(
+                    "{} is outside 1..={}",
+                    cfg.proxy_capacity,
+                    proxy::MAX_CAPACITY
+                ),
+            ));
+        }
+        if cfg.proxy_idle_s == 0 {
+            return Err(invalid("proxy_idle_s", "must be at least 1"));
+        }
+        if cfg.proxy_wscale > 14 {
+            return Err(invalid(
+                "proxy_wscale",
+                format!(
+                    "{} is above 14, the largest window scale (RFC 7323)",
+                    cfg.proxy_wscale
+                ),
+            ));
+        }
         if cfg.rotate_every_s != 0 && cfg.rotate_every_s < cfg.counter_period_s {
             return Err(invalid(
                 "rotate_every_s",
@@ -471,6 +554,7 @@ impl SynCookieStage {
         let ticks_per_counter = ticks("counter_period_s", cfg.counter_period_s)?;
         ticks("allowlist_ttl_s", cfg.allowlist_ttl_s)?;
         ticks("outbound_ttl_s", cfg.outbound_ttl_s)?;
+        ticks("proxy_idle_s", cfg.proxy_idle_s)?;
         let rotate_ticks = match cfg.rotate_every_s {
             0 => None,
             s => Some(ticks("rotate_every_s", s)?),
@@ -509,6 +593,20 @@ impl SynCookieStage {
             allowlist: Arc::clone(&shared.allowlist),
             outbound: Arc::clone(&shared.outbound),
             counters: Counters::default(),
+            proxy: (cfg.mode == Mode::Proxy).then(|| {
+                let key = siphasher::sip128::SipHasher24::new_with_key(&secret)
+                    .hash(b"scrubd/proxy")
+                    .as_u128() as u64;
+                proxy::Table::new(
+                    cfg.proxy_capacity as usize,
+                    tsc_hz.saturating_mul(u64::from(cfg.proxy_idle_s)),
+                    key,
+                )
+            }),
+            proxy_wscale: cfg.proxy_wscale,
+            last_tsc: 0,
+            ms_per_tick_q64: (1000u128 << 64) / u128::from(tsc_hz.max(1000)),
+            emit: crate::Emit::default(),
         })
     }
 
@@ -549,8 +647,26 @@ impl SynCookieStage {
         self.clock.is_some()
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// The counters, with the proxy table's gauges filled in.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        if let Some(t) = &self.proxy {
+            c.proxy_active = t.live() as u64;
+            c.proxy_capacity = t.capacity() as u64;
+            c.proxy_idle_expired = t.reclaimed();
+        }
+        c
+    }
+
+    /// See [`crate::Pipeline::take_emitted`].
+    #[inline]
+    pub fn take_emitted(&mut self) -> Option<(&[u8], crate::EmitOut)> {
+        self.emit.take()
+    }
+
+    /// See [`crate::Pipeline::emit_failed`].
+    pub fn emit_failed(&mut self) {
+        self.counters.proxy_emit_failed += 1;
     }
 
     pub fn status(&self, tsc: u64) -> Status {
@@ -560,7 +676,7 @@ impl SynCookieStage {
             secret_generation: self.jar.generation(),
             allowlist_capacity: self.allowlist.capacity(),
             allowlist_occupied: self.allowlist.occupied(),
-            counters: self.counters,
+            counters: self.counters(),
         }
     }
 
@@ -692,14 +808,25 @@ impl SynCookieStage {
             return StageResult::Continue;
         };
         let now = meta.tsc;
+        self.last_tsc = now;
         if meta.dir == Direction::Outbound {
             self.track_outbound(ip, now);
+            if self.proxy.is_some() {
+                if let Some(r) = self.proxy_from_server(frame, hdr.l3_off, ip, now) {
+                    return r;
+                }
+            }
             return StageResult::Continue;
         }
         if !self.is_protected(ip.dst) {
             return StageResult::Continue;
         }
         self.scheduled_rotation(now);
+        if self.proxy.is_some() {
+            if let Some(r) = self.proxy_from_client(frame, hdr.l3_off, ip, now) {
+                return r;
+            }
+        }
         if self.allowlist.check(ip.src, now) {
             self.counters.allowlist_hits += 1;
             return StageResult::Continue;
@@ -757,12 +884,16 @@ impl SynCookieStage {
         }
         if has(TcpInfo::ACK) && !has(TcpInfo::SYN) {
             // The final ACK of a completed handshake acknowledges our ISN + 1.
-            if self
-                .jar
-                .validate(&flow, tcp.ack.wrapping_sub(1), counter)
-                .is_none()
-            {
+            let Some(valid) = self.jar.validate(&flow, tcp.ack.wrapping_sub(1), counter) else {
                 return self.drop(DropReason::CookieInvalid);
+            };
+            if self.mode == Mode::Proxy {
+                if let Some(r) = self.proxy_open(frame, l3_off, ip, &tcp, valid, now) {
+                    return r;
+                }
+                // No room in the table: the classic answer below, and the source is
+                // allowlisted, so its next SYN goes straight to the server.
+                self.counters.proxy_full_reset += 1;
             }
             let seg = Segment {
                 // RFC 9293: the reset for a segment with ACK takes its sequence number from that
@@ -800,8 +931,29 @@ impl SynCookieStage {
         let cookie = self.jar.issue(flow, counter, mss_index(tcp.options.mss));
         let client_next = tcp.seq.wrapping_add(1);
         let mut fallback = false;
-        let ack = match self.mode {
-            Mode::Classic => client_next,
+        let mut mode = self.mode;
+        if mode == Mode::Proxy {
+            let key = proxy::Key::new(ip.src, ip.dst, tcp.sport, tcp.dport);
+            let now = self.last_tsc;
+            let (room, freed) = self
+                .proxy
+                .as_mut()
+                .map_or((false, false), |t| t.prepare(&key, now));
+            if freed {
+                // A new connection on the ports of an entry that outlived its own (its
+                // last ACK was lost, say): the old one is forgotten.
+                self.counters.proxy_closed += 1;
+            }
+            if room {
+                return self.proxy_answer_syn(frame, l3_off, ip, tcp, cookie);
+            }
+            // Table full where this connection would go: authenticate it the auth way
+            // (the source is then allowlisted and reaches the server directly).
+            self.counters.proxy_full_auth += 1;
+            mode = Mode::Auth;
+        }
+        let ack = match mode {
+            Mode::Proxy | Mode::Classic => client_next,
             Mode::Auth if acceptable_ack(cookie, tcp.seq, ip.payload_len) => {
                 fallback = true;
                 client_next
