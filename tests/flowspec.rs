@@ -22,17 +22,10 @@ const INTERVAL_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 300;
 const RATE: u64 = 20_000;
 
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Why the test cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
     for b in ["exabgp", "gobgpd", "gobgp"] {
-        if !have(b) {
+        if !common::have_installed(b) {
             return Some(format!("{b} not installed (scripts/install-deps.sh)"));
         }
     }

@@ -12,14 +12,24 @@ use std::time::{Duration, Instant};
 /// Scenarios run one at a time: every scrubd busy-polls a core and this machine has two.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Reports a test skipped because `why` (a tool, root, network namespaces or the shared data
-/// is missing), except under `CI=true`: CI installs everything itself, so there a skip would
-/// hide a missing install step and the test fails instead.
+/// Reports a test skipped because `why` (root, network namespaces or the shared data are
+/// missing: things the machine has or has not, not install steps).
 pub fn skip(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true, yet this test cannot run: {why}");
-    }
     eprintln!("skipped: {why}");
+}
+
+/// Whether program `bin` is installed. Under `CI=true` a missing one fails the test instead:
+/// `scripts/install-deps.sh` installs every program the tests run, so there a skip would hide
+/// a missing install step.
+pub fn have_installed(bin: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true, yet {bin} is not installed: scripts/install-deps.sh must install it");
+    }
+    found
 }
 
 pub fn lock() -> std::sync::MutexGuard<'static, ()> {
