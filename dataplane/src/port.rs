@@ -62,6 +62,8 @@ pub struct Port<'a> {
     driver: String,
     rss: RssState,
     setup: PortSetup,
+    /// Whether [`Port::take_queues`] handed the queue handles out already.
+    queues_taken: std::sync::atomic::AtomicBool,
     _pool: PhantomData<&'a Mempool<'a>>,
 }
 
@@ -233,6 +235,7 @@ impl<'a> Port<'a> {
             driver,
             rss,
             setup: setup.clone(),
+            queues_taken: std::sync::atomic::AtomicBool::new(false),
             _pool: PhantomData,
         })
     }
@@ -251,6 +254,24 @@ impl<'a> Port<'a> {
     }
     pub fn setup(&self) -> &PortSetup {
         &self.setup
+    }
+
+    /// The handles of queues `0..max(rx_queues, tx_queues)`, once per port (None afterwards):
+    /// each handle is its queue's only poller. For applications that drive queues themselves;
+    /// scrubd's workers use [`crate::run_workers`] instead.
+    pub fn take_queues(&self) -> Option<Vec<crate::burst::Queue<'_>>> {
+        if self
+            .queues_taken
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
+        let n = self.setup.rx_queues.max(self.setup.tx_queues);
+        Some(
+            (0..n)
+                .map(|q| crate::burst::Queue::new(self.id, q))
+                .collect(),
+        )
     }
 
     pub fn promiscuous(&self) -> bool {
