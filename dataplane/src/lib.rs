@@ -22,6 +22,8 @@ pub use error::DpdkError;
 pub use lcore::run_on_lcores;
 pub use mempool::Mempool;
 pub use pdump::Pdump;
-pub use port::{port_id_by_name, LinkStatus, Port, PortHandle, PortSetup, PortStats, RssState};
+pub use port::{
+    port_id_by_name, LinkStatus, Port, PortHandle, PortSetup, PortStats, RssState, StatsAcc,
+};
 pub use telemetry::TelemetryValue;
 pub use worker::{run_workers, Control, Link, WorkerPlan, WorkerReport, MAX_BURST};
