@@ -170,3 +170,49 @@ fn harness_ground_truth_is_exact_at_a_small_rate() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Flat out, scrubd's outside TX ring may refuse SYN-ACKs: each SYN-ACK the stage built is
+/// then either sent (replied) or counted as refused (reply_tx_full), never both, never neither
+/// (`syncookie.syn_answered` used to include the refused ones with nothing to tell them apart).
+#[test]
+fn every_syn_ack_built_is_sent_or_counted_as_refused() {
+    let _serial = common::lock();
+    let gen = scrubgen();
+    let out = std::env::temp_dir().join(format!("scrubgen-test-flat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = Command::new(&gen)
+        .arg("bench")
+        .arg("--profiles")
+        .arg(root.join("perf/profiles/syn-flood.toml"))
+        .args([
+            "--seconds",
+            "1",
+            "--repeat",
+            "1",
+            "--workers",
+            "1",
+            "--no-baseline",
+        ])
+        .arg("--scrubd")
+        .arg(env!("CARGO_BIN_EXE_scrubd"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run scrubgen bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scrubgen.json")).unwrap()).unwrap();
+    let d = &report["runs"][0]["scrubd"];
+    let n = |k: &str| d[k].as_u64().unwrap_or_else(|| panic!("{k} in {d}"));
+    assert!(n("syn_answered") > 0, "{d}");
+    assert_eq!(
+        n("syn_answered") + n("ack_validated"),
+        n("replied") + n("reply_tx_full") + n("reply_failed"),
+        "{d}"
+    );
+    assert_eq!(n("tx_full"), 0, "nothing is forwarded in a SYN flood: {d}");
+    assert_eq!(d["agrees_with_generator"], true, "{d}");
+    let _ = std::fs::remove_dir_all(&out);
+}

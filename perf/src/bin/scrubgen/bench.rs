@@ -95,8 +95,17 @@ pub struct ScrubdFigures {
     pub forwarded: u64,
     pub replied: u64,
     pub dropped: u64,
+    /// Forwarded packets the inside TX ring refused.
     pub tx_full: u64,
+    /// Replies the outside TX ring refused, and replies that did not fit their buffer.
+    pub reply_tx_full: u64,
+    pub reply_failed: u64,
+    /// Replies the SYN-cookie stage built: SYN-ACKs and RSTs to validated ACKs.
     pub syn_answered: u64,
+    pub ack_validated: u64,
+    /// Every reply built is either sent or counted as not sent:
+    /// syn_answered + ack_validated = replied + reply_tx_full + reply_failed.
+    pub replies_accounted: bool,
     pub eth_ipackets: u64,
     pub eth_opackets_inside: u64,
     pub conserved: bool,
@@ -141,6 +150,8 @@ pub struct Report {
     pub memory: String,
     pub runs: Vec<Run>,
     pub cells: Vec<Cell>,
+    /// Runs that failed (the tool crashed or the generator could not connect), with why.
+    pub failures: Vec<String>,
 }
 
 pub fn main(a: BenchArgs) -> Result<std::process::ExitCode, String> {
@@ -178,6 +189,10 @@ pub fn main(a: BenchArgs) -> Result<std::process::ExitCode, String> {
             .filter(|r| r.tool == "scrubd")
             .filter_map(|r| inexact(r).map(|why| format!("{} run {}: {why}", r.profile, r.repeat)))
             .collect();
+        let bad: Vec<String> = bad
+            .into_iter()
+            .chain(report.failures.iter().cloned())
+            .collect();
         if !bad.is_empty() {
             eprintln!(
                 "scrubgen bench: ground truth not exact:\n  {}",
@@ -214,10 +229,12 @@ pub fn inexact(r: &Run) -> Option<String> {
         ));
     }
     match &r.scrubd {
-        Some(s) if !s.agrees_with_generator || !s.conserved => why.push(format!(
-            "scrubd counters disagree: {s:?} vs sent {} passed {} answered {}",
-            g.sent, g.passed, g.answered
-        )),
+        Some(s) if !s.agrees_with_generator || !s.conserved || !s.replies_accounted => {
+            why.push(format!(
+                "scrubd counters disagree: {s:?} vs sent {} passed {} answered {}",
+                g.sent, g.passed, g.answered
+            ))
+        }
         None => why.push("no scrubd summary".into()),
         _ => {}
     }
@@ -235,6 +252,7 @@ fn sweep(a: &BenchArgs, gen_bin: &Path, dir: &Path) -> Result<Report, String> {
     std::fs::write(&rules, format!("{SIGNATURE_RULE}\n")).map_err(|e| e.to_string())?;
     let mut runs = Vec::new();
     let mut cells = Vec::new();
+    let mut failures = Vec::new();
     for profile in &a.profiles {
         let pname = profile
             .file_stem()
@@ -252,8 +270,16 @@ fn sweep(a: &BenchArgs, gen_bin: &Path, dir: &Path) -> Result<Report, String> {
                 };
                 for &tool in tools {
                     let tag = format!("{pname}-w{w}-r{}-{tool}", k + 1);
-                    let r = one_run(a, gen_bin, dir, profile, &rules, w, &pl, tool, &tag)
-                        .map_err(|e| format!("{tag}: {e}"))?;
+                    // A failed run is reported and the sweep goes on: one crash must not cost
+                    // the other figures.
+                    let r = match one_run(a, gen_bin, dir, profile, &rules, w, &pl, tool, &tag) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            eprintln!("  {tag}: FAILED: {e}");
+                            failures.push(format!("{tag}: {e}"));
+                            continue;
+                        }
+                    };
                     let g = &r.generator;
                     eprintln!(
                         "  {tag}: offered {:.3} Mpps passed {:.3} answered {:.3}; false-pass {} \
@@ -341,6 +367,7 @@ fn sweep(a: &BenchArgs, gen_bin: &Path, dir: &Path) -> Result<Report, String> {
         memory: a.memory.clone(),
         runs,
         cells,
+        failures,
     })
 }
 
@@ -367,6 +394,21 @@ impl Reaped {
         }
         let _ = c.kill();
         c.wait().ok()
+    }
+}
+
+impl Reaped {
+    /// Wait up to `grace` for the child to exit by itself, then stop it.
+    fn stop_after(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < grace {
+            if let Ok(Some(s)) = self.0.as_mut()?.try_wait() {
+                self.0 = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop(Duration::from_secs(5))
     }
 }
 
@@ -536,7 +578,8 @@ rule_files = ["{rules}"]
     let mut dut = Reaped(Some(dut));
     let json = dir.join(format!("{tag}.json"));
     let hgrm = a.out.join(format!("{tag}.hgrm"));
-    let gen = Command::new(gen_bin)
+    let gen_err = dir.join(format!("{tag}-gen.log"));
+    let gen_child = Command::new(gen_bin)
         .arg("run")
         .arg("--profile")
         .arg(profile)
@@ -555,22 +598,44 @@ rule_files = ["{rules}"]
         .arg(&json)
         .arg("--hgrm")
         .arg(&hgrm)
-        .arg("--quiet")
-        .output()
+        .args(["--quiet", "--wait-peer-quit", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(&gen_err).map_err(|e| e.to_string())?,
+        ))
+        .spawn()
         .map_err(|e| format!("{}: {e}", gen_bin.display()))?;
-    // scrubd's worker counters (rx, forwarded, replied) do not depend on the memif peer, so
-    // its summary is exact after the generator quit.
+    let mut gen = Reaped(Some(gen_child));
+    // The generator writes its report once its workers stopped polling, then waits for the
+    // device under test to quit first (see `scrubgen run --wait-peer-quit`).
+    let limit = Duration::from_secs_f64(a.seconds + 120.0);
+    let t = Instant::now();
+    let mut gen_status = None;
+    while !json.exists() {
+        if let Some(c) = gen.0.as_mut() {
+            if let Ok(Some(s)) = c.try_wait() {
+                gen_status = Some(s);
+                gen.0 = None;
+                break;
+            }
+        }
+        if t.elapsed() > limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = dut.stop(Duration::from_secs(20));
+    let gen_status = gen_status.or_else(|| gen.stop_after(Duration::from_secs(30)));
     let dut_log = || {
         let t = std::fs::read_to_string(dir.join(format!("{tag}-dut.log"))).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     };
-    if !gen.status.success() {
+    if !gen_status.is_some_and(|s| s.success()) || !json.exists() {
         return Err(format!(
-            "generator failed ({}): {}\n{tool} log ends:\n{}",
-            gen.status,
-            String::from_utf8_lossy(&gen.stderr),
+            "generator failed ({gen_status:?}): {}\n{tool} log ends:\n{}",
+            std::fs::read_to_string(&gen_err).unwrap_or_default(),
             dut_log()
         ));
     }
@@ -602,14 +667,27 @@ fn scrubd_figures(summary: &Path, g: &RunReport) -> Result<ScrubdFigures, String
     };
     let (o, i) = (port("outside"), port("inside"));
     let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    let tx_full = n(&o["drops"], "tx_full") + n(&i["drops"], "tx_full");
+    let both = |k: &str| n(&o["drops"], k) + n(&i["drops"], k);
+    let (replied, reply_tx_full, reply_failed) = (
+        n(&o, "replied"),
+        both("reply_tx_full"),
+        both("reply_failed"),
+    );
+    let (syn_answered, ack_validated) = (
+        n(&s["stages"], "syncookie.syn_answered"),
+        n(&s["stages"], "syncookie.ack_validated"),
+    );
     let f = ScrubdFigures {
         rx: n(&o, "rx") + n(&i, "rx"),
         forwarded: n(&o, "forwarded"),
-        replied: n(&o, "replied"),
+        replied,
         dropped: n(&o, "dropped") + n(&i, "dropped"),
-        tx_full,
-        syn_answered: n(&s["stages"], "syncookie.syn_answered"),
+        tx_full: both("tx_full"),
+        reply_tx_full,
+        reply_failed,
+        syn_answered,
+        ack_validated,
+        replies_accounted: syn_answered + ack_validated == replied + reply_tx_full + reply_failed,
         eth_ipackets: n(&o, "eth_ipackets"),
         eth_opackets_inside: n(&i, "eth_opackets"),
         conserved: s["conserved"].as_bool().unwrap_or(false),
@@ -668,7 +746,7 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "\nPer run (CPU placement: lcore@cpu; main lcore 0):\n");
     let _ = writeln!(
         s,
-        "| run | tool | offered Mpps | passed Mpps | answered Mpps | false-pass | false-drop | p50 µs | p99 µs | p99.9 µs | DUT lcores | generator lcores | scrubd rx / fwd / reply / drop (tx_full) | agrees |"
+        "| run | tool | offered Mpps | passed Mpps | answered Mpps | false-pass | false-drop | p50 µs | p99 µs | p99.9 µs | DUT lcores | generator lcores | scrubd rx / fwd / reply / drop (tx_full, reply_tx_full) | agrees |"
     );
     let _ = writeln!(
         s,
@@ -696,8 +774,8 @@ fn markdown(r: &Report) -> String {
             run.scrubd
                 .as_ref()
                 .map(|f| format!(
-                    "{} / {} / {} / {} ({})",
-                    f.rx, f.forwarded, f.replied, f.dropped, f.tx_full
+                    "{} / {} / {} / {} ({}, {})",
+                    f.rx, f.forwarded, f.replied, f.dropped, f.tx_full, f.reply_tx_full
                 ))
                 .unwrap_or_else(|| "-".into()),
             run.scrubd
@@ -717,6 +795,13 @@ fn markdown(r: &Report) -> String {
         "\ntestpmd forwards everything, so its false-pass counts are the whole attack: only its \
          Mpps is a baseline."
     );
+    if !r.failures.is_empty() {
+        let _ = writeln!(s, "\nFailed runs:\n");
+        for f in &r.failures {
+            let first = f.lines().next().unwrap_or_default();
+            let _ = writeln!(s, "* {first}");
+        }
+    }
     s
 }
 

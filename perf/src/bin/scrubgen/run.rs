@@ -70,6 +70,13 @@ pub struct RunArgs {
     /// Print no progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// After the report is written, keep the ports open (not polling) until the peer has
+    /// closed both links, for at most this many seconds. DPDK 22.11's net_memif unmaps its
+    /// rings when the peer disconnects, under the feet of a worker polling them (scrubd
+    /// crashed in librte_net_memif that way when a generator quit first, and Pktgen when
+    /// scrubd did): the side that stops polling first must let the other quit first.
+    #[arg(long, default_value_t = 0.0)]
+    pub wait_peer_quit: f64,
 }
 
 /// Counters a worker publishes for the progress line (relaxed stores about every ms).
@@ -298,13 +305,21 @@ pub fn main(a: RunArgs) -> Result<std::process::ExitCode, String> {
         port_stats,
     };
     print!("{}", summary(&report));
-    if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(p, text + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
-    }
     if let Some(p) = &a.hgrm {
         std::fs::write(p, stats::hgrm::write_percentiles(&total.latency, 1000.0))
             .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    if let Some(p) = &a.json {
+        // Written last and renamed into place: its appearance tells a harness that the run
+        // is over and every output is complete.
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, text + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < a.wait_peer_quit && (outside.link().up || inside.link().up) {
+        std::thread::sleep(Duration::from_millis(20));
     }
     drop((outside, inside));
     drop(pool);
