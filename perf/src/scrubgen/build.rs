@@ -701,6 +701,30 @@ mod tests {
         assert_eq!(ports, want);
     }
 
+    /// `replay` frames come from the capture, in order, untouched (their fate is unknown, so
+    /// they carry no tag and come back untagged).
+    #[test]
+    fn replay_sends_the_capture_in_order() {
+        let dir = std::env::temp_dir().join(format!("scrubgen-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let frames = crate::gen::mix(crate::gen::Side::Outside, 5, 3);
+        crate::pcap::write(&dir.join("c.pcap"), &frames).unwrap();
+        std::fs::write(
+            dir.join("p.toml"),
+            "[weights]\nreplay = 1\n[replay]\npcap = \"c.pcap\"\n",
+        )
+        .unwrap();
+        let p = Profile::load(&dir.join("p.toml")).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let mut g = Gen::new(&p, 0, 1);
+        let mut buf = vec![0u8; MAX_FRAME];
+        for i in 0..10 {
+            let b = g.next(1, &mut buf);
+            assert_eq!(b.class, Class::Replay);
+            assert_eq!(&buf[..b.len], &frames[i % 5].data[..]);
+        }
+    }
+
     /// The client's answer to a cookie SYN-ACK: a RST with seq = the SYN-ACK's ack, on the
     /// same flow, and the SYN again.
     #[test]

@@ -293,13 +293,16 @@ fn sweep(a: &BenchArgs, gen_bin: &Path, dir: &Path) -> Result<Report, String> {
                         g.latency.p99_us,
                         match &r.scrubd {
                             Some(s) => format!(
-                                "; scrubd rx {} fwd {} reply {} drop {} (tx_full {}) agrees {}",
+                                "; scrubd rx {} fwd {} reply {} drop {} (tx_full {}, reply_tx_full \
+                                 {}) agrees {} replies accounted {}",
                                 s.rx,
                                 s.forwarded,
                                 s.replied,
                                 s.dropped,
                                 s.tx_full,
-                                s.agrees_with_generator
+                                s.reply_tx_full,
+                                s.agrees_with_generator,
+                                s.replies_accounted
                             ),
                             None => String::new(),
                         }
