@@ -272,7 +272,14 @@ fn sweep(a: &BenchArgs, gen_bin: &Path, dir: &Path) -> Result<Report, String> {
                     let tag = format!("{pname}-w{w}-r{}-{tool}", k + 1);
                     // A failed run is reported and the sweep goes on: one crash must not cost
                     // the other figures.
-                    let r = match one_run(a, gen_bin, dir, profile, &rules, w, &pl, tool, &tag) {
+                    let mut r = one_run(a, gen_bin, dir, profile, &rules, w, &pl, tool, &tag);
+                    // The memif client connects once: if the server was not ready yet the link
+                    // stays down ("links not up"). One more try then.
+                    if r.as_ref().is_err_and(|e| e.contains("links not up")) {
+                        eprintln!("  {tag}: links did not come up, once more");
+                        r = one_run(a, gen_bin, dir, profile, &rules, w, &pl, tool, &tag);
+                    }
+                    let r = match r {
                         Ok(r) => r,
                         Err(e) => {
                             eprintln!("  {tag}: FAILED: {e}");

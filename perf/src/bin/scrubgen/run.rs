@@ -412,10 +412,15 @@ fn worker(
     let (mut drain_from, mut last_activity) = (0u64, start);
     let mut next_publish = start;
     let publish_every = hz / 1000;
+    // Whether the last poll of either port came back full: then new traffic waits, so that
+    // this lcore, which also receives, never offers more than it can take back (flat out,
+    // the scrubber would otherwise drop forwarded packets as tx_full on our inside ring and
+    // the generator's own limit would read as false drops).
+    let mut rx_full = false;
     loop {
         let now = rdtsc();
         let sending = now < end && built < p.cap && !shared.stop.load(Relaxed);
-        if sending && new.is_empty() {
+        if sending && new.is_empty() && !rx_full {
             let allowed = if p.per_tick > 0.0 {
                 (((now - start) as f64 * p.per_tick) as u64).saturating_sub(built)
             } else {
@@ -538,6 +543,7 @@ fn worker(
             }
         }
         rx.clear();
+        rx_full = got_out >= burst || got_in >= burst;
         if got_out + got_in > 0 || !new.is_empty() || !resp.is_empty() {
             last_activity = now;
         }
