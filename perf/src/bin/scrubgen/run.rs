@@ -13,7 +13,8 @@ pub struct RunArgs {
     /// Traffic profile (TOML; see perf/profiles/).
     #[arg(long)]
     pub profile: PathBuf,
-    /// Target rate in packets/s over all workers; 0 = as fast as the port takes them.
+    /// Target rate of new packets/s over all workers (legitimate clients' answers - RST, SYN
+    /// again, data - come on top); 0 = as fast as the port takes them.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Seconds of transmission of new packets (then the run drains).
@@ -78,6 +79,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0)]
     pub wait_peer_quit: f64,
 }
+
+/// Receive polls per port and loop turn while polls come back full: a loop turn sends at most
+/// a burst of new packets plus the clients' answers to what it received, so the receive side
+/// must be able to take several bursts per turn.
+const RX_POLLS: usize = 8;
 
 /// Counters a worker publishes for the progress line (relaxed stores about every ms).
 #[derive(Default)]
@@ -458,92 +464,107 @@ fn worker(
         if !resp.is_empty() {
             tx_counted(&mut p.out_q, &mut resp, &mut resp_cls, &mut t);
         }
-        // The scrubber's answers on the outside.
-        let got_out = p.out_q.rx(&mut rx, burst);
-        for i in 0..got_out {
-            let Some(f) = rx.frame(i) else { break };
-            let arr = classify(f, Side::Outside, &table);
-            if arr.untracked {
-                t.untracked += 1;
-            }
-            let Some(c) = arr.class else {
-                t.untagged_outside += 1;
-                continue;
-            };
-            t.answered[c as usize] += 1;
-            if let Some(ts) = arr.tsc {
-                t.record_latency((now.saturating_sub(ts) as f64 * ns_per_tick) as u64);
-            }
-            if c == Class::LegitSyn {
-                if let Some(synack) = arr.tcp {
-                    if make_room(&mut p.out_q, &mut resp, &mut resp_cls, &mut t, 2)
-                        && resp.alloc(pool, 2)
-                    {
-                        let k = resp.len() - 2;
-                        let mut rst = [0u8; 128];
-                        let mut syn = [0u8; 128];
-                        let (r, s) = gen.answer_challenge(&synack, now, &mut rst, &mut syn);
-                        table.insert(synack.dst, synack.dport, Class::LegitSynAgain, now);
-                        for (j, (b, bytes)) in [(r, &rst), (s, &syn)].into_iter().enumerate() {
-                            if let Some(d) = resp.frame_mut(k + j, b.len as u16) {
-                                d.copy_from_slice(&bytes[..b.len]);
-                            }
-                            resp_cls[k + j] = b.class;
-                        }
-                    } else {
-                        t.unsent += 2;
-                    }
+        // The scrubber's answers on the outside: polled until a poll comes back short (at
+        // most RX_POLLS times), so the receive side keeps up with what this lcore sends.
+        let mut got_out = 0;
+        for _ in 0..RX_POLLS {
+            let got = p.out_q.rx(&mut rx, burst);
+            got_out += got;
+            for i in 0..got {
+                let Some(f) = rx.frame(i) else { break };
+                let arr = classify(f, Side::Outside, &table);
+                if arr.untracked {
+                    t.untracked += 1;
                 }
-            }
-        }
-        rx.clear();
-        // What the scrubber forwarded to the inside.
-        let got_in = p.in_q.rx(&mut rx, burst);
-        for i in 0..got_in {
-            let Some(f) = rx.frame(i) else { break };
-            let arr = classify(f, Side::Inside, &table);
-            if arr.untracked {
-                t.untracked += 1;
-            }
-            let Some(c) = arr.class else {
-                t.untagged_inside += 1;
-                continue;
-            };
-            t.passed[c as usize] += 1;
-            if let Some(ts) = arr.tsc {
-                t.record_latency((now.saturating_sub(ts) as f64 * ns_per_tick) as u64);
-            }
-            // A client's SYN reached the server: its data follows.
-            if matches!(c, Class::LegitSyn | Class::LegitSynAgain) && segs > 0 {
-                let Some(syn) = arr.tcp else { continue };
-                if !(make_room(&mut p.out_q, &mut resp, &mut resp_cls, &mut t, segs)
-                    && resp.alloc(pool, segs))
-                {
-                    t.unsent += segs as u64;
+                let Some(c) = arr.class else {
+                    t.untagged_outside += 1;
                     continue;
+                };
+                t.answered[c as usize] += 1;
+                if let Some(ts) = arr.tsc {
+                    t.record_latency((now.saturating_sub(ts) as f64 * ns_per_tick) as u64);
                 }
-                let k0 = resp.len() - segs;
-                let mut ok = segs;
-                for k in 0..segs {
-                    let Some(buf) = resp.frame_mut(k0 + k, MAX_FRAME as u16) else {
-                        ok = k;
-                        break;
-                    };
-                    let b = gen.data(&syn, k as u32, now, buf);
-                    if b.len == 0 || resp.frame_mut(k0 + k, b.len as u16).is_none() {
-                        ok = k;
-                        break;
+                if c == Class::LegitSyn {
+                    if let Some(synack) = arr.tcp {
+                        if make_room(&mut p.out_q, &mut resp, &mut resp_cls, &mut t, 2)
+                            && resp.alloc(pool, 2)
+                        {
+                            let k = resp.len() - 2;
+                            let mut rst = [0u8; 128];
+                            let mut syn = [0u8; 128];
+                            let (r, s) = gen.answer_challenge(&synack, now, &mut rst, &mut syn);
+                            table.insert(synack.dst, synack.dport, Class::LegitSynAgain, now);
+                            for (j, (b, bytes)) in [(r, &rst), (s, &syn)].into_iter().enumerate() {
+                                if let Some(d) = resp.frame_mut(k + j, b.len as u16) {
+                                    d.copy_from_slice(&bytes[..b.len]);
+                                }
+                                resp_cls[k + j] = b.class;
+                            }
+                        } else {
+                            t.unsent += 2;
+                        }
                     }
-                    resp_cls[k0 + k] = b.class;
-                }
-                if ok < segs {
-                    t.unsent += (segs - ok) as u64;
-                    resp.truncate(k0 + ok);
                 }
             }
+            rx.clear();
+            if got < burst {
+                break;
+            }
         }
-        rx.clear();
-        rx_full = got_out >= burst || got_in >= burst;
+        // What the scrubber forwarded to the inside, polled the same way.
+        let mut got_in = 0;
+        for _ in 0..RX_POLLS {
+            let got = p.in_q.rx(&mut rx, burst);
+            got_in += got;
+            for i in 0..got {
+                let Some(f) = rx.frame(i) else { break };
+                let arr = classify(f, Side::Inside, &table);
+                if arr.untracked {
+                    t.untracked += 1;
+                }
+                let Some(c) = arr.class else {
+                    t.untagged_inside += 1;
+                    continue;
+                };
+                t.passed[c as usize] += 1;
+                if let Some(ts) = arr.tsc {
+                    t.record_latency((now.saturating_sub(ts) as f64 * ns_per_tick) as u64);
+                }
+                // A client's SYN reached the server: its data follows.
+                if matches!(c, Class::LegitSyn | Class::LegitSynAgain) && segs > 0 {
+                    let Some(syn) = arr.tcp else { continue };
+                    if !(make_room(&mut p.out_q, &mut resp, &mut resp_cls, &mut t, segs)
+                        && resp.alloc(pool, segs))
+                    {
+                        t.unsent += segs as u64;
+                        continue;
+                    }
+                    let k0 = resp.len() - segs;
+                    let mut ok = segs;
+                    for k in 0..segs {
+                        let Some(buf) = resp.frame_mut(k0 + k, MAX_FRAME as u16) else {
+                            ok = k;
+                            break;
+                        };
+                        let b = gen.data(&syn, k as u32, now, buf);
+                        if b.len == 0 || resp.frame_mut(k0 + k, b.len as u16).is_none() {
+                            ok = k;
+                            break;
+                        }
+                        resp_cls[k0 + k] = b.class;
+                    }
+                    if ok < segs {
+                        t.unsent += (segs - ok) as u64;
+                        resp.truncate(k0 + ok);
+                    }
+                }
+            }
+            rx.clear();
+            if got < burst {
+                break;
+            }
+        }
+        rx_full = got_out >= RX_POLLS * burst || got_in >= RX_POLLS * burst;
         if got_out + got_in > 0 || !new.is_empty() || !resp.is_empty() {
             last_activity = now;
         }
