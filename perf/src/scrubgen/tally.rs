@@ -188,7 +188,8 @@ pub struct RunReport {
     pub lcores: String,
     /// Target rate in packets/s; 0 = as fast as the port takes them.
     pub rate_pps: u64,
-    /// Seconds from the first to the last transmission of new packets.
+    /// Seconds from the first transmission to the end of the sending window (the duration,
+    /// the packet count or a stop ended it).
     pub tx_seconds: f64,
     pub sent: u64,
     pub passed: u64,

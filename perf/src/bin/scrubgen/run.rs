@@ -575,6 +575,11 @@ fn worker(
         if !sending {
             if drain_from == 0 {
                 drain_from = now;
+                // The sending window ends here, not at the last packet the port took: a device
+                // that stalls must read as a low rate, not as a burst over a short window.
+                if first_tx != 0 {
+                    last_tx = now;
+                }
             }
             let idle = now.saturating_sub(last_activity) > quiet;
             if (idle && new.is_empty() && resp.is_empty())
