@@ -637,6 +637,11 @@ rule_files = ["{rules}"]
     }
     let status = dut.stop(Duration::from_secs(20));
     let gen_status = gen_status.or_else(|| gen.stop_after(Duration::from_secs(30)));
+    // testpmd leaves its runtime directory behind, and a crashed process its own: every
+    // prefix of this run is reclaimed (only once no live process holds it).
+    for p in ["dut", "tp", "gen"] {
+        let _ = dataplane::eal::PrefixFiles::new(&format!("scrubgen-{pid}-{p}")).reclaim();
+    }
     let dut_log = || {
         let t = std::fs::read_to_string(dir.join(format!("{tag}-dut.log"))).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
