@@ -5,8 +5,8 @@
 //! authenticated and every data segment delivered, every other attack packet dropped, no false
 //! pass, no false drop; and scrubd's own counters equal the generator's (sent = scrubd's rx,
 //! passed = forwarded, answered = replied), also the memif PMD's counters in scrubd's summary
-//! although the generator disconnected before scrubd stopped. The baseline proves the ground truth can see a
-//! false pass: testpmd forwards every attack packet, and each one is counted as one.
+//! although the generator disconnected before scrubd stopped. The baseline proves the ground
+//! truth can see a false pass: testpmd forwards the attack, and each packet counts as one.
 
 mod common;
 
@@ -149,23 +149,26 @@ fn harness_ground_truth_is_exact_at_a_small_rate() {
         "--expect-exact failed although the checks above passed: {stderr}"
     );
 
-    // The baseline forwards everything: each attack packet is a false pass, and is counted.
+    // The baseline forwards everything: each attack packet it forwards is counted as a false
+    // pass. (testpmd io forwarding may lose a burst while its second memif link comes up, so
+    // "every attack packet" is bounded, not exact, here.)
     let t = find("testpmd");
-    let attack_sent: u64 = [
+    let mut attack_sent = 0;
+    for c in [
         "syn-flood",
         "ack-flood",
         "udp-reflection",
         "icmp-flood",
         "signature-hit",
-    ]
-    .iter()
-    .map(|c| n(&class(t, c), "sent"))
-    .sum();
-    assert!(attack_sent > 0);
-    assert_eq!(
-        n(&t["generator"], "false_pass"),
-        attack_sent,
-        "{}",
+    ] {
+        let v = class(t, c);
+        assert_eq!(n(&v, "false_pass"), n(&v, "passed"), "{v}");
+        attack_sent += n(&v, "sent");
+    }
+    let fp = n(&t["generator"], "false_pass");
+    assert!(
+        attack_sent > 0 && fp * 100 >= attack_sent * 95,
+        "testpmd forwarded {fp} of {attack_sent} attack packets: {}",
         t["generator"]
     );
     let _ = std::fs::remove_dir_all(&out);
