@@ -133,7 +133,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         cfg.dataplane.workers.len(),
         cfg.dataplane.workers
     );
-    let (result, stop_reason) = supervise(
+    let handles: Vec<dataplane::PortHandle> = ports.iter().map(|p| p.handle()).collect();
+    let (result, stop_reason, eth) = supervise(
         cli,
         cfg,
         &eal,
@@ -141,6 +142,7 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         &control.shared,
         policy.cookie_clock(),
         started,
+        &handles,
     );
     info!(
         "stopping ({stop_reason}) after {:.1} s",
@@ -150,7 +152,7 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let reports = result?;
     let sum = summary::Summary::build(
         cfg,
-        &ports,
+        &eth,
         &reports,
         control_view,
         eal.tsc_hz(),
@@ -180,6 +182,8 @@ fn run(cli: &Cli, cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs the workers until a stop condition (signal, `scrubctl shutdown`, duration, idle) and
 /// returns their reports with the reason they stopped.
+// Each argument is a distinct piece of the running daemon; a struct for one call adds nothing.
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     cli: &Cli,
     cfg: &Config,
@@ -188,9 +192,11 @@ fn supervise(
     shared: &control::Shared,
     cookie_clock: Option<&pipeline::stage::syncookie::ClockSync>,
     started: Instant,
+    ports: &[dataplane::PortHandle],
 ) -> (
     Result<Vec<dataplane::worker::WorkerReport>, dataplane::DpdkError>,
     &'static str,
+    Vec<dataplane::PortStats>,
 ) {
     let tsc_hz = eal.tsc_hz();
     let duration = cli
@@ -202,8 +208,18 @@ fn supervise(
     let control = Control::new(cfg.dataplane.workers.len());
     let mut stop_reason = "signal";
     let mut synced = Instant::now();
+    // The ports' own counters, sampled while traffic runs: net_memif zeroes them when its
+    // peer disconnects, and a generator has usually quit before scrubd is stopped.
+    let mut eth = vec![dataplane::StatsAcc::default(); ports.len()];
+    let mut sampled = Instant::now();
     let result = run_workers(eal, plans, &control, |ctl| {
         std::thread::sleep(Duration::from_millis(10));
+        if sampled.elapsed() >= ETH_SAMPLE {
+            sampled = Instant::now();
+            for (acc, p) in eth.iter_mut().zip(ports) {
+                acc.sample(&p.stats());
+            }
+        }
         if let Some(clock) = cookie_clock.filter(|_| synced.elapsed() >= CLOCK_RESYNC) {
             synced = Instant::now();
             start::resync_cookie_clock(clock);
@@ -230,8 +246,16 @@ fn supervise(
         }
     });
     shared.stopping.store(true, Ordering::Release);
-    (result, stop_reason)
+    for (acc, p) in eth.iter_mut().zip(ports) {
+        acc.sample(&p.stats());
+    }
+    (result, stop_reason, eth.iter().map(|a| a.total()).collect())
 }
+
+/// How often the ports' counters are sampled for the summary (see [`dataplane::StatsAcc`]):
+/// a reset loses at most what arrived since the last sample, and a generator goes quiet for
+/// longer than this before it disconnects.
+const ETH_SAMPLE: Duration = Duration::from_millis(50);
 
 /// How often the SYN cookies' TSC-to-wall-clock mapping is re-measured (with a shared key): a
 /// TSC rate 100 ppm off drifts 1 ms in this time, and an NTP step is followed within it.

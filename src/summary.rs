@@ -1,7 +1,7 @@
 //! The end-of-run report: per-port traffic, drops by reason, rate, and the conservation check.
 
 use crate::config::Config;
-use dataplane::{Port, WorkerReport};
+use dataplane::{PortStats, WorkerReport};
 use pipeline::stage::signature::CompiledRules;
 use pipeline::VerdictCounters;
 use serde::Serialize;
@@ -19,7 +19,8 @@ pub struct PortSummary {
     pub replied: u64,
     pub dropped: u64,
     pub drops: BTreeMap<String, u64>,
-    /// What the PMD itself counted, to cross-check ours.
+    /// What the PMD itself counted, to cross-check ours: summed across the resets some PMDs
+    /// do when the link drops (net_memif when its peer quits), see `dataplane::StatsAcc`.
     pub eth_ipackets: u64,
     pub eth_opackets: u64,
     pub eth_imissed: u64,
@@ -83,14 +84,14 @@ impl Summary {
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         cfg: &Config,
-        ports: &[Port],
+        eth: &[PortStats],
         reports: &[WorkerReport],
         control: ControlView,
         tsc_hz: u64,
         elapsed: Duration,
         stop_reason: &str,
     ) -> Summary {
-        let mut per_port = vec![VerdictCounters::default(); ports.len()];
+        let mut per_port = vec![VerdictCounters::default(); eth.len()];
         for r in reports {
             for (acc, c) in per_port.iter_mut().zip(&r.per_port) {
                 acc.add(c);
@@ -98,25 +99,22 @@ impl Summary {
         }
         let port_summaries: Vec<PortSummary> = per_port
             .iter()
-            .zip(ports)
+            .zip(eth)
             .zip(&cfg.ports)
-            .map(|((c, port), pc)| {
-                let eth = port.stats();
-                PortSummary {
-                    name: pc.name.clone(),
-                    device: pc.device_name().to_string(),
-                    rx: c.rx_packets,
-                    rx_bytes: c.rx_bytes,
-                    forwarded: c.forwarded,
-                    replied: c.replied,
-                    dropped: c.dropped(),
-                    drops: c.drop_breakdown().into_iter().collect(),
-                    eth_ipackets: eth.ipackets,
-                    eth_opackets: eth.opackets,
-                    eth_imissed: eth.imissed,
-                    eth_rx_nombuf: eth.rx_nombuf,
-                    conserved: c.conserved(),
-                }
+            .map(|((c, eth), pc)| PortSummary {
+                name: pc.name.clone(),
+                device: pc.device_name().to_string(),
+                rx: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                forwarded: c.forwarded,
+                replied: c.replied,
+                dropped: c.dropped(),
+                drops: c.drop_breakdown().into_iter().collect(),
+                eth_ipackets: eth.ipackets,
+                eth_opackets: eth.opackets,
+                eth_imissed: eth.imissed,
+                eth_rx_nombuf: eth.rx_nombuf,
+                conserved: c.conserved(),
             })
             .collect();
         let rx_total: u64 = per_port.iter().map(|c| c.rx_packets).sum();

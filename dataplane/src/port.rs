@@ -48,6 +48,54 @@ pub struct PortStats {
     pub rx_nombuf: u64,
 }
 
+/// A port's counters summed across counter resets. Some PMDs zero their counters when the
+/// link goes down: net_memif does when the peer disconnects, so a summary read after the
+/// generator quit would show 0 packets. Sampled often enough while traffic runs, this keeps
+/// what was counted before each reset and adds what came after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsAcc {
+    base: PortStats,
+    last: PortStats,
+}
+
+impl StatsAcc {
+    /// Take a new reading of the PMD's counters. A counter below its previous reading was
+    /// reset: the previous reading is kept in the base.
+    pub fn sample(&mut self, now: &PortStats) {
+        let pairs = [
+            (&mut self.base.ipackets, self.last.ipackets, now.ipackets),
+            (&mut self.base.opackets, self.last.opackets, now.opackets),
+            (&mut self.base.ibytes, self.last.ibytes, now.ibytes),
+            (&mut self.base.obytes, self.last.obytes, now.obytes),
+            (&mut self.base.imissed, self.last.imissed, now.imissed),
+            (&mut self.base.ierrors, self.last.ierrors, now.ierrors),
+            (&mut self.base.oerrors, self.last.oerrors, now.oerrors),
+            (&mut self.base.rx_nombuf, self.last.rx_nombuf, now.rx_nombuf),
+        ];
+        for (base, last, now) in pairs {
+            if now < last {
+                *base += last;
+            }
+        }
+        self.last = now.clone();
+    }
+
+    /// Everything counted so far: the bases plus the latest reading.
+    pub fn total(&self) -> PortStats {
+        let (b, l) = (&self.base, &self.last);
+        PortStats {
+            ipackets: b.ipackets + l.ipackets,
+            opackets: b.opackets + l.opackets,
+            ibytes: b.ibytes + l.ibytes,
+            obytes: b.obytes + l.obytes,
+            imissed: b.imissed + l.imissed,
+            ierrors: b.ierrors + l.ierrors,
+            oerrors: b.oerrors + l.oerrors,
+            rx_nombuf: b.rx_nombuf + l.rx_nombuf,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkStatus {
     pub up: bool,
@@ -62,6 +110,8 @@ pub struct Port<'a> {
     driver: String,
     rss: RssState,
     setup: PortSetup,
+    /// Whether [`Port::take_queues`] handed the queue handles out already.
+    queues_taken: std::sync::atomic::AtomicBool,
     _pool: PhantomData<&'a Mempool<'a>>,
 }
 
@@ -233,6 +283,7 @@ impl<'a> Port<'a> {
             driver,
             rss,
             setup: setup.clone(),
+            queues_taken: std::sync::atomic::AtomicBool::new(false),
             _pool: PhantomData,
         })
     }
@@ -251,6 +302,24 @@ impl<'a> Port<'a> {
     }
     pub fn setup(&self) -> &PortSetup {
         &self.setup
+    }
+
+    /// The handles of queues `0..max(rx_queues, tx_queues)`, once per port (None afterwards):
+    /// each handle is its queue's only poller. For applications that drive queues themselves;
+    /// scrubd's workers use [`crate::run_workers`] instead.
+    pub fn take_queues(&self) -> Option<Vec<crate::burst::Queue<'_>>> {
+        if self
+            .queues_taken
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
+        let n = self.setup.rx_queues.max(self.setup.tx_queues);
+        Some(
+            (0..n)
+                .map(|q| crate::burst::Queue::new(self.id, q))
+                .collect(),
+        )
     }
 
     pub fn promiscuous(&self) -> bool {
@@ -359,5 +428,30 @@ impl Drop for Port<'_> {
             dpdk_sys::rte_eth_dev_stop(self.id);
             dpdk_sys::rte_eth_dev_close(self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_survive_a_counter_reset() {
+        let st = |i, o| PortStats {
+            ipackets: i,
+            opackets: o,
+            ..PortStats::default()
+        };
+        let mut a = StatsAcc::default();
+        a.sample(&st(10, 5));
+        a.sample(&st(25, 9));
+        // The peer disconnected: the PMD starts again from 0.
+        a.sample(&st(0, 0));
+        assert_eq!(a.total(), st(25, 9));
+        a.sample(&st(3, 1));
+        assert_eq!(a.total(), st(28, 10));
+        // Only one of the counters going back is a reset of that counter alone.
+        a.sample(&st(2, 4));
+        assert_eq!(a.total(), st(25 + 3 + 2, 10 + 4 - 1));
     }
 }

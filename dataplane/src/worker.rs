@@ -4,7 +4,7 @@ use crate::channel::{ToCtl, Update, WorkerEnd};
 use crate::eal::{rdtsc, Eal};
 use crate::error::DpdkError;
 use dpdk_sys::rte_mbuf;
-use pipeline::counters::{REPLY_FAILED_SLOT, TX_FULL_SLOT};
+use pipeline::counters::{REPLY_FAILED_SLOT, REPLY_TX_FULL_SLOT, TX_FULL_SLOT};
 use pipeline::{Direction, EmitOut, Meta, Pipeline, Verdict, VerdictCounters};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -440,7 +440,9 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
             let unsent_rep = tx_or_free(link.rx_port, q, &mut rep[..nr]);
             c.forwarded -= unsent_fwd;
             c.replied -= unsent_rep;
-            c.drops[TX_FULL_SLOT] += unsent_fwd + unsent_rep;
+            // Apart: a stage counted each reply it built; these never left.
+            c.drops[TX_FULL_SLOT] += unsent_fwd;
+            c.drops[REPLY_TX_FULL_SLOT] += unsent_rep;
             // Emitted frames are extra to rx = forwarded + replied + drops; those the TX ring
             // refuses are counted by the stage that emitted them.
             let unsent_emit = tx_or_free(link.tx_port, q, &mut emit_fwd[..nef])

@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod benchutil;
 pub mod gen;
 pub mod pcap;
 pub mod pipebench;
+pub mod scrubgen;

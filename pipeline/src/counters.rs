@@ -22,11 +22,15 @@ const FIXED: [&str; 8] = [
 const BASE: usize = Malformed::COUNT;
 const RATE_BASE: usize = BASE + FIXED.len();
 /// Drops that happen in the data path rather than in a stage get the slots after the
-/// pipeline's own: the TX ring was full, or a reply did not fit the buffer it was built in.
+/// pipeline's own: the TX ring was full for a forwarded packet, a reply did not fit the buffer
+/// it was built in, or the TX ring was full for a reply. The last is apart from `tx_full` so
+/// that a stage's count of replies it built (`syncookie.syn_answered`) can be told from what
+/// left: replies sent = built - `reply_failed` - `reply_tx_full`.
 pub const TX_FULL_SLOT: usize = RATE_BASE + RATE_CLASSES;
 pub const REPLY_FAILED_SLOT: usize = TX_FULL_SLOT + 1;
+pub const REPLY_TX_FULL_SLOT: usize = REPLY_FAILED_SLOT + 1;
 /// Number of drop-reason slots in a [`VerdictCounters`] table.
-pub const DROP_SLOTS: usize = REPLY_FAILED_SLOT + 1;
+pub const DROP_SLOTS: usize = REPLY_TX_FULL_SLOT + 1;
 
 impl DropReason {
     /// Position of this reason in a flat counter table. Signature drops share one slot here;
@@ -60,6 +64,8 @@ pub fn slot_name(slot: usize) -> String {
         "tx_full".to_string()
     } else if slot == REPLY_FAILED_SLOT {
         "reply_failed".to_string()
+    } else if slot == REPLY_TX_FULL_SLOT {
+        "reply_tx_full".to_string()
     } else {
         format!("unknown.{slot}")
     }
@@ -151,6 +157,7 @@ mod tests {
         let mut slots: Vec<usize> = reasons.iter().map(|r| r.slot()).collect();
         slots.push(TX_FULL_SLOT);
         slots.push(REPLY_FAILED_SLOT);
+        slots.push(REPLY_TX_FULL_SLOT);
         let n = slots.len();
         slots.sort();
         slots.dedup();

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use perf::benchutil::{allowed_cpus, machine, median, mem_args, xml_escape, Machine, COLORS};
 use perf::pipebench::{self, Mix, Stage};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -204,27 +205,6 @@ fn pipeline_section(a: &Args, policy: Policy) -> Result<String, String> {
     toml::to_string(&root).map_err(|e| format!("policy TOML: {e}"))
 }
 
-/// The CPUs this process may run on (`Cpus_allowed_list`), lowest first.
-fn allowed_cpus() -> Vec<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap_or("0")
-        .trim();
-    let mut cpus = Vec::new();
-    for part in list.split(',') {
-        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(lo), Ok(hi)) = (lo.trim().parse::<usize>(), hi.trim().parse::<usize>()) {
-            cpus.extend(lo..=hi);
-        }
-    }
-    if cpus.is_empty() {
-        cpus.push(0);
-    }
-    cpus
-}
-
 /// The lcore layout of one run: lcore 0 (main) on the first allowed CPU, workers 1..=N on the
 /// others, round robin; with too few CPUs several lcores share one ("2@1").
 struct Layout {
@@ -269,13 +249,6 @@ fn mbufs_for(frames: usize, workers: usize) -> usize {
 /// EAL memory in MiB for `mbufs` buffers of ~2.4 KiB (data room, headroom, header) and the rest.
 fn memory_mb(mbufs: usize) -> usize {
     (mbufs * 2496 / (1024 * 1024) + 1024).max(2048)
-}
-
-fn mem_args(memory: &str, mb: usize) -> Vec<String> {
-    match memory {
-        "in-memory" => vec!["--in-memory".into()],
-        _ => vec!["--no-huge".into(), "-m".into(), mb.to_string()],
-    }
 }
 
 fn outside_vdev(pcap: &Path, queues: usize) -> String {
@@ -511,16 +484,6 @@ pdump = false
     })
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
 /// One (policy, workers) cell: every run and the medians.
 #[derive(Debug, Serialize)]
 struct Row {
@@ -545,31 +508,6 @@ struct Row {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
-    cpu_model: String,
-    nproc: usize,
-    allowed_cpus: Vec<usize>,
-    kernel: String,
-}
-
-fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    Machine {
-        cpu_model: cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-            .unwrap_or_default(),
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        allowed_cpus: allowed_cpus(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
-}
-
-#[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
     seconds: u64,
@@ -577,14 +515,6 @@ struct Report {
     memory: String,
     eal_args: Vec<String>,
     rows: Vec<Row>,
-}
-
-const COLORS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Mpps per worker count: per policy, scrubd solid with circles, testpmd dashed with squares.
@@ -978,13 +908,6 @@ mod tests {
         let v = outside_vdev(Path::new("/x/y.pcap"), 3);
         assert_eq!(v.matches("rx_pcap=/x/y.pcap").count(), 3);
         assert!(v.starts_with("net_pcap0,") && v.ends_with(",infinite_rx=1"));
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]
