@@ -44,6 +44,10 @@ pub enum Mix {
     UdpReflection,
     Http,
     ProxiedTcp,
+    /// `proxied-tcp` with only its client->server segments (run when named).
+    ProxiedTcpIn,
+    /// `proxied-tcp` with only its server->client segments (run when named).
+    ProxiedTcpOut,
 }
 
 impl Mix {
@@ -56,6 +60,9 @@ impl Mix {
         Mix::ProxiedTcp,
     ];
 
+    /// Mixes run only when named with `--mix`: one direction of `proxied-tcp` each.
+    pub const EXTRA: [Mix; 2] = [Mix::ProxiedTcpIn, Mix::ProxiedTcpOut];
+
     pub fn name(self) -> &'static str {
         match self {
             Mix::CleanTcp => "clean-tcp",
@@ -64,11 +71,16 @@ impl Mix {
             Mix::UdpReflection => "udp-reflection",
             Mix::Http => "http",
             Mix::ProxiedTcp => "proxied-tcp",
+            Mix::ProxiedTcpIn => "proxied-tcp-in",
+            Mix::ProxiedTcpOut => "proxied-tcp-out",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Mix> {
-        Mix::ALL.into_iter().find(|m| m.name() == s)
+        Mix::ALL
+            .into_iter()
+            .chain(Mix::EXTRA)
+            .find(|m| m.name() == s)
     }
 
     pub fn description(self) -> &'static str {
@@ -100,6 +112,14 @@ impl Mix {
                  handshake ran through the proxy before timing, so every timed packet is \
                  translated (seq/ack, timestamps)"
             }
+            Mix::ProxiedTcpIn => {
+                "proxied-tcp, client->server segments only (inbound: the proxy translates ack, \
+                 TSecr)"
+            }
+            Mix::ProxiedTcpOut => {
+                "proxied-tcp, server->client segments only (outbound from the inside port: the \
+                 proxy translates seq, TSval)"
+            }
         }
     }
 
@@ -109,7 +129,7 @@ impl Mix {
         let mut v = vec![Stage::CopyOnly, Stage::Parse, Stage::Acl, Stage::SynCookie];
         match self {
             // What the proxy changes against auth mode: the floods and established traffic.
-            Mix::ProxiedTcp => {
+            Mix::ProxiedTcp | Mix::ProxiedTcpIn | Mix::ProxiedTcpOut => {
                 v.push(Stage::SynProxy);
                 return v;
             }
@@ -520,7 +540,7 @@ pub fn generate(mix: Mix, distinct: usize, seed: u64) -> MixFrames {
     let mut dirs = Vec::new();
     let mut proxied = None;
     match mix {
-        Mix::ProxiedTcp => {
+        Mix::ProxiedTcp | Mix::ProxiedTcpIn | Mix::ProxiedTcpOut => {
             let nflows = (distinct / 16).max(1);
             let flows: Vec<ProxiedFlow> = (0..nflows)
                 .map(|k| {
@@ -543,7 +563,11 @@ pub fn generate(mix: Mix, distinct: usize, seed: u64) -> MixFrames {
             let mut segs = Vec::with_capacity(distinct);
             for j in 0..distinct {
                 let flow = j % nflows;
-                let from_client = r.below(2) == 0;
+                let from_client = match mix {
+                    Mix::ProxiedTcpIn => true,
+                    Mix::ProxiedTcpOut => false,
+                    _ => r.below(2) == 0,
+                };
                 let payload = if r.below(2) == 0 {
                     Vec::new()
                 } else {
@@ -1471,21 +1495,30 @@ mod tests {
     /// in `run_row` if a connection was lost, closed or reopened), and nothing is emitted.
     #[test]
     fn proxied_tcp_is_forwarded_by_every_row() {
-        let r = rows(Mix::ProxiedTcp, 256, 2000);
-        assert_eq!(
-            r.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            [
-                Stage::CopyOnly,
-                Stage::Parse,
-                Stage::Acl,
-                Stage::SynCookie,
-                Stage::SynProxy
-            ]
-        );
-        for (s, t) in r {
-            only(&t, "forward", 2000);
-            assert_eq!(t.1, 0, "{s:?}: {:?}", t.nonzero());
+        for mix in [Mix::ProxiedTcp, Mix::ProxiedTcpIn, Mix::ProxiedTcpOut] {
+            let r = rows(mix, 256, 2000);
+            assert_eq!(
+                r.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                [
+                    Stage::CopyOnly,
+                    Stage::Parse,
+                    Stage::Acl,
+                    Stage::SynCookie,
+                    Stage::SynProxy
+                ]
+            );
+            for (s, t) in r {
+                only(&t, "forward", 2000);
+                assert_eq!(t.1, 0, "{mix:?} {s:?}: {:?}", t.nonzero());
+            }
         }
+        let dirs = |m| generate(m, 256, 1).dirs;
+        assert!(dirs(Mix::ProxiedTcpIn)
+            .iter()
+            .all(|d| *d == Direction::Inbound));
+        assert!(dirs(Mix::ProxiedTcpOut)
+            .iter()
+            .all(|d| *d == Direction::Outbound));
     }
 
     /// The proxy row's timed packets are really translated, both ways, and stay so when the
@@ -1599,7 +1632,7 @@ mod tests {
 
     #[test]
     fn stage_keys_round_trip() {
-        for m in Mix::ALL {
+        for m in Mix::ALL.into_iter().chain(Mix::EXTRA) {
             assert_eq!(Mix::from_name(m.name()), Some(m));
             for s in m.stages() {
                 assert_eq!(Stage::from_key(&s.key()), Some(s));

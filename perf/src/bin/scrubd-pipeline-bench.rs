@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 ///   proxied-tcp (established flows to the protected prefix with timestamps, half inbound
 ///   client->server, half outbound server->client from the inside port; its +synproxy row
 ///   first runs each connection's handshake through the proxy, so every timed packet is
-///   translated, and fails if a connection was lost or reopened during the replay).
+///   translated, and fails if a connection was lost or reopened during the replay);
+///   proxied-tcp-in and proxied-tcp-out, run only when named, hold one direction each.
 ///
 /// HOW
 ///   Frames are generated before timing (--distinct per mix, seeded), held in working buffers
@@ -94,7 +95,8 @@ struct Args {
     #[arg(long, default_value_t = 4096)]
     distinct: usize,
     /// Mixes to run, comma separated (default all): clean-tcp, syn-flood, ack-flood,
-    /// udp-reflection, http, proxied-tcp.
+    /// udp-reflection, http, proxied-tcp; also, only when named, proxied-tcp-in and
+    /// proxied-tcp-out (one direction of proxied-tcp each).
     #[arg(long, value_delimiter = ',')]
     mix: Vec<String>,
     /// TSC frequency the pipeline is configured with.
