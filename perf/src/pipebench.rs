@@ -6,11 +6,16 @@
 //! the rows differ only by the configured stages. The SYN-cookie stage rewrites frames in place,
 //! so each packet is first restored from a pristine copy; a "copy only" row measures that restore
 //! so it can be subtracted instead of being charged to the first stage.
+//!
+//! SYN proxy mode (`+synproxy` rows) is measured beside auth mode on the floods and on the
+//! `proxied-tcp` mix: established connections whose handshakes ran through the proxy before
+//! timing, replayed in both directions so the proxy translates every timed packet.
 
 use crate::gen::Rng;
 use etherparse::{PacketBuilder, TcpOptionElement};
 use pipeline::{
-    DropReason, Meta, Pipeline, PipelineConfig, Policy, Transport, Verdict, VerdictCounters,
+    Direction, DropReason, EmitOut, Meta, Pipeline, PipelineConfig, Policy, TcpInfo, Transport,
+    Verdict, VerdictCounters,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -38,16 +43,25 @@ pub enum Mix {
     AckFlood,
     UdpReflection,
     Http,
+    ProxiedTcp,
+    /// `proxied-tcp` with only its client->server segments (run when named).
+    ProxiedTcpIn,
+    /// `proxied-tcp` with only its server->client segments (run when named).
+    ProxiedTcpOut,
 }
 
 impl Mix {
-    pub const ALL: [Mix; 5] = [
+    pub const ALL: [Mix; 6] = [
         Mix::CleanTcp,
         Mix::SynFlood,
         Mix::AckFlood,
         Mix::UdpReflection,
         Mix::Http,
+        Mix::ProxiedTcp,
     ];
+
+    /// Mixes run only when named with `--mix`: one direction of `proxied-tcp` each.
+    pub const EXTRA: [Mix; 2] = [Mix::ProxiedTcpIn, Mix::ProxiedTcpOut];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,11 +70,17 @@ impl Mix {
             Mix::AckFlood => "ack-flood",
             Mix::UdpReflection => "udp-reflection",
             Mix::Http => "http",
+            Mix::ProxiedTcp => "proxied-tcp",
+            Mix::ProxiedTcpIn => "proxied-tcp-in",
+            Mix::ProxiedTcpOut => "proxied-tcp-out",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Mix> {
-        Mix::ALL.into_iter().find(|m| m.name() == s)
+        Mix::ALL
+            .into_iter()
+            .chain(Mix::EXTRA)
+            .find(|m| m.name() == s)
     }
 
     pub fn description(self) -> &'static str {
@@ -84,19 +104,39 @@ impl Mix {
                 "HTTP/1.1 GET/POST requests (PSH|ACK, 300-700 B) to protected web servers from \
                  authenticated sources, against 1, 100 and 10000 generated content rules"
             }
+            Mix::ProxiedTcp => {
+                "established TCP flows to port 443 of the protected prefix with timestamps, half \
+                 client->server (inbound) and half server->client (outbound, from the inside \
+                 port), each half pure ACKs and data segments (64-1448 B); +syncookie: the \
+                 clients authenticated (auth mode) before timing; +synproxy: each connection's \
+                 handshake ran through the proxy before timing, so every timed packet is \
+                 translated (seq/ack, timestamps)"
+            }
+            Mix::ProxiedTcpIn => {
+                "proxied-tcp, client->server segments only (inbound: the proxy translates ack, \
+                 TSecr)"
+            }
+            Mix::ProxiedTcpOut => {
+                "proxied-tcp, server->client segments only (outbound from the inside port: the \
+                 proxy translates seq, TSval)"
+            }
         }
     }
 
     /// The rows measured for this mix, in order. Signature rows other than the first take
     /// their marginal cost against the rate-limit row (see [`Stage::marginal_base`]).
     pub fn stages(self) -> Vec<Stage> {
-        let mut v = vec![
-            Stage::CopyOnly,
-            Stage::Parse,
-            Stage::Acl,
-            Stage::SynCookie,
-            Stage::RateLimit,
-        ];
+        let mut v = vec![Stage::CopyOnly, Stage::Parse, Stage::Acl, Stage::SynCookie];
+        match self {
+            // What the proxy changes against auth mode: the floods and established traffic.
+            Mix::ProxiedTcp | Mix::ProxiedTcpIn | Mix::ProxiedTcpOut => {
+                v.push(Stage::SynProxy);
+                return v;
+            }
+            Mix::SynFlood | Mix::AckFlood => v.push(Stage::SynProxy),
+            _ => {}
+        }
+        v.push(Stage::RateLimit);
         match self {
             Mix::Http => v.extend([
                 Stage::Signature(1),
@@ -119,6 +159,9 @@ pub enum Stage {
     Parse,
     Acl,
     SynCookie,
+    /// Parse + ACL + SYN cookies in proxy mode (`mode = "proxy"`): the alternative to
+    /// [`Stage::SynCookie`], not a step after it.
+    SynProxy,
     RateLimit,
     /// Full pipeline with this many generated rules.
     Signature(usize),
@@ -131,6 +174,7 @@ impl Stage {
             Stage::Parse => "parse".into(),
             Stage::Acl => "+acl".into(),
             Stage::SynCookie => "+syncookie".into(),
+            Stage::SynProxy => "+synproxy".into(),
             Stage::RateLimit => "+ratelimit".into(),
             Stage::Signature(n) => format!("+signature({n})"),
         }
@@ -143,6 +187,7 @@ impl Stage {
             Stage::Parse => "parse".into(),
             Stage::Acl => "acl".into(),
             Stage::SynCookie => "syncookie".into(),
+            Stage::SynProxy => "synproxy".into(),
             Stage::RateLimit => "ratelimit".into(),
             Stage::Signature(n) => format!("signature{n}"),
         }
@@ -154,19 +199,21 @@ impl Stage {
             "parse" => Stage::Parse,
             "acl" => Stage::Acl,
             "syncookie" => Stage::SynCookie,
+            "synproxy" => Stage::SynProxy,
             "ratelimit" => Stage::RateLimit,
             _ => Stage::Signature(s.strip_prefix("signature")?.parse().ok()?),
         })
     }
 
     /// The row this row's marginal cost is taken against: the previous stage, except that
-    /// every signature row compares with the rate-limit row (they are alternatives, not steps).
+    /// every signature row compares with the rate-limit row and the proxy row with the ACL row
+    /// (they are alternatives, not steps).
     pub fn marginal_base(self) -> Option<Stage> {
         match self {
             Stage::CopyOnly => None,
             Stage::Parse => Some(Stage::CopyOnly),
             Stage::Acl => Some(Stage::Parse),
-            Stage::SynCookie => Some(Stage::Acl),
+            Stage::SynCookie | Stage::SynProxy => Some(Stage::Acl),
             Stage::RateLimit => Some(Stage::SynCookie),
             Stage::Signature(_) => Some(Stage::RateLimit),
         }
@@ -177,7 +224,7 @@ impl Stage {
             Stage::CopyOnly => 0,
             Stage::Parse => 1,
             Stage::Acl => 2,
-            Stage::SynCookie => 3,
+            Stage::SynCookie | Stage::SynProxy => 3,
             Stage::RateLimit => 4,
             Stage::Signature(_) => 5,
         }
@@ -188,8 +235,96 @@ impl Stage {
 pub struct MixFrames {
     pub mix: Mix,
     pub frames: Vec<Vec<u8>>,
+    /// The side each frame enters from (all inbound except in `proxied-tcp`).
+    pub dirs: Vec<Direction>,
     /// (client, protected server) pairs whose clients the SYN-cookie stage must allowlist first.
     pub authenticate: Vec<([u8; 4], [u8; 4])>,
+    /// `proxied-tcp`: the connections behind `frames`, which the proxy rows open through the
+    /// proxy before timing (their client frames then carry the proxy's ISN, see
+    /// [`ProxiedFlows::frames`]).
+    pub proxied: Option<ProxiedFlows>,
+}
+
+/// One connection of the `proxied-tcp` mix: its ends, initial sequence numbers and the
+/// timestamp clocks of both ends at the handshake.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxiedFlow {
+    pub client: [u8; 4],
+    pub server: [u8; 4],
+    pub cport: u16,
+    pub sport: u16,
+    pub c_isn: u32,
+    pub s_isn: u32,
+    pub c_ts: u32,
+    pub s_ts: u32,
+}
+
+/// The server's ISN and TSval as a client sees them: the server's own without a proxy, the
+/// proxy's cookie and TSval with one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientView {
+    pub isn: u32,
+    pub tsval: u32,
+}
+
+/// One segment of a proxied connection, relative to the connection's ISNs and clocks.
+#[derive(Clone, Debug)]
+struct ProxiedSeg {
+    flow: usize,
+    from_client: bool,
+    /// Bytes the sender sent before this segment.
+    seq: u32,
+    /// Bytes the sender has received (what it acknowledges).
+    ack: u32,
+    /// Timestamp ticks since the handshake.
+    tick: u32,
+    payload: Vec<u8>,
+}
+
+/// The connections and segments of the `proxied-tcp` mix.
+#[derive(Clone, Debug)]
+pub struct ProxiedFlows {
+    pub flows: Vec<ProxiedFlow>,
+    segs: Vec<ProxiedSeg>,
+}
+
+impl ProxiedFlows {
+    /// The frames as the two ends send them when each client sees the server as `views`
+    /// (one per flow; `None`: the servers' own numbers, no proxy in between). Server frames do
+    /// not depend on it: the proxy is invisible to the server.
+    pub fn frames(&self, views: Option<&[ClientView]>) -> Vec<Vec<u8>> {
+        self.segs
+            .iter()
+            .map(|s| {
+                let f = &self.flows[s.flow];
+                let view = views
+                    .and_then(|v| v.get(s.flow).copied())
+                    .unwrap_or(ClientView {
+                        isn: f.s_isn,
+                        tsval: f.s_ts,
+                    });
+                if s.from_client {
+                    ts_segment(
+                        true,
+                        (f.client, f.server, f.cport, f.sport),
+                        f.c_isn.wrapping_add(1).wrapping_add(s.seq),
+                        view.isn.wrapping_add(1).wrapping_add(s.ack),
+                        (f.c_ts.wrapping_add(s.tick), view.tsval.wrapping_add(s.tick)),
+                        &s.payload,
+                    )
+                } else {
+                    ts_segment(
+                        false,
+                        (f.server, f.client, f.sport, f.cport),
+                        f.s_isn.wrapping_add(1).wrapping_add(s.seq),
+                        f.c_isn.wrapping_add(1).wrapping_add(s.ack),
+                        (f.s_ts.wrapping_add(s.tick), f.c_ts.wrapping_add(s.tick)),
+                        &s.payload,
+                    )
+                }
+            })
+            .collect()
+    }
 }
 
 impl MixFrames {
@@ -273,6 +408,62 @@ fn syn_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, linux
     v
 }
 
+/// A segment of an established connection with the timestamps option (as Linux sends them),
+/// `ends` = (src, dst, sport, dport), `ts` = (TSval, TSecr).
+fn ts_segment(
+    from_client: bool,
+    ends: ([u8; 4], [u8; 4], u16, u16),
+    seq: u32,
+    ack: u32,
+    ts: (u32, u32),
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst, sport, dport) = ends;
+    let (smac, dmac) = if from_client {
+        (CLIENT_MAC, SERVER_MAC)
+    } else {
+        (SERVER_MAC, CLIENT_MAC)
+    };
+    let mut b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src, dst, 57)
+        .tcp(sport, dport, seq, 502)
+        .ack(ack);
+    if !payload.is_empty() {
+        b = b.psh();
+    }
+    let mut v = Vec::with_capacity(80 + payload.len());
+    b.options(&[
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::Timestamp(ts.0, ts.1),
+    ])
+    .expect("options fit")
+    .write(&mut v, payload)
+    .expect("builder writes to a Vec");
+    v
+}
+
+/// The server's SYN-ACK to our SYN, Linux-style options (window scale 7, as `proxy_wscale`).
+fn server_synack(f: &ProxiedFlow) -> Vec<u8> {
+    let mut v = Vec::with_capacity(80);
+    PacketBuilder::ethernet2(SERVER_MAC, CLIENT_MAC)
+        .ipv4(f.server, f.client, 64)
+        .tcp(f.sport, f.cport, f.s_isn, 65160)
+        .syn()
+        .ack(f.c_isn.wrapping_add(1))
+        .options(&[
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Timestamp(f.s_ts, f.c_ts),
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+        ])
+        .expect("options fit")
+        .write(&mut v, &[])
+        .expect("builder writes to a Vec");
+    v
+}
+
 fn rst_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(64);
     PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
@@ -346,7 +537,69 @@ pub fn generate(mix: Mix, distinct: usize, seed: u64) -> MixFrames {
     let mut r = Rng::new(seed ^ (mix as u64).wrapping_mul(0x1234_5678_9abc));
     let mut frames = Vec::with_capacity(distinct);
     let mut authenticate = Vec::new();
+    let mut dirs = Vec::new();
+    let mut proxied = None;
     match mix {
+        Mix::ProxiedTcp | Mix::ProxiedTcpIn | Mix::ProxiedTcpOut => {
+            let nflows = (distinct / 16).max(1);
+            let flows: Vec<ProxiedFlow> = (0..nflows)
+                .map(|k| {
+                    let c_isn = r.next_u64() as u32;
+                    ProxiedFlow {
+                        client: random_source(&mut r),
+                        server: [10, 10, 10, 1 + (k % 8) as u8],
+                        cport: 32768 + r.below(28000) as u16,
+                        sport: 443,
+                        c_isn,
+                        s_isn: r.next_u64() as u32,
+                        // What `syn_frame` sends as TSval.
+                        c_ts: c_isn.rotate_left(7),
+                        s_ts: r.next_u64() as u32,
+                    }
+                })
+                .collect();
+            // Bytes each end has sent so far, per flow: (client, server).
+            let mut sent = vec![(0u32, 0u32); nflows];
+            let mut segs = Vec::with_capacity(distinct);
+            for j in 0..distinct {
+                let flow = j % nflows;
+                let from_client = match mix {
+                    Mix::ProxiedTcpIn => true,
+                    Mix::ProxiedTcpOut => false,
+                    _ => r.below(2) == 0,
+                };
+                let payload = if r.below(2) == 0 {
+                    Vec::new()
+                } else {
+                    let n = [64, 256, 512, 1024, 1448][r.below(5) as usize];
+                    random_bytes(&mut r, n)
+                };
+                let (c, s) = &mut sent[flow];
+                let (seq, ack) = if from_client { (*c, *s) } else { (*s, *c) };
+                if from_client {
+                    *c = c.wrapping_add(payload.len() as u32);
+                } else {
+                    *s = s.wrapping_add(payload.len() as u32);
+                }
+                dirs.push(if from_client {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                });
+                segs.push(ProxiedSeg {
+                    flow,
+                    from_client,
+                    seq,
+                    ack,
+                    tick: 1 + (j / nflows) as u32,
+                    payload,
+                });
+            }
+            authenticate = flows.iter().map(|f| (f.client, f.server)).collect();
+            let p = ProxiedFlows { flows, segs };
+            frames = p.frames(None);
+            proxied = Some(p);
+        }
         Mix::CleanTcp | Mix::Http => {
             struct Flow {
                 src: [u8; 4],
@@ -462,10 +715,15 @@ pub fn generate(mix: Mix, distinct: usize, seed: u64) -> MixFrames {
             }
         }
     }
+    if dirs.is_empty() {
+        dirs = vec![Direction::Inbound; frames.len()];
+    }
     MixFrames {
         mix,
         frames,
+        dirs,
         authenticate,
+        proxied,
     }
 }
 
@@ -621,6 +879,9 @@ pub fn policy_toml(stage: Stage, rules: Option<&Path>) -> String {
     }
     if level >= 3 {
         t.push_str(&format!("[syncookie]\nprotected = [\"{PROTECTED}\"]\n"));
+        if stage == Stage::SynProxy {
+            t.push_str("mode = \"proxy\"\n");
+        }
     }
     if level >= 4 {
         t.push_str(&format!(
@@ -645,11 +906,22 @@ pub fn policy_toml(stage: Stage, rules: Option<&Path>) -> String {
 pub struct Frames {
     pristine: Vec<Vec<u8>>,
     work: Vec<Vec<u8>>,
+    /// The side each frame enters from: inbound on port 0, outbound on port 1.
+    dirs: Vec<Direction>,
 }
 
 impl Frames {
+    /// Frames that all enter inbound.
     pub fn new(frames: &[Vec<u8>], room: usize) -> Frames {
+        Frames::with_dirs(frames, &vec![Direction::Inbound; frames.len()], room)
+    }
+
+    /// Frames entering from the given sides (`dirs[i]` for frame `i`; missing: inbound).
+    pub fn with_dirs(frames: &[Vec<u8>], dirs: &[Direction], room: usize) -> Frames {
         Frames {
+            dirs: (0..frames.len())
+                .map(|i| dirs.get(i).copied().unwrap_or_default())
+                .collect(),
             pristine: frames.to_vec(),
             work: frames
                 .iter()
@@ -672,14 +944,21 @@ impl Frames {
 }
 
 /// Verdict counts of a timed loop: the data path's own [`VerdictCounters`] (the same slots
-/// and names the daemon reports), so the bench cannot disagree with scrubd about a verdict.
+/// and names the daemon reports), so the bench cannot disagree with scrubd about a verdict;
+/// plus the frames a stage emitted besides its verdicts (the SYN proxy's, see
+/// [`pipeline::emit`]), which are not verdicts.
 #[derive(Clone, Debug, Default)]
-pub struct Tally(pub VerdictCounters);
+pub struct Tally(pub VerdictCounters, pub u64);
 
 impl Tally {
     #[inline(always)]
     pub fn add(&mut self, v: Verdict) {
         self.0.count(v);
+    }
+
+    #[inline(always)]
+    fn emitted(&mut self) {
+        self.1 += 1;
     }
 
     /// A count by its name in [`Tally::nonzero`] (0 when absent).
@@ -692,7 +971,8 @@ impl Tally {
     }
 
     /// Non-zero counts by name: `forward`, `reply`, `drop:<reason>` with the daemon's reason
-    /// names (`drop:cookie_invalid`, `drop:rate_limited.udp_reflection`, ...).
+    /// names (`drop:cookie_invalid`, `drop:rate_limited.udp_reflection`, ...), and `emitted`
+    /// (extra frames, not part of [`Tally::total`]).
     pub fn nonzero(&self) -> BTreeMap<String, u64> {
         let c = &self.0;
         [
@@ -705,6 +985,7 @@ impl Tally {
                 .into_iter()
                 .map(|(n, v)| (format!("drop:{n}"), v)),
         )
+        .chain([("emitted".to_string(), self.1)])
         .filter(|(_, v)| *v > 0)
         .collect()
     }
@@ -752,12 +1033,18 @@ fn replay(
                 let buf = &mut frames.work[i];
                 buf[..src.len()].copy_from_slice(src);
                 clock.tsc = clock.tsc.wrapping_add(clock.step);
+                let dir = frames.dirs[i];
                 let meta = Meta {
-                    port: 0,
+                    port: u16::from(dir == Direction::Outbound),
+                    dir,
                     tsc: clock.tsc,
-                    ..Meta::default()
                 };
                 tally.add(p.process(buf, src.len(), &meta));
+                // As the worker does after each packet: a frame a stage queued besides its
+                // verdict is taken (and sent, there).
+                if p.take_emitted().is_some() {
+                    tally.emitted();
+                }
                 i += 1;
                 if i == n {
                     i = 0;
@@ -855,10 +1142,146 @@ pub fn build_pipeline(
     let policy =
         Policy::build(&cfg, tsc_hz, SECRET).map_err(|e| format!("{}: {e}", stage.label()))?;
     let mut p = policy.worker();
-    if p.syncookie_status(0).is_some() {
+    // Proxy mode opens connections instead (see [`prepare_row`]): proxied clients are
+    // never allowlisted.
+    if p.syncookie_status(0).is_some() && stage != Stage::SynProxy {
         authenticate(&mut p, &mix.authenticate, clock)?;
     }
     Ok(Some(p))
+}
+
+/// A row ready to replay: its pipeline (as [`build_pipeline`]) and its frames. The proxy row
+/// of a mix with proxied connections first opens each of them through the proxy
+/// ([`open_proxied`]), and its client frames then carry the proxy's numbers, as a real client
+/// behind it would send them.
+pub fn prepare_row(
+    stage: Stage,
+    mix: &MixFrames,
+    rules: &RuleFiles,
+    params: &RunParams,
+    clock: &mut Clock,
+) -> Result<(Option<Pipeline>, Frames), String> {
+    let mut pipe = build_pipeline(stage, mix, rules, params.tsc_hz, clock)?;
+    let frames = match (pipe.as_mut(), &mix.proxied) {
+        (Some(p), Some(px)) if stage == Stage::SynProxy => {
+            let views = open_proxied(p, px, clock)?;
+            px.frames(Some(&views))
+        }
+        _ => mix.frames.clone(),
+    };
+    Ok((pipe, Frames::with_dirs(&frames, &mix.dirs, params.room)))
+}
+
+/// The TCP header summary of a frame, if it is a TCP segment that parses.
+fn tcp_of(frame: &[u8]) -> Option<TcpInfo> {
+    match pipeline::wire::parse::parse(frame).map(|h| h.ip().map(|i| i.transport)) {
+        Ok(Some(Transport::Tcp(t))) => Some(t),
+        _ => None,
+    }
+}
+
+/// One packet of a handshake through `p`: its verdict, the reply (if any) and the emitted
+/// frame (if any).
+fn handshake_step(
+    p: &mut Pipeline,
+    frame: &[u8],
+    dir: Direction,
+    clock: &mut Clock,
+) -> (Verdict, Option<TcpInfo>, Option<(TcpInfo, EmitOut)>) {
+    let mut buf = frame.to_vec();
+    buf.resize(frame.len() + 256, 0);
+    clock.tsc = clock.tsc.wrapping_add(clock.step);
+    let meta = Meta {
+        port: u16::from(dir == Direction::Outbound),
+        dir,
+        tsc: clock.tsc,
+    };
+    let v = p.process(&mut buf, frame.len(), &meta);
+    let reply = match v {
+        Verdict::Reply { len } => buf.get(..usize::from(len)).and_then(tcp_of),
+        _ => None,
+    };
+    let emitted = p
+        .take_emitted()
+        .and_then(|(f, out)| tcp_of(f).map(|t| (t, out)));
+    (v, reply, emitted)
+}
+
+/// Proxy-mode handshake per connection, each step checked: client SYN → our cookie SYN-ACK
+/// (window 0, our TSval) → client ACK with the cookie (consumed; our SYN to the server
+/// emitted) → the server's SYN-ACK from the inside (answered with the ACK that completes
+/// it; the window update to the client emitted). Returns what each client now sees of its
+/// server: the cookie as ISN and our TSval.
+pub fn open_proxied(
+    p: &mut Pipeline,
+    px: &ProxiedFlows,
+    clock: &mut Clock,
+) -> Result<Vec<ClientView>, String> {
+    let mut views = Vec::with_capacity(px.flows.len());
+    for f in &px.flows {
+        let who = format!(
+            "proxy handshake {:?}:{} -> {:?}:{}",
+            f.client, f.cport, f.server, f.sport
+        );
+        let syn = syn_frame(f.client, f.server, f.cport, f.sport, f.c_isn, true);
+        let (v, reply, _) = handshake_step(p, &syn, Direction::Inbound, clock);
+        let Some(sa) = reply else {
+            return Err(format!("{who}: SYN gave {v:?}, not a SYN-ACK"));
+        };
+        let Some((our_ts, _)) = sa.options.timestamps else {
+            return Err(format!("{who}: the cookie SYN-ACK has no timestamps"));
+        };
+        if sa.flags != TcpInfo::SYN | TcpInfo::ACK
+            || sa.ack != f.c_isn.wrapping_add(1)
+            || sa.window != 0
+        {
+            return Err(format!("{who}: unexpected cookie SYN-ACK {sa:?}"));
+        }
+        let view = ClientView {
+            isn: sa.seq,
+            tsval: our_ts,
+        };
+        let ack = ts_segment(
+            true,
+            (f.client, f.server, f.cport, f.sport),
+            f.c_isn.wrapping_add(1),
+            view.isn.wrapping_add(1),
+            (f.c_ts, view.tsval),
+            &[],
+        );
+        let (v, _, emitted) = handshake_step(p, &ack, Direction::Inbound, clock);
+        match (v, emitted) {
+            (Verdict::Drop(DropReason::AuthHandshake), Some((s, EmitOut::Forward)))
+                if s.flags == TcpInfo::SYN && s.seq == f.c_isn => {}
+            (v, e) => return Err(format!("{who}: cookie ACK gave {v:?}, emitted {e:?}")),
+        }
+        let (v, reply, emitted) = handshake_step(p, &server_synack(f), Direction::Outbound, clock);
+        match (reply, emitted) {
+            (Some(a), Some((wu, EmitOut::Forward)))
+                if a.ack == f.s_isn.wrapping_add(1)
+                    && wu.seq == view.isn.wrapping_add(1)
+                    && wu.ack == f.c_isn.wrapping_add(1) => {}
+            (r, e) => {
+                return Err(format!(
+                    "{who}: server SYN-ACK gave {v:?} (reply {r:?}), emitted {e:?}"
+                ))
+            }
+        }
+        views.push(view);
+    }
+    let c = p
+        .syncookie_status(clock.tsc)
+        .map(|s| s.counters)
+        .ok_or("proxy handshake: no SYN-cookie stage")?;
+    if c.proxy_established != px.flows.len() as u64 || c.proxy_active != px.flows.len() as u64 {
+        return Err(format!(
+            "proxy handshake: {} of {} connections established, {} active",
+            c.proxy_established,
+            px.flows.len(),
+            c.proxy_active
+        ));
+    }
+    Ok(views)
 }
 
 /// Auth-mode handshake per client: SYN → our SYN-ACK (seq = cookie) → client RST with that seq.
@@ -922,8 +1345,7 @@ pub fn run_row(
             tsc: params.tsc_hz.saturating_mul(1000),
             step: params.tsc_step,
         };
-        let mut pipe = build_pipeline(stage, mix, rules, params.tsc_hz, &mut clock)?;
-        let mut frames = Frames::new(&mix.frames, params.room);
+        let (mut pipe, mut frames) = prepare_row(stage, mix, rules, params, &mut clock)?;
         let mut warm = Tally::default();
         // Inlined here, not through `pbench_measured_loop`, so callgrind never counts warm-up.
         replay(
@@ -950,6 +1372,9 @@ pub fn run_row(
             Some(c) => Some(c.stop().map_err(|e| format!("perf counter: {e}"))?),
             None => None,
         };
+        if let (Some(p), Some(px), Stage::SynProxy) = (pipe.as_ref(), &mix.proxied, stage) {
+            proxied_still_open(p, px, &clock)?;
+        }
         if best.as_ref().is_none_or(|(b, _, _)| elapsed_ns < *b) {
             best = Some((elapsed_ns, instructions, tally));
         }
@@ -962,6 +1387,25 @@ pub fn run_row(
         instructions,
         tally,
     })
+}
+
+/// After the replay every proxied connection must still be in the table, none closed, none
+/// reopened: a server segment that met no entry would have been forwarded untranslated, and
+/// the verdicts alone would not show it.
+fn proxied_still_open(p: &Pipeline, px: &ProxiedFlows, clock: &Clock) -> Result<(), String> {
+    let c = p
+        .syncookie_status(clock.tsc)
+        .map(|s| s.counters)
+        .ok_or("no SYN-cookie stage")?;
+    let n = px.flows.len() as u64;
+    if (c.proxy_active, c.proxy_opened, c.proxy_established) != (n, n, n)
+        || c.proxy_closed + c.proxy_idle_expired + c.proxy_unexpected + c.proxy_syn_resent > 0
+    {
+        return Err(format!(
+            "proxied-tcp: the replay changed the proxy's connections ({n} opened before): {c:?}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1021,7 +1465,10 @@ mod tests {
 
     #[test]
     fn syn_flood_is_answered_once_cookies_are_on() {
-        for (s, t) in rows(Mix::SynFlood, 256, 2000) {
+        let r = rows(Mix::SynFlood, 256, 2000);
+        assert!(r.iter().any(|(s, _)| *s == Stage::SynProxy));
+        for (s, t) in r {
+            assert_eq!(t.1, 0, "{s:?}: nothing emitted for a SYN");
             if s.level() >= Stage::SynCookie.level() {
                 only(&t, "reply", 2000);
             } else {
@@ -1032,13 +1479,115 @@ mod tests {
 
     #[test]
     fn forged_acks_are_dropped_as_cookie_invalid() {
-        for (s, t) in rows(Mix::AckFlood, 256, 2000) {
+        let r = rows(Mix::AckFlood, 256, 2000);
+        assert!(r.iter().any(|(s, _)| *s == Stage::SynProxy));
+        for (s, t) in r {
+            assert_eq!(t.1, 0, "{s:?}: nothing emitted for a forged ACK");
             if s.level() >= Stage::SynCookie.level() {
                 only(&t, "drop:cookie_invalid", 2000);
             } else {
                 only(&t, "forward", 2000);
             }
         }
+    }
+
+    /// Every row forwards the proxied-tcp mix, the proxy row included (whose replay also fails
+    /// in `run_row` if a connection was lost, closed or reopened), and nothing is emitted.
+    #[test]
+    fn proxied_tcp_is_forwarded_by_every_row() {
+        for mix in [Mix::ProxiedTcp, Mix::ProxiedTcpIn, Mix::ProxiedTcpOut] {
+            let r = rows(mix, 256, 2000);
+            assert_eq!(
+                r.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                [
+                    Stage::CopyOnly,
+                    Stage::Parse,
+                    Stage::Acl,
+                    Stage::SynCookie,
+                    Stage::SynProxy
+                ]
+            );
+            for (s, t) in r {
+                only(&t, "forward", 2000);
+                assert_eq!(t.1, 0, "{mix:?} {s:?}: {:?}", t.nonzero());
+            }
+        }
+        let dirs = |m| generate(m, 256, 1).dirs;
+        assert!(dirs(Mix::ProxiedTcpIn)
+            .iter()
+            .all(|d| *d == Direction::Inbound));
+        assert!(dirs(Mix::ProxiedTcpOut)
+            .iter()
+            .all(|d| *d == Direction::Outbound));
+    }
+
+    /// The proxy row's timed packets are really translated, both ways, and stay so when the
+    /// same pristine frames are replayed: a client segment (in the proxy's numbers) leaves
+    /// exactly as the client would have sent it to the server directly (seq/ack, TSecr,
+    /// checksum), and a server segment leaves in the client's view (the cookie as ISN, our
+    /// TSval).
+    #[test]
+    fn proxy_row_translates_both_directions_on_every_replay() {
+        let mix = generate(Mix::ProxiedTcp, 96, 5);
+        let px = mix.proxied.as_ref().unwrap();
+        assert_eq!(px.flows.len(), 6);
+        let rules = RuleFiles::new(5).unwrap();
+        let mut clock = Clock {
+            tsc: 1_000_000_000_000,
+            step: 100,
+        };
+        let mut p = build_pipeline(Stage::SynProxy, &mix, &rules, 1_000_000_000, &mut clock)
+            .unwrap()
+            .unwrap();
+        let views = open_proxied(&mut p, px, &mut clock).unwrap();
+        for (v, f) in views.iter().zip(&px.flows) {
+            assert_ne!(
+                v.isn, f.s_isn,
+                "the client sees the cookie, not the server's ISN"
+            );
+        }
+        let sent = px.frames(Some(&views));
+        let (mut inbound, mut outbound) = (0, 0);
+        for round in 0..2 {
+            for (i, s) in px.segs.iter().enumerate() {
+                let f = &px.flows[s.flow];
+                let (dir, expected) = if s.from_client {
+                    inbound += 1;
+                    (Direction::Inbound, mix.frames[i].clone())
+                } else {
+                    outbound += 1;
+                    let v = views[s.flow];
+                    let e = ts_segment(
+                        false,
+                        (f.server, f.client, f.sport, f.cport),
+                        v.isn.wrapping_add(1).wrapping_add(s.seq),
+                        f.c_isn.wrapping_add(1).wrapping_add(s.ack),
+                        (v.tsval.wrapping_add(s.tick), f.c_ts.wrapping_add(s.tick)),
+                        &s.payload,
+                    );
+                    (Direction::Outbound, e)
+                };
+                assert_eq!(mix.dirs[i], dir);
+                let mut buf = sent[i].clone();
+                buf.resize(sent[i].len() + 64, 0);
+                clock.tsc += 100;
+                let meta = Meta {
+                    port: u16::from(dir == Direction::Outbound),
+                    dir,
+                    tsc: clock.tsc,
+                };
+                let v = p.process(&mut buf, sent[i].len(), &meta);
+                assert_eq!(v, Verdict::Forward, "round {round} frame {i}");
+                assert!(p.take_emitted().is_none());
+                assert_eq!(
+                    &buf[..sent[i].len()],
+                    &expected[..],
+                    "round {round} frame {i} ({dir:?}) not translated as expected"
+                );
+            }
+        }
+        assert!(inbound > 20 && outbound > 20, "{inbound} {outbound}");
+        proxied_still_open(&p, px, &clock).unwrap();
     }
 
     /// 64 reflectors each sending ~313 packets within 2 ms exceed the burst of 200: each passes
@@ -1083,7 +1632,7 @@ mod tests {
 
     #[test]
     fn stage_keys_round_trip() {
-        for m in Mix::ALL {
+        for m in Mix::ALL.into_iter().chain(Mix::EXTRA) {
             assert_eq!(Mix::from_name(m.name()), Some(m));
             for s in m.stages() {
                 assert_eq!(Stage::from_key(&s.key()), Some(s));

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 ///     parse        Pipeline::pass_through(): parse only
 ///     +acl         parse + ACL (1000 deny prefixes, a few allows; no traffic hits them)
 ///     +syncookie   ... + SYN cookies protecting 10.10.10.0/24 (auth mode)
+///     +synproxy    parse + ACL + SYN cookies in proxy mode (mode = "proxy"), instead of
+///                  +syncookie: on syn-flood, ack-flood and proxied-tcp only
 ///     +ratelimit   ... + per-source limits (udp_reflection 100/s burst 200, tcp_syn, icmp,
 ///                  fragments) and an aggregate budget for 10.10.10.0/24
 ///     +signature(N) ... + N generated content rules (the full pipeline)
@@ -28,22 +30,31 @@ use std::time::{Duration, Instant};
 ///   protected prefix from pre-authenticated sources), syn-flood (random sources), ack-flood
 ///   (forged cookies), udp-reflection (src port 53/123/11211, many reflectors), http (requests
 ///   against 1, 100 and 10000 rules: distinct contents, some nocase, some offset/depth, none
-///   matching, a few near misses whose fast pattern occurs so verification runs too).
+///   matching, a few near misses whose fast pattern occurs so verification runs too),
+///   proxied-tcp (established flows to the protected prefix with timestamps, half inbound
+///   client->server, half outbound server->client from the inside port; its +synproxy row
+///   first runs each connection's handshake through the proxy, so every timed packet is
+///   translated, and fails if a connection was lost or reopened during the replay);
+///   proxied-tcp-in and proxied-tcp-out, run only when named, hold one direction each.
 ///
 /// HOW
 ///   Frames are generated before timing (--distinct per mix, seeded), held in working buffers
 ///   with --room bytes after each frame for replies. Each packet is restored from its pristine
 ///   copy (the SYN-cookie stage rewrites frames in place), then Pipeline::process runs with
 ///   Meta.tsc advancing --tsc-step ticks per packet at --tsc-hz (default: 100 ns per packet, a
-///   10 Mpps offered load), so token buckets refill as they would on the wire. A warm-up of
+///   10 Mpps offered load), so token buckets refill as they would on the wire; after each
+///   packet a frame a stage emitted besides its verdict (the SYN proxy's) is taken, as the
+///   worker does, and counted as `emitted` (not a verdict). A warm-up of
 ///   --warmup packets precedes --repeat timed loops of --packets packets each; the
 ///   fastest loop is reported (least disturbed by other load). SYN-cookie rows of the
-///   clean-tcp and http mixes first run one auth-mode handshake (SYN, SYN-ACK, RST) per client.
+///   clean-tcp, http and proxied-tcp mixes first run one auth-mode handshake (SYN, SYN-ACK,
+///   RST) per client.
 ///
 ///   ns/pkt       wall time of the timed loop / packets, minus the copy-only row (the copy-only
 ///                row itself shows the raw copy cost). Mpps = 1000 / ns/pkt.
 ///   marginal     this row minus the previous one: the cost of the stage the row adds. The
-///                signature rows of the http mix each compare with +ratelimit.
+///                signature rows of the http mix each compare with +ratelimit, +synproxy
+///                with +acl.
 ///   instr/pkt    retired user-space instructions in the timed loop, from perf_event_open
 ///                (PERF_COUNT_HW_INSTRUCTIONS), minus the copy-only row; "n/a" with the reason
 ///                when the kernel exposes no hardware PMU (common in VMs).
@@ -84,7 +95,8 @@ struct Args {
     #[arg(long, default_value_t = 4096)]
     distinct: usize,
     /// Mixes to run, comma separated (default all): clean-tcp, syn-flood, ack-flood,
-    /// udp-reflection, http.
+    /// udp-reflection, http, proxied-tcp; also, only when named, proxied-tcp-in and
+    /// proxied-tcp-out (one direction of proxied-tcp each).
     #[arg(long, value_delimiter = ',')]
     mix: Vec<String>,
     /// TSC frequency the pipeline is configured with.
@@ -336,6 +348,7 @@ fn run(args: Args) -> Result<(), String> {
             Stage::Parse,
             Stage::Acl,
             Stage::SynCookie,
+            Stage::SynProxy,
             Stage::RateLimit,
             Stage::Signature(100),
         ] {
