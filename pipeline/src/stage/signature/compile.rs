@@ -610,6 +610,24 @@ struct Candidate {
     nocase: bool,
     /// http.method contents ("GET", "POST") occur in most requests: last resort only.
     method: bool,
+    /// The payload offset the content must end by, when it is an absolute payload content
+    /// with a depth (`offset` + `depth`, or its length for `startswith`): the prefilter need
+    /// not scan past it. `None`: anywhere.
+    bound: Option<usize>,
+}
+
+/// Where an absolute payload content must end by (see [`Candidate::bound`]). Contents with
+/// `distance`/`within` (relative, or from the buffer start on a first content) are left
+/// unbounded here: being conservative only costs scan bytes.
+fn payload_bound(c: &Content) -> Option<usize> {
+    if c.buf.buffer != Buffer::Payload || c.distance.is_some() || c.within.is_some() {
+        return None;
+    }
+    let offset = usize::from(c.offset.unwrap_or(0));
+    if c.startswith {
+        return Some(offset + c.bytes.len());
+    }
+    c.depth.map(|d| offset + usize::from(d))
 }
 
 fn candidates(rule: &Rule) -> Vec<Candidate> {
@@ -634,6 +652,7 @@ fn candidates(rule: &Rule) -> Vec<Candidate> {
             },
             nocase,
             method: c.buf.buffer == Buffer::HttpMethod,
+            bound: payload_bound(c),
         })
     };
     let positive = || rule.contents.iter().filter(|c| !c.negated);
@@ -644,10 +663,14 @@ fn candidates(rule: &Rule) -> Vec<Candidate> {
     positive().filter_map(candidate).collect()
 }
 
+/// A rule's fast pattern: its bytes (lowercased when nocase), whether case is ignored, and
+/// the payload offset it ends by ([`Candidate::bound`]).
+type FastPattern = (Vec<u8>, bool, Option<usize>);
+
 /// One fast pattern per rule, Suricata-style: an explicit `fast_pattern`, else the content
 /// that is long enough to be selective (4 bytes) and shared by the fewest rules (so one
 /// common string does not make hundreds of rules candidates), then the longest.
-fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<(Vec<u8>, bool)>> {
+fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<FastPattern>> {
     let cands: Vec<Vec<Candidate>> = rules.iter().map(candidates).collect();
     let mut freq: HashMap<Vec<u8>, u32> = HashMap::new();
     for cs in &cands {
@@ -671,7 +694,7 @@ fn choose_fast_patterns(rules: &[Rule]) -> Vec<Option<(Vec<u8>, bool)>> {
                         c.bytes.len(),
                     )
                 })
-                .map(|c| (c.bytes.clone(), c.nocase))
+                .map(|c| (c.bytes.clone(), c.nocase, c.bound))
         })
         .collect()
 }
@@ -727,7 +750,7 @@ impl CompiledRules {
         let (mut udp_wild, mut udp_ports) = (Vec::new(), Vec::new());
 
         for ((idx, rule), fp) in (0..n).zip(rules).zip(fast) {
-            if let Some((pattern, nocase)) = fp {
+            if let Some((pattern, nocase, bound)) = fp {
                 // Only a port-pinned `->` rule on tcp/udp is grouped by destination port
                 // (an app-class rule too: its transport is still tcp or udp).
                 let dports = match (rule.direction, rule.proto) {
@@ -745,6 +768,7 @@ impl CompiledRules {
                     rule: idx,
                     pattern,
                     nocase,
+                    bound,
                     classes: rule_classes(rule),
                     dports,
                 });

@@ -171,7 +171,10 @@ impl SignatureStage {
                             consider(r);
                         }
                     };
-                    if g.scanner.for_each(payload, vs.get(), &mut visit).is_err() {
+                    if g.scanner
+                        .for_each(g.hay(payload), vs.get(), &mut visit)
+                        .is_err()
+                    {
                         // The scan did not complete: any pattern may occur, so every rule
                         // of the group is verified (slower, never a missed match).
                         (0..g.patterns.len()).for_each(visit);
@@ -263,7 +266,7 @@ impl SignatureStage {
         for c in classes.into_iter().flatten() {
             for g in pf.groups(c, dport).into_iter().flatten() {
                 if let Some(gid) = pf.groups.iter().position(|x| std::ptr::eq(x, g)) {
-                    out.push((gid, start, end));
+                    out.push((gid, start, start + g.hay(payload).len()));
                 }
             }
         }

@@ -136,6 +136,22 @@ pub(crate) struct Group {
     /// kept so that other engines can be measured on exactly these sets
     /// ([`super::CompiledRules::mpm_groups`]).
     pub patterns: Vec<(Vec<u8>, bool)>,
+    /// When every pattern of the group lies within the payload's first `n` bytes whenever its
+    /// rules match (absolute contents with a depth, `startswith`), `Some(n)`: the scan stops
+    /// there. ET's binary-protocol rules (`content:"|04 01|"; depth:4;`) then cost a few bytes
+    /// per packet instead of a pass over the whole payload.
+    pub scan_end: Option<usize>,
+}
+
+impl Group {
+    /// The part of `payload` this group's scan must cover.
+    #[inline]
+    pub fn hay<'a>(&self, payload: &'a [u8]) -> &'a [u8] {
+        match self.scan_end {
+            Some(e) => payload.get(..e).unwrap_or(payload),
+            None => payload,
+        }
+    }
 }
 
 impl Group {
@@ -157,6 +173,8 @@ pub(crate) struct Entry {
     pub classes: Vec<Class>,
     /// Destination ports when the rule names a few (else any port).
     pub dports: Option<Vec<u16>>,
+    /// The payload offset the pattern ends by whenever the rule matches (`None`: anywhere).
+    pub bound: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -175,27 +193,31 @@ impl Prefilter {
         type Key = (Class, Option<u16>);
         type Pat = (Vec<u8>, bool);
         let mut by_key: HashMap<Key, HashMap<Pat, Vec<u32>>> = HashMap::new();
+        // Per (group, pattern): the offset every one of its rules' matches ends by, if all
+        // have one (the widest); one unbounded rule makes the pattern unbounded.
+        let mut bounds: HashMap<(Key, Pat), Option<usize>> = HashMap::new();
         let rules = entries.len();
         for e in entries {
-            for &c in &e.classes {
-                match &e.dports {
-                    Some(ps) => {
-                        for &p in ps {
-                            by_key
-                                .entry((c, Some(p)))
-                                .or_default()
-                                .entry((e.pattern.clone(), e.nocase))
-                                .or_default()
-                                .push(e.rule);
-                        }
-                    }
-                    None => by_key
-                        .entry((c, None))
-                        .or_default()
-                        .entry((e.pattern.clone(), e.nocase))
-                        .or_default()
-                        .push(e.rule),
-                }
+            let keys: Vec<Key> = e
+                .classes
+                .iter()
+                .flat_map(|&c| match &e.dports {
+                    Some(ps) => ps.iter().map(|&p| (c, Some(p))).collect(),
+                    None => vec![(c, None)],
+                })
+                .collect();
+            for key in keys {
+                let pat = (e.pattern.clone(), e.nocase);
+                by_key
+                    .entry(key)
+                    .or_default()
+                    .entry(pat.clone())
+                    .or_default()
+                    .push(e.rule);
+                bounds
+                    .entry((key, pat))
+                    .and_modify(|b| *b = b.zip(e.bound).map(|(x, y)| x.max(y)))
+                    .or_insert(e.bound);
             }
         }
         type Patterns = Vec<(Pat, Vec<u32>)>;
@@ -259,6 +281,10 @@ impl Prefilter {
                 starts.push(u32::try_from(list.len()).map_err(|e| e.to_string())?);
             }
             let base = u32::try_from(pf.patterns).map_err(|e| e.to_string())?;
+            let scan_end = pats.iter().try_fold(0usize, |end, (p, _)| {
+                let b = bounds.get(&(key, p.clone())).copied().flatten()?;
+                Some(end.max(b))
+            });
             pf.patterns += pats.len();
             pf.groups.push(Group {
                 scanner,
@@ -266,6 +292,7 @@ impl Prefilter {
                 starts,
                 rules: list,
                 patterns: pats.into_iter().map(|(p, _)| p).collect(),
+                scan_end,
             });
             let c = key.0 as usize;
             match key.1 {

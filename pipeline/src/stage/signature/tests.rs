@@ -1400,3 +1400,62 @@ fn et_syntax_is_read_as_suricata_reads_it() {
         ]
     );
 }
+
+// ---------------------------------------------------------------- prefilter scan bounds
+
+/// A group whose fast patterns all sit within the payload's first bytes (absolute contents
+/// with a depth, `startswith`) scans only those bytes; one unbounded rule in the group makes
+/// the whole group scan everything. Matches are the same either way.
+#[test]
+fn prefilter_scans_only_as_far_as_anchored_patterns_reach() {
+    let anchored = "drop udp any any -> any any (content:\"|04 01 07 47|\"; depth:4; sid:1;)\n\
+                    drop udp any any -> any any (content:\"ABCD\"; offset:2; depth:8; sid:2;)\n\
+                    drop udp any any -> any any (content:\"HELLO\"; startswith; sid:3;)\n";
+    let rules = CompiledRules::from_text(anchored, "t", &Vars::new()).unwrap();
+    let ends: Vec<Option<usize>> = rules.prefilter.groups.iter().map(|g| g.scan_end).collect();
+    assert_eq!(ends, [Some(10)], "widest bound: offset 2 + depth 8");
+    let mut st = SignatureStage::new(Arc::new(rules));
+    let mut plan = Vec::new();
+    let long = udp_payload(&[b'x'; 600]);
+    st.scan_plan(&long.0, &long.1, &mut plan);
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].2 - plan[0].1, 10, "10 of 600 payload bytes scanned");
+    let drop = |sid_index: u32| StageResult::Done(Verdict::Drop(DropReason::Signature(sid_index)));
+    assert_eq!(run(&mut st, &udp_payload(b"\x04\x01\x07\x47rest")), drop(0));
+    assert_eq!(run(&mut st, &udp_payload(b"..ABCD")), drop(1));
+    assert_eq!(
+        run(&mut st, &udp_payload(b"......ABCD")),
+        drop(1),
+        "ends at 10"
+    );
+    assert_eq!(
+        run(&mut st, &udp_payload(b".......ABCD")),
+        StageResult::Continue
+    );
+    assert_eq!(run(&mut st, &udp_payload(b"HELLO world")), drop(2));
+    assert_eq!(
+        run(&mut st, &udp_payload(b"x\x04\x01\x07\x47")),
+        StageResult::Continue
+    );
+
+    let mixed = format!(
+        "{anchored}drop udp any any -> any any (content:\"anywhere\"; sid:4;)\n\
+         drop udp any any -> any any (content:\"ABCD\"; distance:0; sid:5;)\n"
+    );
+    let rules = CompiledRules::from_text(&mixed, "t", &Vars::new()).unwrap();
+    let ends: Vec<Option<usize>> = rules.prefilter.groups.iter().map(|g| g.scan_end).collect();
+    assert_eq!(
+        ends,
+        [None],
+        "unbounded rules make the group scan everything"
+    );
+    let mut st = SignatureStage::new(Arc::new(rules));
+    let mut far = vec![b'.'; 500];
+    far.extend_from_slice(b"anywhere");
+    assert_eq!(run(&mut st, &udp_payload(&far)), drop(3));
+    // "ABCD" is both rule 1's (depth-bounded) and rule 4's (unbounded) fast pattern: the
+    // pattern is unbounded, and a far occurrence still reaches rule 4.
+    let mut far = vec![b'.'; 500];
+    far.extend_from_slice(b"ABCD");
+    assert_eq!(run(&mut st, &udp_payload(&far)), drop(4));
+}
