@@ -439,6 +439,29 @@ pub struct Ends {
     pub dport: u16,
 }
 
+impl Ends {
+    /// The ends of the packet `ip` and `t` describe, as it travels (for a segment sent on
+    /// in its direction).
+    pub fn of(ip: &crate::IpHeaders, t: &crate::TcpInfo) -> Self {
+        Self {
+            src: ip.src,
+            dst: ip.dst,
+            sport: t.sport,
+            dport: t.dport,
+        }
+    }
+
+    /// The ends of an answer to that packet: addresses and ports swapped.
+    pub fn reply_to(ip: &crate::IpHeaders, t: &crate::TcpInfo) -> Self {
+        Self {
+            src: ip.dst,
+            dst: ip.src,
+            sport: t.dport,
+            dport: t.sport,
+        }
+    }
+}
+
 /// The TCP fields of a segment we make up.
 #[derive(Clone, Copy, Debug)]
 pub struct Seg {
