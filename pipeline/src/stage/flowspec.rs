@@ -719,20 +719,25 @@ mod tests {
     }
 
     const DROP: StageResult = StageResult::Done(Verdict::Drop(DropReason::FlowspecDiscard));
+    const PASS: StageResult = StageResult::Continue;
+
+    /// A rule from its components (as ExaBGP names them) that must parse.
+    fn rule(list: &[(&str, &[&str])], action: FlowAction) -> FlowRule {
+        FlowRule::parse(&comps(list), action).unwrap()
+    }
 
     #[test]
     fn discard_matches_every_component() {
-        let r = FlowRule::parse(
-            &comps(&[
+        let r = rule(
+            &[
                 ("destination-ipv4", &["10.0.0.0/24"]),
                 ("source-ipv4", &["198.51.100.0/24"]),
                 ("protocol", &["=udp"]),
                 ("destination-port", &["=53", ">=1000&<=1010"]),
                 ("packet-length", &[">100"]),
-            ]),
+            ],
             FlowAction::Discard,
-        )
-        .unwrap();
+        );
         let mut s = stage(vec![r]);
         let src = [198, 51, 100, 7];
         assert_eq!(judge(&mut s, &udp(src, [10, 0, 0, 1], 9, 53, 200), 0), DROP);
@@ -747,7 +752,7 @@ mod tests {
             udp(src, [10, 0, 0, 1], 9, 53, 10),
             tcp([10, 0, 0, 1], 53, true, false),
         ] {
-            assert_eq!(judge(&mut s, &miss, 0), StageResult::Continue);
+            assert_eq!(judge(&mut s, &miss, 0), PASS);
         }
         assert_eq!(s.counters.discarded, 2);
         assert_eq!(s.counters.no_match, 5);
@@ -755,42 +760,36 @@ mod tests {
 
     #[test]
     fn tcp_flags_match_and_not() {
-        let syn_only = FlowRule::parse(
-            &comps(&[
+        let syn_only = rule(
+            &[
                 ("destination-ipv4", &["10.0.0.5/32"]),
                 ("tcp-flags", &["=syn&!ack"]),
-            ]),
+            ],
             FlowAction::Discard,
-        )
-        .unwrap();
+        );
         let mut s = stage(vec![syn_only]);
         assert_eq!(judge(&mut s, &tcp([10, 0, 0, 5], 80, true, false), 0), DROP);
-        assert_eq!(
-            judge(&mut s, &tcp([10, 0, 0, 5], 80, true, true), 0),
-            StageResult::Continue
-        );
+        assert_eq!(judge(&mut s, &tcp([10, 0, 0, 5], 80, true, true), 0), PASS);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 0, 0, 5], 1, 2, 0), 0),
-            StageResult::Continue,
+            PASS,
             "no TCP flags: no match"
         );
     }
 
     #[test]
     fn more_specific_destination_wins_and_accept_continues() {
-        let wide = FlowRule::parse(
-            &comps(&[("destination-ipv4", &["10.0.0.0/8"])]),
+        let wide = rule(
+            &[("destination-ipv4", &["10.0.0.0/8"])],
             FlowAction::Discard,
-        )
-        .unwrap();
-        let narrow = FlowRule::parse(
-            &comps(&[("destination-ipv4", &["10.1.0.0/16"])]),
+        );
+        let narrow = rule(
+            &[("destination-ipv4", &["10.1.0.0/16"])],
             FlowAction::Accept,
-        )
-        .unwrap();
+        );
         let mut s = stage(vec![wide, narrow]);
         let f = udp([1, 1, 1, 1], [10, 1, 2, 3], 1, 2, 0);
-        assert_eq!(judge(&mut s, &f, 0), StageResult::Continue);
+        assert_eq!(judge(&mut s, &f, 0), PASS);
         assert_eq!(s.counters.accepted, 1);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 2, 2, 3], 1, 2, 0), 0),
@@ -800,20 +799,17 @@ mod tests {
 
     #[test]
     fn rate_limit_is_bytes_per_second() {
-        let r = FlowRule::parse(
-            &comps(&[("destination-ipv4", &["10.0.0.0/24"])]),
+        let r = rule(
+            &[("destination-ipv4", &["10.0.0.0/24"])],
             FlowAction::RateLimit(10_000),
-        )
-        .unwrap();
+        );
         // tsc_hz 1000: one tick is a millisecond.
         let mut s = stage(vec![r]);
         let f = udp([1, 1, 1, 1], [10, 0, 0, 1], 1, 2, 972); // 1000-byte IP packet
-        let passed = (0..20)
-            .filter(|_| judge(&mut s, &f, 5) == StageResult::Continue)
-            .count();
+        let passed = (0..20).filter(|_| judge(&mut s, &f, 5) == PASS).count();
         assert_eq!(passed, 10, "a burst of one second at 10 kB/s");
         // 100 ms later: 1000 bytes more.
-        assert_eq!(judge(&mut s, &f, 105), StageResult::Continue);
+        assert_eq!(judge(&mut s, &f, 105), PASS);
         assert_eq!(
             judge(&mut s, &f, 105),
             StageResult::Done(Verdict::Drop(DropReason::FlowspecRateLimited))
@@ -871,16 +867,15 @@ mod tests {
     #[test]
     fn ipv6_prefixes_with_offset_zero() {
         // The components as ExaBGP prints an IPv6 route (prefix/length/offset).
-        let r = FlowRule::parse(
-            &comps(&[
+        let r = rule(
+            &[
                 ("destination-ipv6", &["2001:db8:1::/48/0"]),
                 ("source-ipv6", &["2001:db8:2::/64/0"]),
                 ("next-header", &["=udp"]),
                 ("destination-port", &["=53"]),
-            ]),
+            ],
             FlowAction::Discard,
-        )
-        .unwrap();
+        );
         let mut s = stage(vec![r]);
         let frame = |dst: [u16; 8]| {
             let mut v = Vec::new();
@@ -904,7 +899,7 @@ mod tests {
         );
         assert_eq!(
             judge(&mut s, &frame([0x2001, 0xdb8, 9, 5, 0, 0, 0, 1]), 0),
-            StageResult::Continue
+            PASS
         );
         let mixed = comps(&[
             ("destination-ipv4", &["10.0.0.0/8"]),
@@ -915,14 +910,13 @@ mod tests {
 
     #[test]
     fn fragments() {
-        let r = FlowRule::parse(
-            &comps(&[
+        let r = rule(
+            &[
                 ("destination-ipv4", &["10.0.0.0/24"]),
                 ("fragment", &["not-a-fragment"]),
-            ]),
+            ],
             FlowAction::Discard,
-        )
-        .unwrap();
+        );
         let mut s = stage(vec![r]);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 0, 0, 1], 1, 2, 0), 0),
