@@ -199,32 +199,7 @@ fn s1_plain_forwarding() {
     assert!(ping.contains("5 received"), "{ping}");
     let rtt = ping.lines().last().unwrap_or("").to_string();
 
-    let big = t.s.path("10mb.bin");
-    std::fs::write(&big, noise(10 << 20, 8)).expect("write 10 MB");
-    let want = sha256(&big);
-    let srv = t.serve(
-        Host::Server,
-        "tcp-serve",
-        &[
-            "tcp-serve",
-            "--port",
-            "5001",
-            "--file",
-            big.to_str().unwrap(),
-        ],
-    );
-    let got = t.tool(
-        Host::Client,
-        &["tcp-fetch", "--host", SERVER_IP, "--port", "5001"],
-        Duration::from_secs(120),
-    );
-    let sent = srv.finish(Duration::from_secs(30)).json();
-    assert_eq!(num(&got["received"]), 10 << 20, "{got}");
-    assert_eq!(
-        got["sha256"].as_str(),
-        Some(want.as_str()),
-        "client's sha256"
-    );
+    let (got, sent, want) = fetch_10mb(&t, "plain", 8, SERVER_IP);
     assert_eq!(
         sent["sha256"].as_str(),
         Some(want.as_str()),
@@ -360,31 +335,7 @@ fn s3_auth_under_syn_flood() {
     let cli = t.capture(Host::Client, "eth0", "out", "", "cli-out");
     let into_box = t.capture(Host::Seg, "tobox", "out", "", "outside-rx");
 
-    let flood = t.spawn(
-        Host::Attacker,
-        "synflood",
-        &[
-            "python3",
-            TOOL,
-            "synflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            HTTP_PORT,
-            "--count",
-            SYNS,
-            "--pps",
-            "10000",
-        ],
-    );
+    let flood = syn_flood(&t, SYNS);
     d.wait_stats("the flood arriving", |st| {
         stage(st, "syncookie.syn_answered") >= 1000
     });
@@ -991,32 +942,70 @@ const AUTH_SAMPLES: usize = 3;
 const PROXY_SERVER: &str =
     "[pipeline.syncookie]\nprotected = [\"10.77.0.80/32\"]\nmode = \"proxy\"\n";
 
-/// 10 MiB from the server to the client and 10 MiB from the client to the server, each on a
-/// new connection through scrubd, both intact (sha256 at both ends); returns the seconds of
-/// each transfer.
-fn both_ways_10mb(t: &Topology, tag: &str) -> (f64, f64) {
-    let down = t.s.path(&format!("down-{tag}.bin"));
-    std::fs::write(&down, noise(10 << 20, 21)).expect("write 10 MB");
-    let want_down = sha256(&down);
-    let srv = t.serve(
-        Host::Server,
-        &format!("tcp-serve-{tag}"),
+/// The attacker's spoofed-source SYN flood (sources from 198.18.0.0, 10 kpps) at the
+/// server's HTTP port: `count` SYNs, in the background.
+fn syn_flood(t: &Topology, count: &str) -> Bg {
+    t.spawn(
+        Host::Attacker,
+        "synflood",
         &[
-            "tcp-serve",
-            "--port",
-            "5001",
-            "--file",
-            down.to_str().unwrap(),
+            "python3",
+            TOOL,
+            "synflood",
+            "--iface",
+            "eth0",
+            "--src-mac",
+            ATTACKER_MAC,
+            "--dst-mac",
+            SERVER_MAC,
+            "--src-net",
+            "198.18.0.0",
+            "--dst",
+            SERVER_IP,
+            "--dport",
+            HTTP_PORT,
+            "--count",
+            count,
+            "--pps",
+            "10000",
         ],
-    );
+    )
+}
+
+/// A new 10 MiB file (noise from `seed`) served by the server on port 5001 (on every address
+/// when `host` is IPv6) and fetched by the client from `host` on a new connection: checks that
+/// the client got all of it, intact, and returns the client's and the server's reports and
+/// the file's sha256.
+fn fetch_10mb(t: &Topology, tag: &str, seed: u64, host: &str) -> (Value, Value, String) {
+    let down = t.s.path(&format!("down-{tag}.bin"));
+    std::fs::write(&down, noise(10 << 20, seed)).expect("write 10 MB");
+    let want = sha256(&down);
+    let mut serve = vec!["tcp-serve"];
+    if host.contains(':') {
+        serve.extend(["--bind", "::"]);
+    }
+    serve.extend(["--port", "5001", "--file", down.to_str().unwrap()]);
+    let srv = t.serve(Host::Server, &format!("tcp-serve-{tag}"), &serve);
     let got = t.tool(
         Host::Client,
-        &["tcp-fetch", "--host", SERVER_IP, "--port", "5001"],
+        &["tcp-fetch", "--host", host, "--port", "5001"],
         Duration::from_secs(120),
     );
     let sent = srv.finish(Duration::from_secs(30)).json();
     assert_eq!(num(&got["received"]), 10 << 20, "download {tag}: {got}");
-    assert_eq!(got["sha256"].as_str(), Some(want_down.as_str()), "{tag}");
+    assert_eq!(
+        got["sha256"].as_str(),
+        Some(want.as_str()),
+        "client's sha256, {tag}"
+    );
+    (got, sent, want)
+}
+
+/// 10 MiB from the server to the client and 10 MiB from the client to the server, each on a
+/// new connection through scrubd, both intact (sha256 at both ends); returns the seconds of
+/// each transfer.
+fn both_ways_10mb(t: &Topology, tag: &str) -> (f64, f64) {
+    let (got, sent, want_down) = fetch_10mb(t, tag, 21, SERVER_IP);
     assert_eq!(sent["sha256"].as_str(), Some(want_down.as_str()), "{tag}");
 
     let up = t.s.path(&format!("up-{tag}.bin"));
@@ -1240,31 +1229,7 @@ fn s11_proxy_under_syn_flood() {
     let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"flood\n")]);
     let d = t.scrubd(&t.config(PROXY_SERVER));
     let srv = t.capture(Host::Server, "eth0", "in", "", "srv-in");
-    let flood = t.spawn(
-        Host::Attacker,
-        "synflood",
-        &[
-            "python3",
-            TOOL,
-            "synflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            HTTP_PORT,
-            "--count",
-            "10000",
-            "--pps",
-            "10000",
-        ],
-    );
+    let flood = syn_flood(&t, "10000");
     d.wait_stats("the flood arriving", |st| {
         stage(st, "syncookie.syn_answered") >= 1000
     });
@@ -1414,30 +1379,7 @@ fn s12_proxy_ipv6() {
     let client6: std::net::Ipv6Addr = CLIENT_IP6.parse().expect("v6");
     assert!(sf.iter().all(|f| f.0 == client6), "{sf:?}");
 
-    let big = t.s.path("down6.bin");
-    std::fs::write(&big, noise(10 << 20, 23)).expect("write 10 MB");
-    let want = sha256(&big);
-    let up = t.serve(
-        Host::Server,
-        "tcp-serve6",
-        &[
-            "tcp-serve",
-            "--bind",
-            "::",
-            "--port",
-            "5001",
-            "--file",
-            big.to_str().unwrap(),
-        ],
-    );
-    let got = t.tool(
-        Host::Client,
-        &["tcp-fetch", "--host", SERVER_IP6, "--port", "5001"],
-        Duration::from_secs(120),
-    );
-    up.finish(Duration::from_secs(30));
-    assert_eq!(num(&got["received"]), 10 << 20, "{got}");
-    assert_eq!(got["sha256"].as_str(), Some(want.as_str()));
+    let (got, _, _) = fetch_10mb(&t, "v6", 23, SERVER_IP6);
     let st = proxy_drained(&d, 2);
     assert_stats_conserved(&st);
     d.shutdown(&t.s);
