@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use perf::benchutil::{allowed_cpus, machine, median, mem_args, xml_escape, Machine, COLORS};
+use perf::benchutil::{
+    allowed_cpus, machine, median, mem_args, round_axis, xml_escape, Machine, PlotArea, COLORS,
+};
 use perf::pipebench::{self, Mix, Stage};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -520,9 +522,15 @@ struct Report {
 /// Mpps per worker count: per policy, scrubd solid with circles, testpmd dashed with squares.
 /// Written by hand: a few dozen elements do not justify a plotting crate.
 fn svg(report: &Report) -> String {
-    let (w, h) = (760.0, 460.0);
-    let (left, right, top, bottom) = (70.0, 200.0, 40.0, 60.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
+    let area = PlotArea::new(760.0, 460.0, (70.0, 200.0, 40.0, 60.0));
+    let PlotArea {
+        w,
+        left,
+        top,
+        pw,
+        ph,
+        ..
+    } = area;
     let max_workers = report.rows.iter().map(|r| r.workers).max().unwrap_or(1);
     let x_max = if max_workers <= 1 {
         2.0
@@ -534,23 +542,11 @@ fn svg(report: &Report) -> String {
         .iter()
         .flat_map(|r| [r.testpmd_mpps_median, r.scrubd_mpps_median])
         .fold(0.0f64, f64::max);
-    // A round axis top: 1, 2 or 5 times a power of ten, above the largest value.
-    let mut step = 10f64.powf((y_top.max(0.1) / 5.0).log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if y_top.max(0.1) / (step * m) <= 5.0 {
-            step *= m;
-            break;
-        }
-    }
-    let y_max = (y_top.max(0.1) / step).ceil() * step;
+    let (step, y_max) = round_axis(y_top.max(0.1));
     let x = |v: f64| left + v / x_max * pw;
     let y = |v: f64| top + ph - v / y_max * ph;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    area.open(&mut s);
     let shared = report.rows.iter().any(|r| r.cpus_shared);
     let title = format!(
         "scrubd vs dpdk-testpmd io, Mpps per worker count ({}{})",
@@ -569,44 +565,19 @@ fn svg(report: &Report) -> String {
     // Grid and y labels.
     let mut v = 0.0;
     while v <= y_max + step / 2.0 {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{yy:.1}" x2="{x2}" y2="{yy:.1}" stroke="#ddd"/><text x="{lx}" y="{ty:.1}" text-anchor="end">{v}</text>"##,
-            yy = y(v),
-            x2 = left + pw,
-            lx = left - 6.0,
-            ty = y(v) + 4.0
-        );
+        area.y_grid(&mut s, y(v), v);
         v += step;
     }
     let mut counts: Vec<usize> = report.rows.iter().map(|r| r.workers).collect();
     counts.sort_unstable();
     counts.dedup();
     for c in &counts {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{y1}" stroke="#333"/><text x="{xx:.1}" y="{ty}" text-anchor="middle">{c}</text>"##,
-            xx = x(*c as f64),
-            y0 = top + ph,
-            y1 = top + ph + 5.0,
-            ty = top + ph + 18.0
-        );
+        area.x_tick(&mut s, x(*c as f64), c);
     }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">workers (one RX/TX queue each on both ports)</text>"#,
-        left + pw / 2.0,
-        h - 18.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">Mpps (median)</text>"#,
-        top + ph / 2.0,
-        top + ph / 2.0
+    area.frame(
+        &mut s,
+        "workers (one RX/TX queue each on both ports)",
+        "Mpps (median)",
     );
     let mut policies: Vec<Policy> = Vec::new();
     for r in &report.rows {
