@@ -445,26 +445,7 @@ fn s4_protected_server_connects_out() {
     let before = num(&port(&d.stats(), "outside")["dropped"]);
     let refl = t.tool(
         Host::Attacker,
-        &[
-            "synflood",
-            "--synack",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            "44444",
-            "--count",
-            "1000",
-            "--pps",
-            "5000",
-        ],
+        &synflood_args(&["--synack"], "44444", "1000", "5000"),
         Duration::from_secs(60),
     );
     let sent = num(&refl["sent"]);
@@ -942,34 +923,44 @@ const AUTH_SAMPLES: usize = 3;
 const PROXY_SERVER: &str =
     "[pipeline.syncookie]\nprotected = [\"10.77.0.80/32\"]\nmode = \"proxy\"\n";
 
-/// The attacker's spoofed-source SYN flood (sources from 198.18.0.0, 10 kpps) at the
-/// server's HTTP port: `count` SYNs, in the background.
+/// The test tool's arguments for the attacker's spoofed-source flood (sources from
+/// 198.18.0.0) at the server: `synflood`, then `flags` (e.g. `--synack`), then `count`
+/// segments to `dport` at `pps`.
+fn synflood_args<'a>(
+    flags: &[&'a str],
+    dport: &'a str,
+    count: &'a str,
+    pps: &'a str,
+) -> Vec<&'a str> {
+    let mut v = vec!["synflood"];
+    v.extend_from_slice(flags);
+    v.extend([
+        "--iface",
+        "eth0",
+        "--src-mac",
+        ATTACKER_MAC,
+        "--dst-mac",
+        SERVER_MAC,
+        "--src-net",
+        "198.18.0.0",
+        "--dst",
+        SERVER_IP,
+        "--dport",
+        dport,
+        "--count",
+        count,
+        "--pps",
+        pps,
+    ]);
+    v
+}
+
+/// The attacker's SYN flood at the server's HTTP port, 10 kpps: `count` SYNs, in the
+/// background.
 fn syn_flood(t: &Topology, count: &str) -> Bg {
-    t.spawn(
-        Host::Attacker,
-        "synflood",
-        &[
-            "python3",
-            TOOL,
-            "synflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            HTTP_PORT,
-            "--count",
-            count,
-            "--pps",
-            "10000",
-        ],
-    )
+    let mut argv = vec!["python3", TOOL];
+    argv.extend(synflood_args(&[], HTTP_PORT, count, "10000"));
+    t.spawn(Host::Attacker, "synflood", &argv)
 }
 
 /// A new 10 MiB file (noise from `seed`) served by the server on port 5001 (on every address
