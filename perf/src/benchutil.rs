@@ -40,6 +40,91 @@ pub fn mem_args(memory: &str, mb: usize) -> Vec<String> {
     }
 }
 
+/// What a benchmark's scrubd configuration (see [`scrubd_config`]) varies; the rest (burst 32,
+/// 1024-descriptor rings, a mempool cache of 256, outside-inside pair, no pdump) is the same
+/// for every benchmark, so that their figures compare.
+pub struct ScrubdConfig<'a> {
+    pub lcores: &'a str,
+    /// EAL memory: "in-memory" (hugepages) or "no-huge" with `memory_mb`.
+    pub memory: &'a str,
+    pub memory_mb: usize,
+    pub file_prefix: &'a str,
+    /// Extra EAL arguments; `None` leaves the key out.
+    pub extra_args: Option<&'a [String]>,
+    pub workers: &'a [usize],
+    pub mbufs: usize,
+    pub outside: &'a str,
+    pub inside: &'a str,
+    /// `[run] duration_s`; `None` runs until the process is told to stop.
+    pub duration_s: Option<u64>,
+    pub summary: &'a std::path::Path,
+    pub socket: &'a std::path::Path,
+    /// The `[pipeline...]` sections, last in the file.
+    pub pipeline: &'a str,
+}
+
+/// The scrubd configuration (TOML) a benchmark runs scrubd with.
+pub fn scrubd_config(c: &ScrubdConfig) -> String {
+    let memory = if c.memory == "in-memory" {
+        "memory = \"in-memory\"".to_string()
+    } else {
+        format!("memory = \"no-huge\"\nmemory_mb = {}", c.memory_mb)
+    };
+    let extra = c.extra_args.map_or(String::new(), |a| {
+        let a: Vec<String> = a.iter().map(|s| format!("{s:?}")).collect();
+        format!("extra_args = [{}]\n", a.join(", "))
+    });
+    let workers: Vec<String> = c.workers.iter().map(usize::to_string).collect();
+    let duration = c
+        .duration_s
+        .map_or(String::new(), |s| format!("duration_s = {s}\n"));
+    format!(
+        r#"[eal]
+lcores = "{lcores}"
+{memory}
+file_prefix = "{prefix}"
+{extra}
+[dataplane]
+workers = [{workers}]
+burst = 32
+rx_desc = 1024
+tx_desc = 1024
+mempool_mbufs = {mbufs}
+mempool_cache = 256
+
+[[port]]
+name = "outside"
+vdev = "{outside}"
+
+[[port]]
+name = "inside"
+vdev = "{inside}"
+
+[[pair]]
+outside = "outside"
+inside = "inside"
+
+[run]
+{duration}summary_json = "{summary}"
+
+[control]
+socket = "{socket}"
+pdump = false
+
+{pipeline}
+"#,
+        lcores = c.lcores,
+        prefix = c.file_prefix,
+        workers = workers.join(", "),
+        mbufs = c.mbufs,
+        outside = c.outside,
+        inside = c.inside,
+        summary = c.summary.display(),
+        socket = c.socket.display(),
+        pipeline = c.pipeline,
+    )
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -214,14 +299,7 @@ pub fn line_svg(
     series: &[Series],
 ) -> String {
     let area = PlotArea::new(780.0, 460.0, (70.0, 220.0, 40.0, 60.0));
-    let PlotArea {
-        w,
-        left,
-        top,
-        pw,
-        ph,
-        ..
-    } = area;
+    let (w, left, top, pw, ph) = (area.w, area.left, area.top, area.pw, area.ph);
     let tx = |x: f64| match x_axis {
         XAxis::Linear => x,
         XAxis::Percentile => (1.0 / (1.0 - (x / 100.0).min(0.999_999))).log10(),

@@ -6,7 +6,8 @@
 
 use clap::Parser;
 use perf::benchutil::{
-    allowed_cpus, machine, median, mem_args, round_axis, xml_escape, Machine, PlotArea, COLORS,
+    allowed_cpus, machine, median, mem_args, round_axis, scrubd_config, xml_escape, Machine,
+    PlotArea, ScrubdConfig, COLORS,
 };
 use perf::pipebench::{self, Mix, Stage};
 use serde::Serialize;
@@ -393,60 +394,23 @@ fn scrubd(
     pipeline: &str,
     dir: &Path,
 ) -> Result<ScrubdRun, String> {
-    let memory = if a.memory == "in-memory" {
-        "memory = \"in-memory\"".to_string()
-    } else {
-        format!("memory = \"no-huge\"\nmemory_mb = {}", memory_mb(mbufs))
-    };
-    let extra: Vec<String> = a.eal_args.iter().map(|s| format!("{s:?}")).collect();
-    let workers: Vec<String> = l.workers.iter().map(u32::to_string).collect();
+    let workers: Vec<usize> = l.workers.iter().map(|&w| w as usize).collect();
     let summary = dir.join("summary.json");
-    let cfg = format!(
-        r#"[eal]
-lcores = "{lcores}"
-{memory}
-file_prefix = "scrubd-bench-{pid}-s"
-extra_args = [{extra}]
-
-[dataplane]
-workers = [{workers}]
-burst = 32
-rx_desc = 1024
-tx_desc = 1024
-mempool_mbufs = {mbufs}
-mempool_cache = 256
-
-[[port]]
-name = "outside"
-vdev = "{outside}"
-
-[[port]]
-name = "inside"
-vdev = "net_null0,no-rx=1"
-
-[[pair]]
-outside = "outside"
-inside = "inside"
-
-[run]
-duration_s = {secs}
-summary_json = "{summary}"
-
-[control]
-socket = "{socket}"
-pdump = false
-
-{pipeline}
-"#,
-        lcores = l.lcores,
-        pid = std::process::id(),
-        extra = extra.join(", "),
-        workers = workers.join(", "),
-        outside = outside_vdev(&t.pcap, l.workers.len()),
-        secs = a.seconds,
-        summary = summary.display(),
-        socket = dir.join("ctl.sock").display(),
-    );
+    let cfg = scrubd_config(&ScrubdConfig {
+        lcores: &l.lcores,
+        memory: &a.memory,
+        memory_mb: memory_mb(mbufs),
+        file_prefix: &format!("scrubd-bench-{}-s", std::process::id()),
+        extra_args: Some(&a.eal_args),
+        workers: &workers,
+        mbufs,
+        outside: &outside_vdev(&t.pcap, l.workers.len()),
+        inside: "net_null0,no-rx=1",
+        duration_s: Some(a.seconds),
+        summary: &summary,
+        socket: &dir.join("ctl.sock"),
+        pipeline,
+    });
     let cfg_path = dir.join("bench.toml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&summary);
@@ -523,14 +487,7 @@ struct Report {
 /// Written by hand: a few dozen elements do not justify a plotting crate.
 fn svg(report: &Report) -> String {
     let area = PlotArea::new(760.0, 460.0, (70.0, 200.0, 40.0, 60.0));
-    let PlotArea {
-        w,
-        left,
-        top,
-        pw,
-        ph,
-        ..
-    } = area;
+    let (w, left, top, pw, ph) = (area.w, area.left, area.top, area.pw, area.ph);
     let max_workers = report.rows.iter().map(|r| r.workers).max().unwrap_or(1);
     let x_max = if max_workers <= 1 {
         2.0
