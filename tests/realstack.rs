@@ -328,31 +328,13 @@ fn s3_auth_under_syn_flood() {
     let Some(t) = Topology::new("flood") else {
         return;
     };
-    const SYNS: &str = "10000";
     let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"flood\n")]);
     let d = t.scrubd(&t.config(AUTH_SERVER));
     let srv = t.capture(Host::Server, "eth0", "in", "", "srv-in");
     let cli = t.capture(Host::Client, "eth0", "out", "", "cli-out");
     let into_box = t.capture(Host::Seg, "tobox", "out", "", "outside-rx");
 
-    let flood = syn_flood(&t, SYNS);
-    d.wait_stats("the flood arriving", |st| {
-        stage(st, "syncookie.syn_answered") >= 1000
-    });
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
-    let during = stage(&d.stats(), "syncookie.syn_answered");
-    let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
-    assert_eq!(sent, 10_000);
-    assert_eq!(
-        (c.code, c.exit),
-        (200, 0),
-        "client connects during the flood: {c:?}"
-    );
+    let (c, during, sent) = curl_during_syn_flood(&t, &d);
 
     let (st, client_frames, client_syns) = d.settle("counters equal what was sent", |st| {
         let cf = cli.frames();
@@ -541,33 +523,11 @@ fn s6_udp_rate_limit() {
     let flood_src = "10.77.0.201";
     let other_src = "10.77.0.202";
     let sender = |name: &str, src: &str, count: &str, pps: &str| {
-        t.spawn(
-            Host::Attacker,
-            name,
-            &[
-                "python3",
-                TOOL,
-                "udpflood",
-                "--iface",
-                "eth0",
-                "--src-mac",
-                ATTACKER_MAC,
-                "--dst-mac",
-                SERVER_MAC,
-                "--src",
-                src,
-                "--dst",
-                SERVER_IP,
-                "--sport",
-                "123",
-                "--dport",
-                "9999",
-                "--count",
-                count,
-                "--pps",
-                pps,
-            ],
-        )
+        let args = [
+            "--src", src, "--dst", SERVER_IP, "--sport", "123", "--dport", "9999", "--count",
+            count, "--pps", pps,
+        ];
+        t.spawn_tool(Host::Attacker, name, &attack("udpflood", &args))
     };
     let flood = sender("flood", flood_src, "3000", "3000");
     let other = sender("other", other_src, "300", "200");
@@ -727,27 +687,23 @@ fn s8_stats_match_the_wire() {
     assert_eq!((c.code, c.exit), (200, 0), "{c:?}");
     let flood = t.tool(
         Host::Attacker,
-        &[
+        &attack(
             "udpflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src",
-            "10.77.0.201",
-            "--dst",
-            SERVER_IP,
-            "--sport",
-            "123",
-            "--dport",
-            "9999",
-            "--count",
-            "600",
-            "--pps",
-            "1000",
-        ],
+            &[
+                "--src",
+                "10.77.0.201",
+                "--dst",
+                SERVER_IP,
+                "--sport",
+                "123",
+                "--dport",
+                "9999",
+                "--count",
+                "600",
+                "--pps",
+                "1000",
+            ],
+        ),
         Duration::from_secs(60),
     );
     let sent = num(&flood["sent"]);
@@ -923,24 +879,32 @@ const AUTH_SAMPLES: usize = 3;
 const PROXY_SERVER: &str =
     "[pipeline.syncookie]\nprotected = [\"10.77.0.80/32\"]\nmode = \"proxy\"\n";
 
-/// The test tool's arguments for the attacker's spoofed-source flood (sources from
-/// 198.18.0.0) at the server: `synflood`, then `flags` (e.g. `--synack`), then `count`
-/// segments to `dport` at `pps`.
-fn synflood_args<'a>(
-    flags: &[&'a str],
-    dport: &'a str,
-    count: &'a str,
-    pps: &'a str,
-) -> Vec<&'a str> {
-    let mut v = vec!["synflood"];
-    v.extend_from_slice(flags);
-    v.extend([
+/// The test tool's arguments for an attack sent from the attacker's link to the server's MAC:
+/// `tool` (synflood, udpflood), then `args`.
+fn attack<'a>(tool: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        tool,
         "--iface",
         "eth0",
         "--src-mac",
         ATTACKER_MAC,
         "--dst-mac",
         SERVER_MAC,
+    ];
+    v.extend_from_slice(args);
+    v
+}
+
+/// The attacker's spoofed-source TCP flood (sources from 198.18.0.0) at the server: `flags`
+/// (e.g. `--synack`), then `count` segments to `dport` at `pps`.
+fn synflood_args<'a>(
+    flags: &[&'a str],
+    dport: &'a str,
+    count: &'a str,
+    pps: &'a str,
+) -> Vec<&'a str> {
+    let mut v = attack("synflood", flags);
+    v.extend([
         "--src-net",
         "198.18.0.0",
         "--dst",
@@ -955,12 +919,34 @@ fn synflood_args<'a>(
     v
 }
 
-/// The attacker's SYN flood at the server's HTTP port, 10 kpps: `count` SYNs, in the
-/// background.
-fn syn_flood(t: &Topology, count: &str) -> Bg {
-    let mut argv = vec!["python3", TOOL];
-    argv.extend(synflood_args(&[], HTTP_PORT, count, "10000"));
-    t.spawn(Host::Attacker, "synflood", &argv)
+/// The attacker's SYN flood at the server's HTTP port (10,000 SYNs at 10 kpps) and, once
+/// scrubd has answered 1000 of them, the client's GET of index.html: checks that the attacker
+/// sent all 10,000 and that the client got its page. Returns the client's curl, scrubd's
+/// `syncookie.syn_answered` just after it, and the count the attacker sent.
+fn curl_during_syn_flood(t: &Topology, d: &Scrubd) -> (Curl, u64, u64) {
+    let flood = t.spawn_tool(
+        Host::Attacker,
+        "synflood",
+        &synflood_args(&[], HTTP_PORT, "10000", "10000"),
+    );
+    d.wait_stats("the flood arriving", |st| {
+        stage(st, "syncookie.syn_answered") >= 1000
+    });
+    let c = t.curl(
+        Host::Client,
+        &url(SERVER_IP, HTTP_PORT, "index.html"),
+        None,
+        &["--max-time", "10"],
+    );
+    let during = stage(&d.stats(), "syncookie.syn_answered");
+    let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
+    assert_eq!(sent, 10_000);
+    assert_eq!(
+        (c.code, c.exit),
+        (200, 0),
+        "client connects during the flood: {c:?}"
+    );
+    (c, during, sent)
 }
 
 /// A new 10 MiB file (noise from `seed`) served by the server on port 5001 (on every address
@@ -1220,23 +1206,7 @@ fn s11_proxy_under_syn_flood() {
     let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"flood\n")]);
     let d = t.scrubd(&t.config(PROXY_SERVER));
     let srv = t.capture(Host::Server, "eth0", "in", "", "srv-in");
-    let flood = syn_flood(&t, "10000");
-    d.wait_stats("the flood arriving", |st| {
-        stage(st, "syncookie.syn_answered") >= 1000
-    });
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
-    let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
-    assert_eq!(sent, 10_000);
-    assert_eq!(
-        (c.code, c.exit),
-        (200, 0),
-        "client connects during the flood: {c:?}"
-    );
+    let (c, _, sent) = curl_during_syn_flood(&t, &d);
     let st = d.settle("every SYN answered, the table drained", |st| {
         let answered = stage(st, "syncookie.syn_answered");
         let (opened, active) = (
