@@ -726,19 +726,20 @@ mod tests {
         FlowRule::parse(&comps(list), action).unwrap()
     }
 
+    /// A stage with one discard rule of these components.
+    fn discard_stage(list: &[(&str, &[&str])]) -> FlowspecStage {
+        stage(vec![rule(list, FlowAction::Discard)])
+    }
+
     #[test]
     fn discard_matches_every_component() {
-        let r = rule(
-            &[
-                ("destination-ipv4", &["10.0.0.0/24"]),
-                ("source-ipv4", &["198.51.100.0/24"]),
-                ("protocol", &["=udp"]),
-                ("destination-port", &["=53", ">=1000&<=1010"]),
-                ("packet-length", &[">100"]),
-            ],
-            FlowAction::Discard,
-        );
-        let mut s = stage(vec![r]);
+        let mut s = discard_stage(&[
+            ("destination-ipv4", &["10.0.0.0/24"]),
+            ("source-ipv4", &["198.51.100.0/24"]),
+            ("protocol", &["=udp"]),
+            ("destination-port", &["=53", ">=1000&<=1010"]),
+            ("packet-length", &[">100"]),
+        ]);
         let src = [198, 51, 100, 7];
         assert_eq!(judge(&mut s, &udp(src, [10, 0, 0, 1], 9, 53, 200), 0), DROP);
         assert_eq!(
@@ -760,14 +761,10 @@ mod tests {
 
     #[test]
     fn tcp_flags_match_and_not() {
-        let syn_only = rule(
-            &[
-                ("destination-ipv4", &["10.0.0.5/32"]),
-                ("tcp-flags", &["=syn&!ack"]),
-            ],
-            FlowAction::Discard,
-        );
-        let mut s = stage(vec![syn_only]);
+        let mut s = discard_stage(&[
+            ("destination-ipv4", &["10.0.0.5/32"]),
+            ("tcp-flags", &["=syn&!ack"]),
+        ]);
         assert_eq!(judge(&mut s, &tcp([10, 0, 0, 5], 80, true, false), 0), DROP);
         assert_eq!(judge(&mut s, &tcp([10, 0, 0, 5], 80, true, true), 0), PASS);
         assert_eq!(
@@ -867,16 +864,12 @@ mod tests {
     #[test]
     fn ipv6_prefixes_with_offset_zero() {
         // The components as ExaBGP prints an IPv6 route (prefix/length/offset).
-        let r = rule(
-            &[
-                ("destination-ipv6", &["2001:db8:1::/48/0"]),
-                ("source-ipv6", &["2001:db8:2::/64/0"]),
-                ("next-header", &["=udp"]),
-                ("destination-port", &["=53"]),
-            ],
-            FlowAction::Discard,
-        );
-        let mut s = stage(vec![r]);
+        let mut s = discard_stage(&[
+            ("destination-ipv6", &["2001:db8:1::/48/0"]),
+            ("source-ipv6", &["2001:db8:2::/64/0"]),
+            ("next-header", &["=udp"]),
+            ("destination-port", &["=53"]),
+        ]);
         let frame = |dst: [u16; 8]| {
             let mut v = Vec::new();
             let a = |x: [u16; 8]| {
@@ -910,14 +903,10 @@ mod tests {
 
     #[test]
     fn fragments() {
-        let r = rule(
-            &[
-                ("destination-ipv4", &["10.0.0.0/24"]),
-                ("fragment", &["not-a-fragment"]),
-            ],
-            FlowAction::Discard,
-        );
-        let mut s = stage(vec![r]);
+        let mut s = discard_stage(&[
+            ("destination-ipv4", &["10.0.0.0/24"]),
+            ("fragment", &["not-a-fragment"]),
+        ]);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 0, 0, 1], 1, 2, 0), 0),
             DROP
