@@ -2063,20 +2063,30 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
 
     // 2. The client's ACK (with data, sent into the zero window): consumed; our SYN to the
     //    server is emitted towards it with the client's ISN and the options kept.
-    let cts = |v: u32| -> Vec<TcpOptionElement> {
-        if co.ts {
-            nop_ts(v, our_tsval)
-        } else {
-            vec![]
-        }
+    // Timestamps only when the client offered them.
+    let ts_opts = |v: u32, e: u32| if co.ts { nop_ts(v, e) } else { vec![] };
+    let cts = |v: u32| ts_opts(v, our_tsval);
+    // Headers by offset from each side's ISN: the client's acks count from our cookie, the
+    // server's from the client's ISN (which the server's SYN carried).
+    let c_hdr = |seq: u32, ack: u32, flags: u8| {
+        tcp_header(
+            cport,
+            sport,
+            c_isn.wrapping_add(seq),
+            cookie.wrapping_add(ack),
+            flags,
+        )
     };
-    let mut ack = tcp_header(
-        cport,
-        sport,
-        c_isn.wrapping_add(1),
-        cookie.wrapping_add(1),
-        ACK,
-    );
+    let s_hdr = |seq: u32, ack: u32, flags: u8| {
+        tcp_header(
+            sport,
+            cport,
+            s_isn.wrapping_add(seq),
+            c_isn.wrapping_add(ack),
+            flags,
+        )
+    };
+    let mut ack = c_hdr(1, 1, ACK);
     ack.window_size = 502;
     let ack = to_server(ack, &cts(0x1001), b"early");
     let (r, _) = judge(&mut st, &ack, T0 + 1, inb);
@@ -2109,7 +2119,7 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
         sopts.push(TcpOptionElement::Noop);
         sopts.push(TcpOptionElement::WindowScale(9));
     }
-    let mut sa = tcp_header(sport, cport, s_isn, c_isn.wrapping_add(1), SYN | ACK);
+    let mut sa = s_hdr(0, 1, SYN | ACK);
     sa.window_size = 65160;
     let sa = to_client(sa, &sopts, &[]);
     let (r, sack_ack) = judge(&mut st, &sa, T0 + 2, outb);
@@ -2153,13 +2163,7 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
             [None, None, None],
         ));
     }
-    let mut d = tcp_header(
-        cport,
-        sport,
-        c_isn.wrapping_add(1),
-        cookie.wrapping_add(1),
-        ACK | TcpInfo::PSH,
-    );
+    let mut d = c_hdr(1, 1, ACK | TcpInfo::PSH);
     d.window_size = 500;
     let data = to_server(d, &o, b"GET / HTTP/1.0\r\n\r\n");
     let (r, f) = judge(&mut st, &data, T0 + 3, inb);
@@ -2182,18 +2186,8 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
 
     // 5. Server data: its sequence numbers and TSval move into the client's view, its window
     //    into our scale.
-    let so = if co.ts {
-        nop_ts(0x9000_0010, 0x1002)
-    } else {
-        vec![]
-    };
-    let mut d = tcp_header(
-        sport,
-        cport,
-        s_isn.wrapping_add(1),
-        c_isn.wrapping_add(19),
-        ACK,
-    );
+    let so = ts_opts(0x9000_0010, 0x1002);
+    let mut d = s_hdr(1, 19, ACK);
     d.window_size = 300;
     let data = to_client(d, &so, &[0xab; 300]);
     let (r, f) = judge(&mut st, &data, T0 + 4, outb);
@@ -2213,29 +2207,9 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
     }
 
     // 6. Close: client FIN, server FIN+ACK, client's last ACK → the entry is gone.
-    let fin = to_server(
-        tcp_header(
-            cport,
-            sport,
-            c_isn.wrapping_add(19),
-            cookie.wrapping_add(301),
-            ACK | FIN,
-        ),
-        &cts(0x1003),
-        &[],
-    );
+    let fin = to_server(c_hdr(19, 301, ACK | FIN), &cts(0x1003), &[]);
     assert_eq!(judge(&mut st, &fin, T0 + 5, inb).0, StageResult::Continue);
-    let sfin = to_client(
-        tcp_header(
-            sport,
-            cport,
-            s_isn.wrapping_add(301),
-            c_isn.wrapping_add(20),
-            ACK | FIN,
-        ),
-        &so,
-        &[],
-    );
+    let sfin = to_client(s_hdr(301, 20, ACK | FIN), &so, &[]);
     let (r, f) = judge(&mut st, &sfin, T0 + 6, outb);
     assert_eq!(r, StageResult::Continue);
     assert_eq!(
@@ -2243,17 +2217,7 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
         cookie.wrapping_add(301)
     );
     assert_eq!(st.status(T0).counters.proxy_active, 1);
-    let last = to_server(
-        tcp_header(
-            cport,
-            sport,
-            c_isn.wrapping_add(20),
-            cookie.wrapping_add(302),
-            ACK,
-        ),
-        &cts(0x1004),
-        &[],
-    );
+    let last = to_server(c_hdr(20, 302, ACK), &cts(0x1004), &[]);
     let (r, f) = judge(&mut st, &last, T0 + 7, inb);
     assert_eq!(r, StageResult::Continue);
     assert_eq!(
