@@ -243,45 +243,16 @@ fn and_terms(elem: &str) -> impl Iterator<Item = &str> {
     elem.split('&').map(str::trim).filter(|t| !t.is_empty())
 }
 
-fn parse_numeric(
+/// A component's values, numeric or bitmask alike: each element an AND of `&`-joined terms,
+/// each read by `term`; the first bad term is the error, and so is an empty element or list.
+fn parse_any_of<T>(
     key: &str,
     elems: &[String],
-    max: u64,
-    name: fn(&str) -> Option<u64>,
-) -> Result<AnyOf<NumTerm>, FlowspecError> {
+    mut term: impl FnMut(&str) -> Result<T, FlowspecError>,
+) -> Result<AnyOf<T>, FlowspecError> {
     let mut any = Vec::new();
     for e in elems {
-        let mut and = Vec::new();
-        for t in and_terms(e) {
-            let (lt, gt, eq, rest) = if let Some(r) = t.strip_prefix(">=") {
-                (false, true, true, r)
-            } else if let Some(r) = t.strip_prefix("<=") {
-                (true, false, true, r)
-            } else if let Some(r) = t.strip_prefix("!=") {
-                (true, true, false, r)
-            } else if let Some(r) = t.strip_prefix("==") {
-                (false, false, true, r)
-            } else if let Some(r) = t.strip_prefix('=') {
-                (false, false, true, r)
-            } else if let Some(r) = t.strip_prefix('>') {
-                (false, true, false, r)
-            } else if let Some(r) = t.strip_prefix('<') {
-                (true, false, false, r)
-            } else if t == "true" || t == "false" {
-                return Err(bad(key, format!("operator `{t}` is not supported")));
-            } else {
-                (false, false, true, t)
-            };
-            let value = rest
-                .parse::<u64>()
-                .ok()
-                .or_else(|| name(rest))
-                .ok_or_else(|| bad(key, format!("`{t}` is not a comparison with a number")))?;
-            if value > max {
-                return Err(bad(key, format!("{value} is above {max}")));
-            }
-            and.push(NumTerm { lt, gt, eq, value });
-        }
+        let and = and_terms(e).map(&mut term).collect::<Result<Vec<T>, _>>()?;
         if and.is_empty() {
             return Err(bad(key, "empty value"));
         }
@@ -293,51 +264,77 @@ fn parse_numeric(
     Ok(AnyOf(any))
 }
 
+fn parse_numeric(
+    key: &str,
+    elems: &[String],
+    max: u64,
+    name: fn(&str) -> Option<u64>,
+) -> Result<AnyOf<NumTerm>, FlowspecError> {
+    parse_any_of(key, elems, |t| {
+        let (lt, gt, eq, rest) = if let Some(r) = t.strip_prefix(">=") {
+            (false, true, true, r)
+        } else if let Some(r) = t.strip_prefix("<=") {
+            (true, false, true, r)
+        } else if let Some(r) = t.strip_prefix("!=") {
+            (true, true, false, r)
+        } else if let Some(r) = t.strip_prefix("==") {
+            (false, false, true, r)
+        } else if let Some(r) = t.strip_prefix('=') {
+            (false, false, true, r)
+        } else if let Some(r) = t.strip_prefix('>') {
+            (false, true, false, r)
+        } else if let Some(r) = t.strip_prefix('<') {
+            (true, false, false, r)
+        } else if t == "true" || t == "false" {
+            return Err(bad(key, format!("operator `{t}` is not supported")));
+        } else {
+            (false, false, true, t)
+        };
+        let value = rest
+            .parse::<u64>()
+            .ok()
+            .or_else(|| name(rest))
+            .ok_or_else(|| bad(key, format!("`{t}` is not a comparison with a number")))?;
+        if value > max {
+            return Err(bad(key, format!("{value} is above {max}")));
+        }
+        Ok(NumTerm { lt, gt, eq, value })
+    })
+}
+
 fn parse_bits(
     key: &str,
     elems: &[String],
     bit: &dyn Fn(&str) -> Result<u8, FlowspecError>,
 ) -> Result<AnyOf<BitTerm>, FlowspecError> {
-    let mut any = Vec::new();
-    for e in elems {
-        let mut and = Vec::new();
-        for t in and_terms(e) {
-            let (not, all, rest) = if let Some(r) = t.strip_prefix("!=") {
-                (true, true, r)
-            } else if let Some(r) = t.strip_prefix('!') {
-                (true, false, r)
-            } else if let Some(r) = t.strip_prefix('=') {
-                (false, true, r)
-            } else {
-                (false, false, t)
+    parse_any_of(key, elems, |t| {
+        let (not, all, rest) = if let Some(r) = t.strip_prefix("!=") {
+            (true, true, r)
+        } else if let Some(r) = t.strip_prefix('!') {
+            (true, false, r)
+        } else if let Some(r) = t.strip_prefix('=') {
+            (false, true, r)
+        } else {
+            (false, false, t)
+        };
+        // `not-a-fragment` is ExaBGP's spelling of `!is-fragment`.
+        let (not, rest) = if rest == "not-a-fragment" {
+            (!not, "is-fragment")
+        } else {
+            (not, rest)
+        };
+        let mut mask = 0u8;
+        for name in rest.split('+').map(str::trim) {
+            mask |= match name.parse::<u8>() {
+                Ok(v) => v,
+                Err(_) => bit(name)?,
             };
-            // `not-a-fragment` is ExaBGP's spelling of `!is-fragment`.
-            let (not, rest) = if rest == "not-a-fragment" {
-                (!not, "is-fragment")
-            } else {
-                (not, rest)
-            };
-            let mut mask = 0u8;
-            for name in rest.split('+').map(str::trim) {
-                mask |= match name.parse::<u8>() {
-                    Ok(v) => v,
-                    Err(_) => bit(name)?,
-                };
-            }
-            if mask == 0 {
-                return Err(bad(key, format!("`{t}` names no flag")));
-            }
-            and.push(BitTerm { not, all, mask });
         }
-        if and.is_empty() {
-            return Err(bad(key, "empty value"));
+        if mask == 0 {
+            return Err(bad(key, format!("`{t}` names no flag")));
         }
-        any.push(and);
-    }
-    if any.is_empty() {
-        return Err(bad(key, "no value"));
-    }
-    Ok(AnyOf(any))
+        Ok(BitTerm { not, all, mask })
+    })
 }
 
 fn parse_prefix(key: &str, elems: &[String], v6: bool) -> Result<Prefix, FlowspecError> {
