@@ -173,15 +173,14 @@ fn segment(
     options: &[TcpOptionElement],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut t = t;
-    t.set_options(options).unwrap();
-    frame(
+    seg_between(
         shape,
         client(v6),
         dst,
         CLIENT_MAC,
         SERVER_MAC,
-        |s| s.tcp_header(t),
+        t,
+        options,
         payload,
     )
 }
