@@ -471,12 +471,7 @@ fn s5_whole_prefix_protected() {
     let d = t.scrubd(
         &t.config("[pipeline.syncookie]\nprotected = [\"10.77.0.0/24\"]\nmode = \"auth\"\n"),
     );
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
+    let c = get_index(&t);
     let st = d.stats();
     assert_eq!(
         (c.code, c.exit),
@@ -919,6 +914,16 @@ fn synflood_args<'a>(
     v
 }
 
+/// The client's GET of the server's index.html (at most 10 s).
+fn get_index(t: &Topology) -> Curl {
+    t.curl(
+        Host::Client,
+        &url(SERVER_IP, HTTP_PORT, "index.html"),
+        None,
+        &["--max-time", "10"],
+    )
+}
+
 /// The attacker's SYN flood at the server's HTTP port (10,000 SYNs at 10 kpps) and, once
 /// scrubd has answered 1000 of them, the client's GET of index.html: checks that the attacker
 /// sent all 10,000 and that the client got its page. Returns the client's curl, scrubd's
@@ -932,12 +937,7 @@ fn curl_during_syn_flood(t: &Topology, d: &Scrubd) -> (Curl, u64, u64) {
     d.wait_stats("the flood arriving", |st| {
         stage(st, "syncookie.syn_answered") >= 1000
     });
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
+    let c = get_index(t);
     let during = stage(&d.stats(), "syncookie.syn_answered");
     let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
     assert_eq!(sent, 10_000);
