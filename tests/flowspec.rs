@@ -22,6 +22,18 @@ const INTERVAL_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 300;
 const RATE: u64 = 20_000;
 
+/// The discard route the test announces and later withdraws (UDP to 10.0.0.1 port 53).
+const DNS_DISCARD: [&str; 8] = [
+    "destination",
+    "10.0.0.1/32",
+    "protocol",
+    "udp",
+    "destination-port",
+    "==53",
+    "then",
+    "discard",
+];
+
 /// Why the test cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
     for b in ["exabgp", "gobgpd", "gobgp"] {
@@ -156,6 +168,14 @@ neighbor 192.0.2.1 {{
             .expect("run gobgp");
         assert!(out.status.success(), "gobgp {args:?}: {}", show(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `gobgp global rib -a ipv4-flowspec VERB match RULE` (`verb` add or del): a FlowSpec
+    /// route announced or withdrawn by the operator's router.
+    fn flowspec(&self, verb: &str, rule: &[&str]) -> String {
+        let mut args = vec!["global", "rib", "-a", "ipv4-flowspec", verb, "match"];
+        args.extend_from_slice(rule);
+        self.gobgp(&args)
     }
 
     /// Whether gobgpd holds the protected prefix from ExaBGP.
@@ -325,37 +345,19 @@ fn flowspec_routes_from_a_bgp_peer_and_health_driven_announcement() {
 
     // FlowSpec in: two rules scrubd evaluates, two it must refuse.
     let t0 = Instant::now();
-    bgp.gobgp(&[
-        "global",
-        "rib",
-        "-a",
-        "ipv4-flowspec",
+    bgp.flowspec("add", &DNS_DISCARD);
+    bgp.flowspec(
         "add",
-        "match",
-        "destination",
-        "10.0.0.1/32",
-        "protocol",
-        "udp",
-        "destination-port",
-        "==53",
-        "then",
-        "discard",
-    ]);
-    bgp.gobgp(&[
-        "global",
-        "rib",
-        "-a",
-        "ipv4-flowspec",
-        "add",
-        "match",
-        "destination",
-        "10.0.0.2/32",
-        "packet-length",
-        ">500",
-        "then",
-        "rate-limit",
-        &RATE.to_string(),
-    ]);
+        &[
+            "destination",
+            "10.0.0.2/32",
+            "packet-length",
+            ">500",
+            "then",
+            "rate-limit",
+            &RATE.to_string(),
+        ],
+    );
     bgp.until("two rules active", limit, || {
         rules(&d)["rules"].as_array().is_some_and(|r| r.len() == 2)
     });
@@ -365,33 +367,21 @@ fn flowspec_routes_from_a_bgp_peer_and_health_driven_announcement() {
         "FlowSpec propagation: 2 routes from the first `gobgp ... add` to both active in scrubd: {:.0} ms",
         prop.as_secs_f64() * 1e3
     );
-    bgp.gobgp(&[
-        "global",
-        "rib",
-        "-a",
-        "ipv4-flowspec",
+    bgp.flowspec(
         "add",
-        "match",
-        "destination",
-        "10.0.0.8/32",
-        "dscp",
-        "==10",
-        "then",
-        "discard",
-    ]);
-    bgp.gobgp(&[
-        "global",
-        "rib",
-        "-a",
-        "ipv4-flowspec",
+        &[
+            "destination",
+            "10.0.0.8/32",
+            "dscp",
+            "==10",
+            "then",
+            "discard",
+        ],
+    );
+    bgp.flowspec(
         "add",
-        "match",
-        "destination",
-        "10.0.0.9/32",
-        "then",
-        "redirect",
-        "65000:1",
-    ]);
+        &["destination", "10.0.0.9/32", "then", "redirect", "65000:1"],
+    );
     bgp.until("two refusals", limit, || rules(&d)["refused"] == 2);
     let l = rules(&d);
     let active = l["rules"].as_array().unwrap();
@@ -453,22 +443,7 @@ fn flowspec_routes_from_a_bgp_peer_and_health_driven_announcement() {
 
     // Withdraw: the discard rule goes, its drops stop.
     let t0 = Instant::now();
-    bgp.gobgp(&[
-        "global",
-        "rib",
-        "-a",
-        "ipv4-flowspec",
-        "del",
-        "match",
-        "destination",
-        "10.0.0.1/32",
-        "protocol",
-        "udp",
-        "destination-port",
-        "==53",
-        "then",
-        "discard",
-    ]);
+    bgp.flowspec("del", &DNS_DISCARD);
     bgp.until("withdrawal applied", limit, || {
         rules(&d)["rules"].as_array().is_some_and(|r| r.len() == 1)
     });

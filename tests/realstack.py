@@ -146,14 +146,33 @@ def family(addr: str) -> int:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def cmd_tcp_serve(a):
-    """Send a.file to the first client that connects, then exit."""
+def accept_one(a):
+    """Listen on a.bind:a.port, say we are ready, and return the first connection."""
     ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
     ls.listen(1)
     ready()
     conn, _ = ls.accept()
+    return conn
+
+
+def read_to_eof(c):
+    """Read `c` until the peer closes; returns (bytes read, their sha256 hex), and closes it."""
+    h, n = hashlib.sha256(), 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    c.close()
+    return n, h.hexdigest()
+
+
+def cmd_tcp_serve(a):
+    """Send a.file to the first client that connects, then exit."""
+    conn = accept_one(a)
     with open(a.file, "rb") as f:
         data = f.read()
     conn.sendall(data)
@@ -167,35 +186,15 @@ def cmd_tcp_fetch(a):
     """Connect to a.host:a.port, read until EOF, report size, sha256 and seconds."""
     t0 = time.monotonic()
     c = socket.create_connection((a.host, a.port), timeout=a.timeout)
-    h, n = hashlib.sha256(), 0
-    while True:
-        b = c.recv(1 << 16)
-        if not b:
-            break
-        h.update(b)
-        n += len(b)
-    c.close()
-    print(json.dumps({"received": n, "sha256": h.hexdigest(), "secs": time.monotonic() - t0}),
+    n, digest = read_to_eof(c)
+    print(json.dumps({"received": n, "sha256": digest, "secs": time.monotonic() - t0}),
           flush=True)
 
 
 def cmd_tcp_sink(a):
     """Read everything the first client sends until EOF, then report size and sha256."""
-    ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((a.bind, a.port))
-    ls.listen(1)
-    ready()
-    conn, _ = ls.accept()
-    h, n = hashlib.sha256(), 0
-    while True:
-        b = conn.recv(1 << 16)
-        if not b:
-            break
-        h.update(b)
-        n += len(b)
-    conn.close()
-    print(json.dumps({"received": n, "sha256": h.hexdigest()}), flush=True)
+    n, digest = read_to_eof(accept_one(a))
+    print(json.dumps({"received": n, "sha256": digest}), flush=True)
 
 
 def cmd_tcp_push(a):

@@ -199,32 +199,7 @@ fn s1_plain_forwarding() {
     assert!(ping.contains("5 received"), "{ping}");
     let rtt = ping.lines().last().unwrap_or("").to_string();
 
-    let big = t.s.path("10mb.bin");
-    std::fs::write(&big, noise(10 << 20, 8)).expect("write 10 MB");
-    let want = sha256(&big);
-    let srv = t.serve(
-        Host::Server,
-        "tcp-serve",
-        &[
-            "tcp-serve",
-            "--port",
-            "5001",
-            "--file",
-            big.to_str().unwrap(),
-        ],
-    );
-    let got = t.tool(
-        Host::Client,
-        &["tcp-fetch", "--host", SERVER_IP, "--port", "5001"],
-        Duration::from_secs(120),
-    );
-    let sent = srv.finish(Duration::from_secs(30)).json();
-    assert_eq!(num(&got["received"]), 10 << 20, "{got}");
-    assert_eq!(
-        got["sha256"].as_str(),
-        Some(want.as_str()),
-        "client's sha256"
-    );
+    let (got, sent, want) = fetch_10mb(&t, "plain", 8, SERVER_IP);
     assert_eq!(
         sent["sha256"].as_str(),
         Some(want.as_str()),
@@ -353,55 +328,13 @@ fn s3_auth_under_syn_flood() {
     let Some(t) = Topology::new("flood") else {
         return;
     };
-    const SYNS: &str = "10000";
     let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"flood\n")]);
     let d = t.scrubd(&t.config(AUTH_SERVER));
     let srv = t.capture(Host::Server, "eth0", "in", "", "srv-in");
     let cli = t.capture(Host::Client, "eth0", "out", "", "cli-out");
     let into_box = t.capture(Host::Seg, "tobox", "out", "", "outside-rx");
 
-    let flood = t.spawn(
-        Host::Attacker,
-        "synflood",
-        &[
-            "python3",
-            TOOL,
-            "synflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            HTTP_PORT,
-            "--count",
-            SYNS,
-            "--pps",
-            "10000",
-        ],
-    );
-    d.wait_stats("the flood arriving", |st| {
-        stage(st, "syncookie.syn_answered") >= 1000
-    });
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
-    let during = stage(&d.stats(), "syncookie.syn_answered");
-    let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
-    assert_eq!(sent, 10_000);
-    assert_eq!(
-        (c.code, c.exit),
-        (200, 0),
-        "client connects during the flood: {c:?}"
-    );
+    let (c, during, sent) = curl_during_syn_flood(&t, &d);
 
     let (st, client_frames, client_syns) = d.settle("counters equal what was sent", |st| {
         let cf = cli.frames();
@@ -494,26 +427,7 @@ fn s4_protected_server_connects_out() {
     let before = num(&port(&d.stats(), "outside")["dropped"]);
     let refl = t.tool(
         Host::Attacker,
-        &[
-            "synflood",
-            "--synack",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            "44444",
-            "--count",
-            "1000",
-            "--pps",
-            "5000",
-        ],
+        &synflood_args(&["--synack"], "44444", "1000", "5000"),
         Duration::from_secs(60),
     );
     let sent = num(&refl["sent"]);
@@ -557,12 +471,7 @@ fn s5_whole_prefix_protected() {
     let d = t.scrubd(
         &t.config("[pipeline.syncookie]\nprotected = [\"10.77.0.0/24\"]\nmode = \"auth\"\n"),
     );
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
+    let c = get_index(&t);
     let st = d.stats();
     assert_eq!(
         (c.code, c.exit),
@@ -609,33 +518,11 @@ fn s6_udp_rate_limit() {
     let flood_src = "10.77.0.201";
     let other_src = "10.77.0.202";
     let sender = |name: &str, src: &str, count: &str, pps: &str| {
-        t.spawn(
-            Host::Attacker,
-            name,
-            &[
-                "python3",
-                TOOL,
-                "udpflood",
-                "--iface",
-                "eth0",
-                "--src-mac",
-                ATTACKER_MAC,
-                "--dst-mac",
-                SERVER_MAC,
-                "--src",
-                src,
-                "--dst",
-                SERVER_IP,
-                "--sport",
-                "123",
-                "--dport",
-                "9999",
-                "--count",
-                count,
-                "--pps",
-                pps,
-            ],
-        )
+        let args = [
+            "--src", src, "--dst", SERVER_IP, "--sport", "123", "--dport", "9999", "--count",
+            count, "--pps", pps,
+        ];
+        t.spawn_tool(Host::Attacker, name, &attack("udpflood", &args))
     };
     let flood = sender("flood", flood_src, "3000", "3000");
     let other = sender("other", other_src, "300", "200");
@@ -795,27 +682,23 @@ fn s8_stats_match_the_wire() {
     assert_eq!((c.code, c.exit), (200, 0), "{c:?}");
     let flood = t.tool(
         Host::Attacker,
-        &[
+        &attack(
             "udpflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src",
-            "10.77.0.201",
-            "--dst",
-            SERVER_IP,
-            "--sport",
-            "123",
-            "--dport",
-            "9999",
-            "--count",
-            "600",
-            "--pps",
-            "1000",
-        ],
+            &[
+                "--src",
+                "10.77.0.201",
+                "--dst",
+                SERVER_IP,
+                "--sport",
+                "123",
+                "--dport",
+                "9999",
+                "--count",
+                "600",
+                "--pps",
+                "1000",
+            ],
+        ),
         Duration::from_secs(60),
     );
     let sent = num(&flood["sent"]);
@@ -991,32 +874,115 @@ const AUTH_SAMPLES: usize = 3;
 const PROXY_SERVER: &str =
     "[pipeline.syncookie]\nprotected = [\"10.77.0.80/32\"]\nmode = \"proxy\"\n";
 
-/// 10 MiB from the server to the client and 10 MiB from the client to the server, each on a
-/// new connection through scrubd, both intact (sha256 at both ends); returns the seconds of
-/// each transfer.
-fn both_ways_10mb(t: &Topology, tag: &str) -> (f64, f64) {
-    let down = t.s.path(&format!("down-{tag}.bin"));
-    std::fs::write(&down, noise(10 << 20, 21)).expect("write 10 MB");
-    let want_down = sha256(&down);
-    let srv = t.serve(
-        Host::Server,
-        &format!("tcp-serve-{tag}"),
-        &[
-            "tcp-serve",
-            "--port",
-            "5001",
-            "--file",
-            down.to_str().unwrap(),
-        ],
+/// The test tool's arguments for an attack sent from the attacker's link to the server's MAC:
+/// `tool` (synflood, udpflood), then `args`.
+fn attack<'a>(tool: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        tool,
+        "--iface",
+        "eth0",
+        "--src-mac",
+        ATTACKER_MAC,
+        "--dst-mac",
+        SERVER_MAC,
+    ];
+    v.extend_from_slice(args);
+    v
+}
+
+/// The attacker's spoofed-source TCP flood (sources from 198.18.0.0) at the server: `flags`
+/// (e.g. `--synack`), then `count` segments to `dport` at `pps`.
+fn synflood_args<'a>(
+    flags: &[&'a str],
+    dport: &'a str,
+    count: &'a str,
+    pps: &'a str,
+) -> Vec<&'a str> {
+    let mut v = attack("synflood", flags);
+    v.extend([
+        "--src-net",
+        "198.18.0.0",
+        "--dst",
+        SERVER_IP,
+        "--dport",
+        dport,
+        "--count",
+        count,
+        "--pps",
+        pps,
+    ]);
+    v
+}
+
+/// The client's GET of the server's index.html (at most 10 s).
+fn get_index(t: &Topology) -> Curl {
+    t.curl(
+        Host::Client,
+        &url(SERVER_IP, HTTP_PORT, "index.html"),
+        None,
+        &["--max-time", "10"],
+    )
+}
+
+/// The attacker's SYN flood at the server's HTTP port (10,000 SYNs at 10 kpps) and, once
+/// scrubd has answered 1000 of them, the client's GET of index.html: checks that the attacker
+/// sent all 10,000 and that the client got its page. Returns the client's curl, scrubd's
+/// `syncookie.syn_answered` just after it, and the count the attacker sent.
+fn curl_during_syn_flood(t: &Topology, d: &Scrubd) -> (Curl, u64, u64) {
+    let flood = t.spawn_tool(
+        Host::Attacker,
+        "synflood",
+        &synflood_args(&[], HTTP_PORT, "10000", "10000"),
     );
+    d.wait_stats("the flood arriving", |st| {
+        stage(st, "syncookie.syn_answered") >= 1000
+    });
+    let c = get_index(t);
+    let during = stage(&d.stats(), "syncookie.syn_answered");
+    let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
+    assert_eq!(sent, 10_000);
+    assert_eq!(
+        (c.code, c.exit),
+        (200, 0),
+        "client connects during the flood: {c:?}"
+    );
+    (c, during, sent)
+}
+
+/// A new 10 MiB file (noise from `seed`) served by the server on port 5001 (on every address
+/// when `host` is IPv6) and fetched by the client from `host` on a new connection: checks that
+/// the client got all of it, intact, and returns the client's and the server's reports and
+/// the file's sha256.
+fn fetch_10mb(t: &Topology, tag: &str, seed: u64, host: &str) -> (Value, Value, String) {
+    let down = t.s.path(&format!("down-{tag}.bin"));
+    std::fs::write(&down, noise(10 << 20, seed)).expect("write 10 MB");
+    let want = sha256(&down);
+    let mut serve = vec!["tcp-serve"];
+    if host.contains(':') {
+        serve.extend(["--bind", "::"]);
+    }
+    serve.extend(["--port", "5001", "--file", down.to_str().unwrap()]);
+    let srv = t.serve(Host::Server, &format!("tcp-serve-{tag}"), &serve);
     let got = t.tool(
         Host::Client,
-        &["tcp-fetch", "--host", SERVER_IP, "--port", "5001"],
+        &["tcp-fetch", "--host", host, "--port", "5001"],
         Duration::from_secs(120),
     );
     let sent = srv.finish(Duration::from_secs(30)).json();
     assert_eq!(num(&got["received"]), 10 << 20, "download {tag}: {got}");
-    assert_eq!(got["sha256"].as_str(), Some(want_down.as_str()), "{tag}");
+    assert_eq!(
+        got["sha256"].as_str(),
+        Some(want.as_str()),
+        "client's sha256, {tag}"
+    );
+    (got, sent, want)
+}
+
+/// 10 MiB from the server to the client and 10 MiB from the client to the server, each on a
+/// new connection through scrubd, both intact (sha256 at both ends); returns the seconds of
+/// each transfer.
+fn both_ways_10mb(t: &Topology, tag: &str) -> (f64, f64) {
+    let (got, sent, want_down) = fetch_10mb(t, tag, 21, SERVER_IP);
     assert_eq!(sent["sha256"].as_str(), Some(want_down.as_str()), "{tag}");
 
     let up = t.s.path(&format!("up-{tag}.bin"));
@@ -1240,47 +1206,7 @@ fn s11_proxy_under_syn_flood() {
     let _http = http_server(&t, Host::Server, HTTP_PORT, &[("index.html", b"flood\n")]);
     let d = t.scrubd(&t.config(PROXY_SERVER));
     let srv = t.capture(Host::Server, "eth0", "in", "", "srv-in");
-    let flood = t.spawn(
-        Host::Attacker,
-        "synflood",
-        &[
-            "python3",
-            TOOL,
-            "synflood",
-            "--iface",
-            "eth0",
-            "--src-mac",
-            ATTACKER_MAC,
-            "--dst-mac",
-            SERVER_MAC,
-            "--src-net",
-            "198.18.0.0",
-            "--dst",
-            SERVER_IP,
-            "--dport",
-            HTTP_PORT,
-            "--count",
-            "10000",
-            "--pps",
-            "10000",
-        ],
-    );
-    d.wait_stats("the flood arriving", |st| {
-        stage(st, "syncookie.syn_answered") >= 1000
-    });
-    let c = t.curl(
-        Host::Client,
-        &url(SERVER_IP, HTTP_PORT, "index.html"),
-        None,
-        &["--max-time", "10"],
-    );
-    let sent = num(&flood.finish(Duration::from_secs(60)).json()["sent"]);
-    assert_eq!(sent, 10_000);
-    assert_eq!(
-        (c.code, c.exit),
-        (200, 0),
-        "client connects during the flood: {c:?}"
-    );
+    let (c, _, sent) = curl_during_syn_flood(&t, &d);
     let st = d.settle("every SYN answered, the table drained", |st| {
         let answered = stage(st, "syncookie.syn_answered");
         let (opened, active) = (
@@ -1414,30 +1340,7 @@ fn s12_proxy_ipv6() {
     let client6: std::net::Ipv6Addr = CLIENT_IP6.parse().expect("v6");
     assert!(sf.iter().all(|f| f.0 == client6), "{sf:?}");
 
-    let big = t.s.path("down6.bin");
-    std::fs::write(&big, noise(10 << 20, 23)).expect("write 10 MB");
-    let want = sha256(&big);
-    let up = t.serve(
-        Host::Server,
-        "tcp-serve6",
-        &[
-            "tcp-serve",
-            "--bind",
-            "::",
-            "--port",
-            "5001",
-            "--file",
-            big.to_str().unwrap(),
-        ],
-    );
-    let got = t.tool(
-        Host::Client,
-        &["tcp-fetch", "--host", SERVER_IP6, "--port", "5001"],
-        Duration::from_secs(120),
-    );
-    up.finish(Duration::from_secs(30));
-    assert_eq!(num(&got["received"]), 10 << 20, "{got}");
-    assert_eq!(got["sha256"].as_str(), Some(want.as_str()));
+    let (got, _, _) = fetch_10mb(&t, "v6", 23, SERVER_IP6);
     let st = proxy_drained(&d, 2);
     assert_stats_conserved(&st);
     d.shutdown(&t.s);

@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 /// Builds the generator (a binary of the perf package, which `cargo test` of this package does
 /// not build) with the cargo and profile that built scrubd, and returns its path.
@@ -39,40 +39,48 @@ fn scrubgen() -> PathBuf {
     profile_dir.join("scrubgen")
 }
 
-#[test]
-fn harness_ground_truth_is_exact_at_a_small_rate() {
-    let _serial = common::lock();
+/// Runs `scrubgen bench` for one second, once, on one worker, on `profile` (in perf/profiles)
+/// with `args`, against the scrubd this test built, into a fresh directory named for `tag`;
+/// returns its exit status, its stderr, its report (scrubgen.json; a missing or broken one
+/// fails the test with what the bench said) and the directory, which the caller removes.
+fn bench(
+    tag: &str,
+    profile: &str,
+    args: &[&str],
+) -> (ExitStatus, String, serde_json::Value, PathBuf) {
     let gen = scrubgen();
-    let out = std::env::temp_dir().join(format!("scrubgen-test-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!("scrubgen-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let run = Command::new(&gen)
         .arg("bench")
         .arg("--profiles")
-        .arg(root.join("perf/profiles/exact.toml"))
-        .args([
-            "--rate",
-            "20000",
-            "--seconds",
-            "1",
-            "--repeat",
-            "1",
-            "--workers",
-            "1",
-        ])
+        .arg(root.join("perf/profiles").join(profile))
+        .args(["--seconds", "1", "--repeat", "1", "--workers", "1"])
+        .args(args)
         .arg("--scrubd")
         .arg(env!("CARGO_BIN_EXE_scrubd"))
         .arg("--out")
         .arg(&out)
-        .arg("--expect-exact")
         .output()
         .expect("run scrubgen bench");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    let report: serde_json::Value = serde_json::from_str(
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    let report = serde_json::from_str(
         &std::fs::read_to_string(out.join("scrubgen.json"))
             .unwrap_or_else(|e| panic!("no report ({e}); scrubgen bench said:\n{stderr}")),
     )
     .expect("report is JSON");
+    (run.status, stderr, report, out)
+}
+
+#[test]
+fn harness_ground_truth_is_exact_at_a_small_rate() {
+    let _serial = common::lock();
+    let (status, stderr, report, out) = bench(
+        "exact",
+        "exact.toml",
+        &["--rate", "20000", "--expect-exact"],
+    );
     for f in [
         "scrubgen.md",
         "scrubgen-mpps.svg",
@@ -145,7 +153,7 @@ fn harness_ground_truth_is_exact_at_a_small_rate() {
     );
     assert_eq!(d["agrees_with_generator"], true, "{d}");
     assert!(
-        run.status.success(),
+        status.success(),
         "--expect-exact failed although the checks above passed: {stderr}"
     );
 
@@ -180,33 +188,8 @@ fn harness_ground_truth_is_exact_at_a_small_rate() {
 #[test]
 fn every_syn_ack_built_is_sent_or_counted_as_refused() {
     let _serial = common::lock();
-    let gen = scrubgen();
-    let out = std::env::temp_dir().join(format!("scrubgen-test-flat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let run = Command::new(&gen)
-        .arg("bench")
-        .arg("--profiles")
-        .arg(root.join("perf/profiles/syn-flood.toml"))
-        .args([
-            "--seconds",
-            "1",
-            "--repeat",
-            "1",
-            "--workers",
-            "1",
-            "--no-baseline",
-        ])
-        .arg("--scrubd")
-        .arg(env!("CARGO_BIN_EXE_scrubd"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run scrubgen bench");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("scrubgen.json")).unwrap()).unwrap();
+    let (status, stderr, report, out) = bench("flat", "syn-flood.toml", &["--no-baseline"]);
+    assert!(status.success(), "{stderr}");
     let d = &report["runs"][0]["scrubd"];
     let n = |k: &str| d[k].as_u64().unwrap_or_else(|| panic!("{k} in {d}"));
     assert!(n("syn_answered") > 0, "{d}");

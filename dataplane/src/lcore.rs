@@ -45,7 +45,19 @@ extern "C" fn trampoline<T>(arg: *mut c_void) -> i32 {
 pub fn run_on_lcores<'s, T: Send + 's>(
     eal: &Eal,
     jobs: Vec<LcoreJob<'s, T>>,
+    monitor: impl FnMut() -> bool,
+) -> Result<Vec<T>, DpdkError> {
+    run_then_stop(eal, jobs, monitor, || {})
+}
+
+/// [`run_on_lcores`] with `stop` called on the main lcore before the jobs are waited for:
+/// after `monitor` returned false, or at once when a launch failed (so that the jobs already
+/// launched end). scrubd's workers end by the stop flag [`crate::run_workers`] raises there.
+pub(crate) fn run_then_stop<'s, T: Send + 's>(
+    eal: &Eal,
+    jobs: Vec<LcoreJob<'s, T>>,
     mut monitor: impl FnMut() -> bool,
+    stop: impl FnOnce(),
 ) -> Result<Vec<T>, DpdkError> {
     let mut launched: Vec<(u32, Slot<T>)> = Vec::new();
     let mut err = None;
@@ -78,6 +90,7 @@ pub fn run_on_lcores<'s, T: Send + 's>(
     if err.is_none() {
         while monitor() {}
     }
+    stop();
     let mut out = Vec::with_capacity(launched.len());
     for (lcore, result) in launched {
         // SAFETY: lcore was launched above; waiting has no other precondition.

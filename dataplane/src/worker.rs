@@ -3,13 +3,12 @@
 use crate::channel::{ToCtl, Update, WorkerEnd};
 use crate::eal::{rdtsc, Eal};
 use crate::error::DpdkError;
+use crate::lcore::LcoreJob;
 use dpdk_sys::rte_mbuf;
 use pipeline::counters::{REPLY_FAILED_SLOT, REPLY_TX_FULL_SLOT, TX_FULL_SLOT};
 use pipeline::{Direction, EmitOut, Meta, Pipeline, Verdict, VerdictCounters};
-use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Largest burst a worker will request; the configured burst must not exceed it.
 pub const MAX_BURST: usize = 256;
@@ -90,95 +89,34 @@ impl Control {
     }
 }
 
-/// Where a worker leaves its report (or its panic message) for the main lcore.
-type ResultSlot = Arc<Mutex<Option<Result<WorkerReport, String>>>>;
-
-struct Job {
-    run: Box<dyn FnOnce() -> WorkerReport + Send>,
-    result: ResultSlot,
-}
-
-extern "C" fn trampoline(arg: *mut c_void) -> i32 {
-    // SAFETY: arg is the Box<Job> leaked by `run_workers` for exactly this launch; it is taken
-    // back here once.
-    let job = unsafe { Box::from_raw(arg as *mut Job) };
-    let Job { run, result } = *job;
-    // A panic must not unwind across the extern "C" boundary (that aborts the process); it is
-    // caught and reported as the worker's result instead.
-    let r = catch_unwind(AssertUnwindSafe(run)).map_err(|e| {
-        e.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| e.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into())
-    });
-    if let Ok(mut slot) = result.lock() {
-        *slot = Some(r);
-    }
-    0
-}
-
 /// Launch every plan on its lcore, call `monitor` on the main lcore until it returns false,
-/// then raise the stop flag and wait for all workers. Ports must stay started for the whole
-/// call, which the borrow of `eal` and the caller's ownership of the ports guarantee.
+/// then raise the stop flag and wait for all workers (also when a launch failed, so that the
+/// workers already running stop). Ports must stay started for the whole call, which the borrow
+/// of `eal` and the caller's ownership of the ports guarantee. The launching, waiting and
+/// panic catching are [`crate::lcore`]'s.
 pub fn run_workers(
     eal: &Eal,
     plans: Vec<WorkerPlan>,
     control: &Arc<Control>,
     mut monitor: impl FnMut(&Control) -> bool,
 ) -> Result<Vec<WorkerReport>, DpdkError> {
-    let mut launched: Vec<(u32, ResultSlot)> = Vec::new();
-    let mut launch_err = None;
-    for (idx, plan) in plans.into_iter().enumerate() {
-        let lcore = plan.lcore;
-        if lcore == eal.main_lcore() || !eal.lcore_enabled(lcore) {
-            launch_err = Some(DpdkError::LcoreNotEnabled(lcore));
-            break;
-        }
-        let ctl = Arc::clone(control);
-        let result = Arc::new(Mutex::new(None));
-        let job = Box::new(Job {
-            run: Box::new(move || worker_loop(plan, &ctl, idx)),
-            result: Arc::clone(&result),
-        });
-        let arg = Box::into_raw(job) as *mut c_void;
-        // SAFETY: trampoline matches lcore_function_t; arg is a leaked Box<Job> that the
-        // trampoline reclaims; lcore is an enabled worker lcore.
-        let rc = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline), arg, lcore) };
-        if rc != 0 {
-            // SAFETY: the launch failed, so the trampoline never ran and arg is still ours.
-            drop(unsafe { Box::from_raw(arg as *mut Job) });
-            launch_err = Some(DpdkError::Launch {
-                lcore,
-                msg: crate::error::strerror(rc),
-            });
-            break;
-        }
-        launched.push((lcore, result));
-    }
-    if launch_err.is_none() {
-        while monitor(control) {}
-    }
-    control.stop.store(true, Ordering::SeqCst);
-    let mut reports = Vec::new();
-    let mut first_err = launch_err;
-    for (lcore, result) in launched {
-        // SAFETY: lcore was launched above; waiting on it has no other precondition.
-        unsafe { dpdk_sys::rte_eal_wait_lcore(lcore) };
-        let r = result.lock().ok().and_then(|mut s| s.take());
-        match r {
-            Some(Ok(rep)) => reports.push(rep),
-            Some(Err(msg)) => {
-                first_err.get_or_insert(DpdkError::WorkerPanicked(lcore, msg));
-            }
-            None => {
-                first_err.get_or_insert(DpdkError::WorkerPanicked(lcore, "no result".into()));
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(reports),
-    }
+    let jobs: Vec<LcoreJob<'_, WorkerReport>> = plans
+        .into_iter()
+        .enumerate()
+        .map(|(idx, plan)| {
+            let ctl = Arc::clone(control);
+            let lcore = plan.lcore;
+            let run: Box<dyn FnOnce() -> WorkerReport + Send> =
+                Box::new(move || worker_loop(plan, &ctl, idx));
+            (lcore, run)
+        })
+        .collect();
+    crate::lcore::run_then_stop(
+        eal,
+        jobs,
+        || monitor(control),
+        || control.stop.store(true, Ordering::SeqCst),
+    )
 }
 
 /// Copies a frame a stage emitted (see [`pipeline::emit`]) into a fresh mbuf from `like`'s

@@ -285,8 +285,14 @@ impl Topology {
     /// Run `python3 tests/realstack.py args...` in `h` to completion (bounded); returns the JSON
     /// object it printed last.
     pub fn tool(&self, h: Host, args: &[&str], limit: Duration) -> Value {
-        let bg = self.spawn(h, args[0], &tool_argv(args));
+        let bg = self.spawn_tool(h, args[0], args);
         bg.finish(limit).json()
+    }
+
+    /// Start `python3 tests/realstack.py args...` in `h` in the background, its output in files
+    /// named `name`.
+    pub fn spawn_tool(&self, h: Host, name: &str, args: &[&str]) -> Bg {
+        self.spawn(h, name, &tool_argv(args))
     }
 
     /// Start `argv` in `h` in the background, stdout and stderr into files of the scenario dir.

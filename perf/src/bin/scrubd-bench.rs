@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use perf::benchutil::{allowed_cpus, machine, median, mem_args, xml_escape, Machine, COLORS};
+use perf::benchutil::{
+    allowed_cpus, machine, median, mem_args, round_axis, scrubd_config, xml_escape, Machine,
+    PlotArea, ScrubdConfig, COLORS,
+};
 use perf::pipebench::{self, Mix, Stage};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -391,60 +394,23 @@ fn scrubd(
     pipeline: &str,
     dir: &Path,
 ) -> Result<ScrubdRun, String> {
-    let memory = if a.memory == "in-memory" {
-        "memory = \"in-memory\"".to_string()
-    } else {
-        format!("memory = \"no-huge\"\nmemory_mb = {}", memory_mb(mbufs))
-    };
-    let extra: Vec<String> = a.eal_args.iter().map(|s| format!("{s:?}")).collect();
-    let workers: Vec<String> = l.workers.iter().map(u32::to_string).collect();
+    let workers: Vec<usize> = l.workers.iter().map(|&w| w as usize).collect();
     let summary = dir.join("summary.json");
-    let cfg = format!(
-        r#"[eal]
-lcores = "{lcores}"
-{memory}
-file_prefix = "scrubd-bench-{pid}-s"
-extra_args = [{extra}]
-
-[dataplane]
-workers = [{workers}]
-burst = 32
-rx_desc = 1024
-tx_desc = 1024
-mempool_mbufs = {mbufs}
-mempool_cache = 256
-
-[[port]]
-name = "outside"
-vdev = "{outside}"
-
-[[port]]
-name = "inside"
-vdev = "net_null0,no-rx=1"
-
-[[pair]]
-outside = "outside"
-inside = "inside"
-
-[run]
-duration_s = {secs}
-summary_json = "{summary}"
-
-[control]
-socket = "{socket}"
-pdump = false
-
-{pipeline}
-"#,
-        lcores = l.lcores,
-        pid = std::process::id(),
-        extra = extra.join(", "),
-        workers = workers.join(", "),
-        outside = outside_vdev(&t.pcap, l.workers.len()),
-        secs = a.seconds,
-        summary = summary.display(),
-        socket = dir.join("ctl.sock").display(),
-    );
+    let cfg = scrubd_config(&ScrubdConfig {
+        lcores: &l.lcores,
+        memory: &a.memory,
+        memory_mb: memory_mb(mbufs),
+        file_prefix: &format!("scrubd-bench-{}-s", std::process::id()),
+        extra_args: Some(&a.eal_args),
+        workers: &workers,
+        mbufs,
+        outside: &outside_vdev(&t.pcap, l.workers.len()),
+        inside: "net_null0,no-rx=1",
+        duration_s: Some(a.seconds),
+        summary: &summary,
+        socket: &dir.join("ctl.sock"),
+        pipeline,
+    });
     let cfg_path = dir.join("bench.toml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&summary);
@@ -520,9 +486,8 @@ struct Report {
 /// Mpps per worker count: per policy, scrubd solid with circles, testpmd dashed with squares.
 /// Written by hand: a few dozen elements do not justify a plotting crate.
 fn svg(report: &Report) -> String {
-    let (w, h) = (760.0, 460.0);
-    let (left, right, top, bottom) = (70.0, 200.0, 40.0, 60.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
+    let area = PlotArea::new(760.0, 460.0, (70.0, 200.0, 40.0, 60.0));
+    let (w, left, top, pw, ph) = (area.w, area.left, area.top, area.pw, area.ph);
     let max_workers = report.rows.iter().map(|r| r.workers).max().unwrap_or(1);
     let x_max = if max_workers <= 1 {
         2.0
@@ -534,23 +499,11 @@ fn svg(report: &Report) -> String {
         .iter()
         .flat_map(|r| [r.testpmd_mpps_median, r.scrubd_mpps_median])
         .fold(0.0f64, f64::max);
-    // A round axis top: 1, 2 or 5 times a power of ten, above the largest value.
-    let mut step = 10f64.powf((y_top.max(0.1) / 5.0).log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if y_top.max(0.1) / (step * m) <= 5.0 {
-            step *= m;
-            break;
-        }
-    }
-    let y_max = (y_top.max(0.1) / step).ceil() * step;
+    let (step, y_max) = round_axis(y_top.max(0.1));
     let x = |v: f64| left + v / x_max * pw;
     let y = |v: f64| top + ph - v / y_max * ph;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    area.open(&mut s);
     let shared = report.rows.iter().any(|r| r.cpus_shared);
     let title = format!(
         "scrubd vs dpdk-testpmd io, Mpps per worker count ({}{})",
@@ -569,44 +522,19 @@ fn svg(report: &Report) -> String {
     // Grid and y labels.
     let mut v = 0.0;
     while v <= y_max + step / 2.0 {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{yy:.1}" x2="{x2}" y2="{yy:.1}" stroke="#ddd"/><text x="{lx}" y="{ty:.1}" text-anchor="end">{v}</text>"##,
-            yy = y(v),
-            x2 = left + pw,
-            lx = left - 6.0,
-            ty = y(v) + 4.0
-        );
+        area.y_grid(&mut s, y(v), v);
         v += step;
     }
     let mut counts: Vec<usize> = report.rows.iter().map(|r| r.workers).collect();
     counts.sort_unstable();
     counts.dedup();
     for c in &counts {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{y1}" stroke="#333"/><text x="{xx:.1}" y="{ty}" text-anchor="middle">{c}</text>"##,
-            xx = x(*c as f64),
-            y0 = top + ph,
-            y1 = top + ph + 5.0,
-            ty = top + ph + 18.0
-        );
+        area.x_tick(&mut s, x(*c as f64), c);
     }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">workers (one RX/TX queue each on both ports)</text>"#,
-        left + pw / 2.0,
-        h - 18.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">Mpps (median)</text>"#,
-        top + ph / 2.0,
-        top + ph / 2.0
+    area.frame(
+        &mut s,
+        "workers (one RX/TX queue each on both ports)",
+        "Mpps (median)",
     );
     let mut policies: Vec<Policy> = Vec::new();
     for r in &report.rows {

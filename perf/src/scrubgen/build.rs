@@ -97,22 +97,9 @@ pub struct Gen<'a> {
 
 impl<'a> Gen<'a> {
     pub fn new(profile: &'a Profile, worker: u8, seed: u64) -> Gen<'a> {
-        let w = profile.weights;
         let mut cum = [0u64; 8];
         let mut acc = 0u64;
-        for (i, v) in [
-            w.legit_tcp,
-            w.syn_flood,
-            w.ack_flood,
-            w.udp_reflection,
-            w.icmp_flood,
-            w.signature_hit,
-            w.signature_miss,
-            w.replay,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, v) in profile.weights.in_order().into_iter().enumerate() {
             acc += u64::from(v);
             cum[i] = acc;
         }

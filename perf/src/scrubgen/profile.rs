@@ -91,6 +91,23 @@ pub struct Weights {
     pub replay: u32,
 }
 
+impl Weights {
+    /// The weights in the order of the generator's draw ([`super::build::Gen::next`]): legit
+    /// TCP, SYN flood, ACK flood, UDP reflection, ICMP flood, signature hit and miss, replay.
+    pub fn in_order(&self) -> [u32; 8] {
+        [
+            self.legit_tcp,
+            self.syn_flood,
+            self.ack_flood,
+            self.udp_reflection,
+            self.icmp_flood,
+            self.signature_hit,
+            self.signature_miss,
+            self.replay,
+        ]
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReplay {
@@ -177,19 +194,7 @@ impl Profile {
             ));
         }
         let w = raw.weights;
-        let total = [
-            w.legit_tcp,
-            w.syn_flood,
-            w.ack_flood,
-            w.udp_reflection,
-            w.icmp_flood,
-            w.signature_hit,
-            w.signature_miss,
-            w.replay,
-        ]
-        .iter()
-        .map(|&v| u64::from(v))
-        .sum::<u64>();
+        let total = w.in_order().iter().map(|&v| u64::from(v)).sum::<u64>();
         if total == 0 {
             return Err(invalid(
                 "weights",

@@ -243,45 +243,16 @@ fn and_terms(elem: &str) -> impl Iterator<Item = &str> {
     elem.split('&').map(str::trim).filter(|t| !t.is_empty())
 }
 
-fn parse_numeric(
+/// A component's values, numeric or bitmask alike: each element an AND of `&`-joined terms,
+/// each read by `term`; the first bad term is the error, and so is an empty element or list.
+fn parse_any_of<T>(
     key: &str,
     elems: &[String],
-    max: u64,
-    name: fn(&str) -> Option<u64>,
-) -> Result<AnyOf<NumTerm>, FlowspecError> {
+    mut term: impl FnMut(&str) -> Result<T, FlowspecError>,
+) -> Result<AnyOf<T>, FlowspecError> {
     let mut any = Vec::new();
     for e in elems {
-        let mut and = Vec::new();
-        for t in and_terms(e) {
-            let (lt, gt, eq, rest) = if let Some(r) = t.strip_prefix(">=") {
-                (false, true, true, r)
-            } else if let Some(r) = t.strip_prefix("<=") {
-                (true, false, true, r)
-            } else if let Some(r) = t.strip_prefix("!=") {
-                (true, true, false, r)
-            } else if let Some(r) = t.strip_prefix("==") {
-                (false, false, true, r)
-            } else if let Some(r) = t.strip_prefix('=') {
-                (false, false, true, r)
-            } else if let Some(r) = t.strip_prefix('>') {
-                (false, true, false, r)
-            } else if let Some(r) = t.strip_prefix('<') {
-                (true, false, false, r)
-            } else if t == "true" || t == "false" {
-                return Err(bad(key, format!("operator `{t}` is not supported")));
-            } else {
-                (false, false, true, t)
-            };
-            let value = rest
-                .parse::<u64>()
-                .ok()
-                .or_else(|| name(rest))
-                .ok_or_else(|| bad(key, format!("`{t}` is not a comparison with a number")))?;
-            if value > max {
-                return Err(bad(key, format!("{value} is above {max}")));
-            }
-            and.push(NumTerm { lt, gt, eq, value });
-        }
+        let and = and_terms(e).map(&mut term).collect::<Result<Vec<T>, _>>()?;
         if and.is_empty() {
             return Err(bad(key, "empty value"));
         }
@@ -293,51 +264,77 @@ fn parse_numeric(
     Ok(AnyOf(any))
 }
 
+fn parse_numeric(
+    key: &str,
+    elems: &[String],
+    max: u64,
+    name: fn(&str) -> Option<u64>,
+) -> Result<AnyOf<NumTerm>, FlowspecError> {
+    parse_any_of(key, elems, |t| {
+        let (lt, gt, eq, rest) = if let Some(r) = t.strip_prefix(">=") {
+            (false, true, true, r)
+        } else if let Some(r) = t.strip_prefix("<=") {
+            (true, false, true, r)
+        } else if let Some(r) = t.strip_prefix("!=") {
+            (true, true, false, r)
+        } else if let Some(r) = t.strip_prefix("==") {
+            (false, false, true, r)
+        } else if let Some(r) = t.strip_prefix('=') {
+            (false, false, true, r)
+        } else if let Some(r) = t.strip_prefix('>') {
+            (false, true, false, r)
+        } else if let Some(r) = t.strip_prefix('<') {
+            (true, false, false, r)
+        } else if t == "true" || t == "false" {
+            return Err(bad(key, format!("operator `{t}` is not supported")));
+        } else {
+            (false, false, true, t)
+        };
+        let value = rest
+            .parse::<u64>()
+            .ok()
+            .or_else(|| name(rest))
+            .ok_or_else(|| bad(key, format!("`{t}` is not a comparison with a number")))?;
+        if value > max {
+            return Err(bad(key, format!("{value} is above {max}")));
+        }
+        Ok(NumTerm { lt, gt, eq, value })
+    })
+}
+
 fn parse_bits(
     key: &str,
     elems: &[String],
     bit: &dyn Fn(&str) -> Result<u8, FlowspecError>,
 ) -> Result<AnyOf<BitTerm>, FlowspecError> {
-    let mut any = Vec::new();
-    for e in elems {
-        let mut and = Vec::new();
-        for t in and_terms(e) {
-            let (not, all, rest) = if let Some(r) = t.strip_prefix("!=") {
-                (true, true, r)
-            } else if let Some(r) = t.strip_prefix('!') {
-                (true, false, r)
-            } else if let Some(r) = t.strip_prefix('=') {
-                (false, true, r)
-            } else {
-                (false, false, t)
+    parse_any_of(key, elems, |t| {
+        let (not, all, rest) = if let Some(r) = t.strip_prefix("!=") {
+            (true, true, r)
+        } else if let Some(r) = t.strip_prefix('!') {
+            (true, false, r)
+        } else if let Some(r) = t.strip_prefix('=') {
+            (false, true, r)
+        } else {
+            (false, false, t)
+        };
+        // `not-a-fragment` is ExaBGP's spelling of `!is-fragment`.
+        let (not, rest) = if rest == "not-a-fragment" {
+            (!not, "is-fragment")
+        } else {
+            (not, rest)
+        };
+        let mut mask = 0u8;
+        for name in rest.split('+').map(str::trim) {
+            mask |= match name.parse::<u8>() {
+                Ok(v) => v,
+                Err(_) => bit(name)?,
             };
-            // `not-a-fragment` is ExaBGP's spelling of `!is-fragment`.
-            let (not, rest) = if rest == "not-a-fragment" {
-                (!not, "is-fragment")
-            } else {
-                (not, rest)
-            };
-            let mut mask = 0u8;
-            for name in rest.split('+').map(str::trim) {
-                mask |= match name.parse::<u8>() {
-                    Ok(v) => v,
-                    Err(_) => bit(name)?,
-                };
-            }
-            if mask == 0 {
-                return Err(bad(key, format!("`{t}` names no flag")));
-            }
-            and.push(BitTerm { not, all, mask });
         }
-        if and.is_empty() {
-            return Err(bad(key, "empty value"));
+        if mask == 0 {
+            return Err(bad(key, format!("`{t}` names no flag")));
         }
-        any.push(and);
-    }
-    if any.is_empty() {
-        return Err(bad(key, "no value"));
-    }
-    Ok(AnyOf(any))
+        Ok(BitTerm { not, all, mask })
+    })
 }
 
 fn parse_prefix(key: &str, elems: &[String], v6: bool) -> Result<Prefix, FlowspecError> {
@@ -719,21 +716,27 @@ mod tests {
     }
 
     const DROP: StageResult = StageResult::Done(Verdict::Drop(DropReason::FlowspecDiscard));
+    const PASS: StageResult = StageResult::Continue;
+
+    /// A rule from its components (as ExaBGP names them) that must parse.
+    fn rule(list: &[(&str, &[&str])], action: FlowAction) -> FlowRule {
+        FlowRule::parse(&comps(list), action).unwrap()
+    }
+
+    /// A stage with one discard rule of these components.
+    fn discard_stage(list: &[(&str, &[&str])]) -> FlowspecStage {
+        stage(vec![rule(list, FlowAction::Discard)])
+    }
 
     #[test]
     fn discard_matches_every_component() {
-        let r = FlowRule::parse(
-            &comps(&[
-                ("destination-ipv4", &["10.0.0.0/24"]),
-                ("source-ipv4", &["198.51.100.0/24"]),
-                ("protocol", &["=udp"]),
-                ("destination-port", &["=53", ">=1000&<=1010"]),
-                ("packet-length", &[">100"]),
-            ]),
-            FlowAction::Discard,
-        )
-        .unwrap();
-        let mut s = stage(vec![r]);
+        let mut s = discard_stage(&[
+            ("destination-ipv4", &["10.0.0.0/24"]),
+            ("source-ipv4", &["198.51.100.0/24"]),
+            ("protocol", &["=udp"]),
+            ("destination-port", &["=53", ">=1000&<=1010"]),
+            ("packet-length", &[">100"]),
+        ]);
         let src = [198, 51, 100, 7];
         assert_eq!(judge(&mut s, &udp(src, [10, 0, 0, 1], 9, 53, 200), 0), DROP);
         assert_eq!(
@@ -747,7 +750,7 @@ mod tests {
             udp(src, [10, 0, 0, 1], 9, 53, 10),
             tcp([10, 0, 0, 1], 53, true, false),
         ] {
-            assert_eq!(judge(&mut s, &miss, 0), StageResult::Continue);
+            assert_eq!(judge(&mut s, &miss, 0), PASS);
         }
         assert_eq!(s.counters.discarded, 2);
         assert_eq!(s.counters.no_match, 5);
@@ -755,42 +758,32 @@ mod tests {
 
     #[test]
     fn tcp_flags_match_and_not() {
-        let syn_only = FlowRule::parse(
-            &comps(&[
-                ("destination-ipv4", &["10.0.0.5/32"]),
-                ("tcp-flags", &["=syn&!ack"]),
-            ]),
-            FlowAction::Discard,
-        )
-        .unwrap();
-        let mut s = stage(vec![syn_only]);
+        let mut s = discard_stage(&[
+            ("destination-ipv4", &["10.0.0.5/32"]),
+            ("tcp-flags", &["=syn&!ack"]),
+        ]);
         assert_eq!(judge(&mut s, &tcp([10, 0, 0, 5], 80, true, false), 0), DROP);
-        assert_eq!(
-            judge(&mut s, &tcp([10, 0, 0, 5], 80, true, true), 0),
-            StageResult::Continue
-        );
+        assert_eq!(judge(&mut s, &tcp([10, 0, 0, 5], 80, true, true), 0), PASS);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 0, 0, 5], 1, 2, 0), 0),
-            StageResult::Continue,
+            PASS,
             "no TCP flags: no match"
         );
     }
 
     #[test]
     fn more_specific_destination_wins_and_accept_continues() {
-        let wide = FlowRule::parse(
-            &comps(&[("destination-ipv4", &["10.0.0.0/8"])]),
+        let wide = rule(
+            &[("destination-ipv4", &["10.0.0.0/8"])],
             FlowAction::Discard,
-        )
-        .unwrap();
-        let narrow = FlowRule::parse(
-            &comps(&[("destination-ipv4", &["10.1.0.0/16"])]),
+        );
+        let narrow = rule(
+            &[("destination-ipv4", &["10.1.0.0/16"])],
             FlowAction::Accept,
-        )
-        .unwrap();
+        );
         let mut s = stage(vec![wide, narrow]);
         let f = udp([1, 1, 1, 1], [10, 1, 2, 3], 1, 2, 0);
-        assert_eq!(judge(&mut s, &f, 0), StageResult::Continue);
+        assert_eq!(judge(&mut s, &f, 0), PASS);
         assert_eq!(s.counters.accepted, 1);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 2, 2, 3], 1, 2, 0), 0),
@@ -800,20 +793,17 @@ mod tests {
 
     #[test]
     fn rate_limit_is_bytes_per_second() {
-        let r = FlowRule::parse(
-            &comps(&[("destination-ipv4", &["10.0.0.0/24"])]),
+        let r = rule(
+            &[("destination-ipv4", &["10.0.0.0/24"])],
             FlowAction::RateLimit(10_000),
-        )
-        .unwrap();
+        );
         // tsc_hz 1000: one tick is a millisecond.
         let mut s = stage(vec![r]);
         let f = udp([1, 1, 1, 1], [10, 0, 0, 1], 1, 2, 972); // 1000-byte IP packet
-        let passed = (0..20)
-            .filter(|_| judge(&mut s, &f, 5) == StageResult::Continue)
-            .count();
+        let passed = (0..20).filter(|_| judge(&mut s, &f, 5) == PASS).count();
         assert_eq!(passed, 10, "a burst of one second at 10 kB/s");
         // 100 ms later: 1000 bytes more.
-        assert_eq!(judge(&mut s, &f, 105), StageResult::Continue);
+        assert_eq!(judge(&mut s, &f, 105), PASS);
         assert_eq!(
             judge(&mut s, &f, 105),
             StageResult::Done(Verdict::Drop(DropReason::FlowspecRateLimited))
@@ -871,17 +861,12 @@ mod tests {
     #[test]
     fn ipv6_prefixes_with_offset_zero() {
         // The components as ExaBGP prints an IPv6 route (prefix/length/offset).
-        let r = FlowRule::parse(
-            &comps(&[
-                ("destination-ipv6", &["2001:db8:1::/48/0"]),
-                ("source-ipv6", &["2001:db8:2::/64/0"]),
-                ("next-header", &["=udp"]),
-                ("destination-port", &["=53"]),
-            ]),
-            FlowAction::Discard,
-        )
-        .unwrap();
-        let mut s = stage(vec![r]);
+        let mut s = discard_stage(&[
+            ("destination-ipv6", &["2001:db8:1::/48/0"]),
+            ("source-ipv6", &["2001:db8:2::/64/0"]),
+            ("next-header", &["=udp"]),
+            ("destination-port", &["=53"]),
+        ]);
         let frame = |dst: [u16; 8]| {
             let mut v = Vec::new();
             let a = |x: [u16; 8]| {
@@ -904,7 +889,7 @@ mod tests {
         );
         assert_eq!(
             judge(&mut s, &frame([0x2001, 0xdb8, 9, 5, 0, 0, 0, 1]), 0),
-            StageResult::Continue
+            PASS
         );
         let mixed = comps(&[
             ("destination-ipv4", &["10.0.0.0/8"]),
@@ -915,15 +900,10 @@ mod tests {
 
     #[test]
     fn fragments() {
-        let r = FlowRule::parse(
-            &comps(&[
-                ("destination-ipv4", &["10.0.0.0/24"]),
-                ("fragment", &["not-a-fragment"]),
-            ]),
-            FlowAction::Discard,
-        )
-        .unwrap();
-        let mut s = stage(vec![r]);
+        let mut s = discard_stage(&[
+            ("destination-ipv4", &["10.0.0.0/24"]),
+            ("fragment", &["not-a-fragment"]),
+        ]);
         assert_eq!(
             judge(&mut s, &udp([1, 1, 1, 1], [10, 0, 0, 1], 1, 2, 0), 0),
             DROP

@@ -452,62 +452,32 @@ fn one_run(
     };
     let mut dut = match tool {
         "scrubd" => {
-            let workers_list: Vec<String> = (1..=workers).map(|w| w.to_string()).collect();
-            let memory = if a.memory == "in-memory" {
-                "memory = \"in-memory\"".to_string()
-            } else {
-                "memory = \"no-huge\"\nmemory_mb = 1024".to_string()
-            };
-            let cfg = format!(
-                r#"[eal]
-lcores = "{lcores}"
-{memory}
-file_prefix = "scrubgen-{pid}-dut"
-
-[dataplane]
-workers = [{workers}]
-burst = 32
-rx_desc = 1024
-tx_desc = 1024
-mempool_mbufs = {mbufs}
-mempool_cache = 256
-
-[[port]]
-name = "outside"
-vdev = "{outside}"
-
-[[port]]
-name = "inside"
-vdev = "{inside}"
-
-[[pair]]
-outside = "outside"
-inside = "inside"
-
-[run]
-summary_json = "{summary}"
-
-[control]
-socket = "{ctl}"
-pdump = false
-
-[pipeline.syncookie]
+            let workers_list: Vec<usize> = (1..=workers).collect();
+            let pipeline = format!(
+                r#"[pipeline.syncookie]
 protected = [{protected}]
 non_tcp = {{ udp = "drop", icmp = "drop" }}
 
 [pipeline.signature]
-rule_files = ["{rules}"]
-"#,
-                lcores = pl.dut_lcores,
-                workers = workers_list.join(", "),
-                mbufs = 16383 + workers * 8192,
-                outside = memif(0, &out_sock, "server"),
-                inside = memif(1, &in_sock, "server"),
-                summary = summary.display(),
-                ctl = dir.join(format!("{tag}-ctl.sock")).display(),
+rule_files = ["{rules}"]"#,
                 protected = PROTECTED.map(|p| format!("{p:?}")).join(", "),
                 rules = rules.display(),
             );
+            let cfg = benchutil::scrubd_config(&benchutil::ScrubdConfig {
+                lcores: &pl.dut_lcores,
+                memory: &a.memory,
+                memory_mb: 1024,
+                file_prefix: &format!("scrubgen-{pid}-dut"),
+                extra_args: None,
+                workers: &workers_list,
+                mbufs: 16383 + workers * 8192,
+                outside: &memif(0, &out_sock, "server"),
+                inside: &memif(1, &in_sock, "server"),
+                duration_s: None,
+                summary: &summary,
+                socket: &dir.join(format!("{tag}-ctl.sock")),
+                pipeline: &pipeline,
+            });
             let cfg_path = dir.join(format!("{tag}.toml"));
             std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
             Command::new(&a.scrubd)

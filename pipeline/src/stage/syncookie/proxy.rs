@@ -47,7 +47,8 @@
 //! should match the servers'; when the server's differs (or it declines scaling) windows are
 //! rescaled on the way through, rounding down.
 
-use crate::wire::{checksum, ip_protocol, ipv4, ipv6, tcp};
+use super::reply::{ipv4_header, ipv6_header};
+use crate::wire::{checksum, ipv4, ipv6, tcp};
 use std::net::IpAddr;
 
 /// Slots per bucket: a lookup compares at most this many tags, one cache line of them.
@@ -439,6 +440,29 @@ pub struct Ends {
     pub dport: u16,
 }
 
+impl Ends {
+    /// The ends of the packet `ip` and `t` describe, as it travels (for a segment sent on
+    /// in its direction).
+    pub fn of(ip: &crate::IpHeaders, t: &crate::TcpInfo) -> Self {
+        Self {
+            src: ip.src,
+            dst: ip.dst,
+            sport: t.sport,
+            dport: t.dport,
+        }
+    }
+
+    /// The ends of an answer to that packet: addresses and ports swapped.
+    pub fn reply_to(ip: &crate::IpHeaders, t: &crate::TcpInfo) -> Self {
+        Self {
+            src: ip.dst,
+            dst: ip.src,
+            sport: t.dport,
+            dport: t.sport,
+        }
+    }
+}
+
 /// The TCP fields of a segment we make up.
 #[derive(Clone, Copy, Debug)]
 pub struct Seg {
@@ -479,35 +503,13 @@ pub fn compose(buf: &mut [u8], l3: usize, ends: &Ends, seg: &Seg, hop_limit: u8)
     let tcp_sum = checksum::sum_words(0, &th);
     match (ends.src, ends.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut ih = [0u8; ipv4::MIN_HEADER_LEN];
-            let mut p = ipv4::Packet::new_unchecked(&mut ih);
-            p.set_version(4);
-            p.set_header_len(ipv4::MIN_HEADER_LEN);
-            p.set_total_len((ip_len + tcp_len) as u16);
-            p.set_dont_frag(true);
-            p.set_ttl(hop_limit);
-            p.set_protocol(ip_protocol::TCP);
-            p.set_src_addr(s.octets());
-            p.set_dst_addr(d.octets());
-            let ip_sum = checksum::finish(checksum::sum_words(0, &ih));
-            ipv4::Packet::new_unchecked(&mut ih).set_checksum(ip_sum);
-            let pseudo =
-                checksum::pseudo_v4(s.octets(), d.octets(), ip_protocol::TCP, tcp_len as u16);
+            let (ih, pseudo) = ipv4_header(s.octets(), d.octets(), tcp_len, hop_limit);
             tcp::Packet::new_unchecked(&mut th[..])
                 .set_checksum(checksum::finish(pseudo + tcp_sum));
             buf[l3..l3 + ip_len].copy_from_slice(&ih);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut ih = [0u8; ipv6::HEADER_LEN];
-            let mut p = ipv6::Packet::new_unchecked(&mut ih);
-            p.set_version(6);
-            p.set_payload_len(tcp_len as u16);
-            p.set_next_header(ip_protocol::TCP);
-            p.set_hop_limit(hop_limit);
-            p.set_src_addr(s.octets());
-            p.set_dst_addr(d.octets());
-            let pseudo =
-                checksum::pseudo_v6(s.octets(), d.octets(), ip_protocol::TCP, tcp_len as u32);
+            let (ih, pseudo) = ipv6_header(s.octets(), d.octets(), tcp_len, hop_limit);
             tcp::Packet::new_unchecked(&mut th[..])
                 .set_checksum(checksum::finish(pseudo + tcp_sum));
             buf[l3..l3 + ip_len].copy_from_slice(&ih);
@@ -626,6 +628,7 @@ pub fn translate(t: &mut [u8], s: &Shift) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ip_protocol;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 

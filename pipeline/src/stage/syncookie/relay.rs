@@ -53,12 +53,7 @@ impl SynCookieStage {
             sack_permitted: o.sack_permitted && ts.is_some(),
             ts,
         };
-        let ends = Ends {
-            src: ip.dst,
-            dst: ip.src,
-            sport: tcp.dport,
-            dport: tcp.sport,
-        };
+        let ends = Ends::reply_to(ip, tcp);
         let seg = Seg {
             seq: cookie,
             ack: tcp.seq.wrapping_add(1),
@@ -126,12 +121,7 @@ impl SynCookieStage {
         tcp: &TcpInfo,
         c: &Conn,
     ) {
-        let ends = Ends {
-            src: ip.src,
-            dst: ip.dst,
-            sport: tcp.sport,
-            dport: tcp.dport,
-        };
+        let ends = Ends::of(ip, tcp);
         let seg = Seg {
             seq: c.client_isn,
             ack: 0,
@@ -327,12 +317,7 @@ impl SynCookieStage {
         let cookie = table.get(slot).cookie;
         table.remove(slot);
         self.counters.proxy_closed += 1;
-        let ends = Ends {
-            src: ip.src,
-            dst: ip.dst,
-            sport: t.sport,
-            dport: t.dport,
-        };
+        let ends = Ends::of(ip, t);
         let seg = Seg {
             seq: cookie.wrapping_add(1),
             ack: 0,
@@ -376,12 +361,7 @@ impl SynCookieStage {
         self.counters.proxy_established += 1;
 
         // The window update: from the server to the client, as the server's first ACK.
-        let ends = Ends {
-            src: ip.src,
-            dst: ip.dst,
-            sport: t.sport,
-            dport: t.dport,
-        };
+        let ends = Ends::of(ip, t);
         let seg = Seg {
             seq: c.cookie.wrapping_add(1),
             ack: c.client_isn.wrapping_add(1),
@@ -410,12 +390,7 @@ impl SynCookieStage {
             return StageResult::Continue;
         };
         let c = *table.get(slot);
-        let ends = Ends {
-            src: ip.dst,
-            dst: ip.src,
-            sport: t.dport,
-            dport: t.sport,
-        };
+        let ends = Ends::reply_to(ip, t);
         let ts = match (c.ts, t.options.timestamps) {
             (true, Some((val, _))) => Some((c.client_tsval, val)),
             _ => None,

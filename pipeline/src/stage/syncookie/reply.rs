@@ -105,35 +105,12 @@ pub fn rewrite(
 
     match ends {
         Ends::V4 { from, to } => {
-            let mut ih = [0u8; ipv4::MIN_HEADER_LEN];
-            let mut p = ipv4::Packet::new_unchecked(&mut ih);
-            p.set_version(4);
-            p.set_header_len(ipv4::MIN_HEADER_LEN);
-            p.set_total_len((ipv4::MIN_HEADER_LEN + tcp_len) as u16);
-            // ID 0 with DF set: an atomic datagram, whose ID RFC 6864 lets us choose freely.
-            p.set_dont_frag(true);
-            p.set_ttl(hop_limit);
-            p.set_protocol(ip_protocol::TCP);
-            p.set_src_addr(from);
-            p.set_dst_addr(to);
-            let ip_sum = checksum::finish(checksum::sum_words(0, &ih));
-            ipv4::Packet::new_unchecked(&mut ih).set_checksum(ip_sum);
-            let pseudo = checksum::pseudo_v4(from, to, ip_protocol::TCP, tcp_len as u16);
+            let (ih, pseudo) = ipv4_header(from, to, tcp_len, hop_limit);
             tcp::Packet::new_unchecked(&mut th).set_checksum(checksum::finish(pseudo + tcp_sum));
             put(frame, l3, &ih)?;
         }
         Ends::V6 { from, to } => {
-            // Traffic class and flow label stay zero: the reply is not part of any flow the
-            // server has.
-            let mut ih = [0u8; ipv6::HEADER_LEN];
-            let mut p = ipv6::Packet::new_unchecked(&mut ih);
-            p.set_version(6);
-            p.set_payload_len(tcp_len as u16);
-            p.set_next_header(ip_protocol::TCP);
-            p.set_hop_limit(hop_limit);
-            p.set_src_addr(from);
-            p.set_dst_addr(to);
-            let pseudo = checksum::pseudo_v6(from, to, ip_protocol::TCP, tcp_len as u32);
+            let (ih, pseudo) = ipv6_header(from, to, tcp_len, hop_limit);
             tcp::Packet::new_unchecked(&mut th).set_checksum(checksum::finish(pseudo + tcp_sum));
             put(frame, l3, &ih)?;
         }
@@ -148,6 +125,55 @@ pub fn rewrite(
 
     ethernet::Frame::new_unchecked(&mut *frame).swap_addrs();
     Some(total)
+}
+
+/// The IPv4 header, checksum included, of a segment we make up (`tcp_len` bytes of TCP, no
+/// payload), and the pseudo-header sum for its TCP checksum; for [`rewrite`] and the proxy's
+/// `compose`. Every field not set here (ID, fragment offset, TOS) is zero.
+#[inline]
+pub(super) fn ipv4_header(
+    from: [u8; 4],
+    to: [u8; 4],
+    tcp_len: usize,
+    hop_limit: u8,
+) -> ([u8; ipv4::MIN_HEADER_LEN], u32) {
+    let mut ih = [0u8; ipv4::MIN_HEADER_LEN];
+    let mut p = ipv4::Packet::new_unchecked(&mut ih);
+    p.set_version(4);
+    p.set_header_len(ipv4::MIN_HEADER_LEN);
+    p.set_total_len((ipv4::MIN_HEADER_LEN + tcp_len) as u16);
+    // ID 0 with DF set: an atomic datagram, whose ID RFC 6864 lets us choose freely.
+    p.set_dont_frag(true);
+    p.set_ttl(hop_limit);
+    p.set_protocol(ip_protocol::TCP);
+    p.set_src_addr(from);
+    p.set_dst_addr(to);
+    let ip_sum = checksum::finish(checksum::sum_words(0, &ih));
+    ipv4::Packet::new_unchecked(&mut ih).set_checksum(ip_sum);
+    let pseudo = checksum::pseudo_v4(from, to, ip_protocol::TCP, tcp_len as u16);
+    (ih, pseudo)
+}
+
+/// The IPv6 header of a segment we make up (`tcp_len` bytes of TCP, no payload), and the
+/// pseudo-header sum for its TCP checksum. Traffic class and flow label stay zero: the segment
+/// is not part of any flow the peer has.
+#[inline]
+pub(super) fn ipv6_header(
+    from: [u8; 16],
+    to: [u8; 16],
+    tcp_len: usize,
+    hop_limit: u8,
+) -> ([u8; ipv6::HEADER_LEN], u32) {
+    let mut ih = [0u8; ipv6::HEADER_LEN];
+    let mut p = ipv6::Packet::new_unchecked(&mut ih);
+    p.set_version(6);
+    p.set_payload_len(tcp_len as u16);
+    p.set_next_header(ip_protocol::TCP);
+    p.set_hop_limit(hop_limit);
+    p.set_src_addr(from);
+    p.set_dst_addr(to);
+    let pseudo = checksum::pseudo_v6(from, to, ip_protocol::TCP, tcp_len as u32);
+    (ih, pseudo)
 }
 
 /// Copies a composed header into `frame` at `at` with a length known at compile time, so the

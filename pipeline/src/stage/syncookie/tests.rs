@@ -173,15 +173,14 @@ fn segment(
     options: &[TcpOptionElement],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut t = t;
-    t.set_options(options).unwrap();
-    frame(
+    seg_between(
         shape,
         client(v6),
         dst,
         CLIENT_MAC,
         SERVER_MAC,
-        |s| s.tcp_header(t),
+        t,
+        options,
         payload,
     )
 }
@@ -1870,6 +1869,42 @@ fn seg_between(
     frame(shape, src, dst, smac, dmac, |s| s.tcp_header(t), payload)
 }
 
+/// A v4 segment from the client to the server, untagged (most proxy tests need nothing else).
+fn c2s(t: TcpHeader, options: &[TcpOptionElement], payload: &[u8]) -> Vec<u8> {
+    segment(&Shape::default(), false, server(false), t, options, payload)
+}
+
+/// A v4 segment from the server back to the client, untagged.
+fn s2c(t: TcpHeader, options: &[TcpOptionElement], payload: &[u8]) -> Vec<u8> {
+    seg_between(
+        &Shape::default(),
+        server(false),
+        client(false),
+        SERVER_MAC,
+        CLIENT_MAC,
+        t,
+        options,
+        payload,
+    )
+}
+
+/// Timestamps as a data segment carries them: two NOPs, then TSval `v` and TSecr `e`.
+fn nop_ts(v: u32, e: u32) -> Vec<TcpOptionElement> {
+    vec![
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::Timestamp(v, e),
+    ]
+}
+
+/// The stage answered the packet itself (a SYN-ACK, ACK or RST in the buffer).
+fn assert_reply(r: &StageResult) {
+    assert!(
+        matches!(r, StageResult::Done(Verdict::Reply { .. })),
+        "{r:?}"
+    );
+}
+
 /// Parses a frame and checks its IP and TCP checksums (over the payload too) with
 /// etherparse; returns (link exts, TCP header, payload, src, dst, smac, dmac).
 struct Parsed {
@@ -2001,19 +2036,17 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
     };
     let inb = Direction::Inbound;
     let outb = Direction::Outbound;
+    // Which way a parsed frame goes, by its addresses.
+    let ends = |p: &Parsed| (p.src, p.dst, p.smac, p.dmac);
+    let from_client = (cl, sv, CLIENT_MAC, SERVER_MAC);
+    let from_server = (sv, cl, SERVER_MAC, CLIENT_MAC);
 
     // 1. SYN → cookie SYN-ACK: acceptable ack, window 0, options as the cookie keeps them.
     let syn = to_server(tcp_header(cport, sport, c_isn, 0, SYN), &copts, &[]);
     let (r, synack) = judge(&mut st, &syn, T0, inb);
-    assert!(
-        matches!(r, StageResult::Done(Verdict::Reply { .. })),
-        "{r:?}"
-    );
+    assert_reply(&r);
     let p = parse_checked(&synack);
-    assert_eq!(
-        (p.src, p.dst, p.smac, p.dmac),
-        (sv, cl, SERVER_MAC, CLIENT_MAC)
-    );
+    assert_eq!(ends(&p), from_server);
     assert_eq!(p.vlans, shape.vlans.len());
     assert!(p.tcp.syn && p.tcp.ack && !p.tcp.rst);
     assert_eq!(p.tcp.acknowledgment_number, c_isn.wrapping_add(1));
@@ -2029,38 +2062,38 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
 
     // 2. The client's ACK (with data, sent into the zero window): consumed; our SYN to the
     //    server is emitted towards it with the client's ISN and the options kept.
-    let cts = |v: u32| -> Vec<TcpOptionElement> {
-        if co.ts {
-            vec![
-                TcpOptionElement::Noop,
-                TcpOptionElement::Noop,
-                TcpOptionElement::Timestamp(v, our_tsval),
-            ]
-        } else {
-            vec![]
-        }
+    // Timestamps only when the client offered them.
+    let ts_opts = |v: u32, e: u32| if co.ts { nop_ts(v, e) } else { vec![] };
+    let cts = |v: u32| ts_opts(v, our_tsval);
+    // Headers by offset from each side's ISN: the client's acks count from our cookie, the
+    // server's from the client's ISN (which the server's SYN carried).
+    let c_hdr = |seq: u32, ack: u32, flags: u8| {
+        tcp_header(
+            cport,
+            sport,
+            c_isn.wrapping_add(seq),
+            cookie.wrapping_add(ack),
+            flags,
+        )
     };
-    let mut ack = tcp_header(
-        cport,
-        sport,
-        c_isn.wrapping_add(1),
-        cookie.wrapping_add(1),
-        ACK,
-    );
+    let s_hdr = |seq: u32, ack: u32, flags: u8| {
+        tcp_header(
+            sport,
+            cport,
+            s_isn.wrapping_add(seq),
+            c_isn.wrapping_add(ack),
+            flags,
+        )
+    };
+    let mut ack = c_hdr(1, 1, ACK);
     ack.window_size = 502;
     let ack = to_server(ack, &cts(0x1001), b"early");
     let (r, _) = judge(&mut st, &ack, T0 + 1, inb);
-    assert_eq!(
-        r,
-        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
-    );
+    assert_eq!(r, AUTHENTICATED);
     let (ssyn, out) = emitted(&mut st);
     assert_eq!(out, crate::EmitOut::Forward);
     let p = parse_checked(&ssyn);
-    assert_eq!(
-        (p.src, p.dst, p.smac, p.dmac),
-        (cl, sv, CLIENT_MAC, SERVER_MAC)
-    );
+    assert_eq!(ends(&p), from_client);
     assert_eq!(p.vlans, shape.vlans.len());
     assert!(p.tcp.syn && !p.tcp.ack);
     assert_eq!(p.tcp.sequence_number, c_isn);
@@ -2085,19 +2118,13 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
         sopts.push(TcpOptionElement::Noop);
         sopts.push(TcpOptionElement::WindowScale(9));
     }
-    let mut sa = tcp_header(sport, cport, s_isn, c_isn.wrapping_add(1), SYN | ACK);
+    let mut sa = s_hdr(0, 1, SYN | ACK);
     sa.window_size = 65160;
     let sa = to_client(sa, &sopts, &[]);
     let (r, sack_ack) = judge(&mut st, &sa, T0 + 2, outb);
-    assert!(
-        matches!(r, StageResult::Done(Verdict::Reply { .. })),
-        "{r:?}"
-    );
+    assert_reply(&r);
     let p = parse_checked(&sack_ack);
-    assert_eq!(
-        (p.src, p.dst, p.smac, p.dmac),
-        (cl, sv, CLIENT_MAC, SERVER_MAC)
-    );
+    assert_eq!(ends(&p), from_client);
     assert!(p.tcp.ack && !p.tcp.syn);
     assert_eq!(p.tcp.sequence_number, c_isn.wrapping_add(1));
     assert_eq!(p.tcp.acknowledgment_number, s_isn.wrapping_add(1));
@@ -2112,10 +2139,7 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
     let (wu, out) = emitted(&mut st);
     assert_eq!(out, crate::EmitOut::Forward);
     let p = parse_checked(&wu);
-    assert_eq!(
-        (p.src, p.dst, p.smac, p.dmac),
-        (sv, cl, SERVER_MAC, CLIENT_MAC)
-    );
+    assert_eq!(ends(&p), from_server);
     assert!(p.tcp.ack && !p.tcp.syn);
     assert_eq!(p.tcp.sequence_number, cookie.wrapping_add(1));
     assert_eq!(p.tcp.acknowledgment_number, c_isn.wrapping_add(1));
@@ -2138,13 +2162,7 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
             [None, None, None],
         ));
     }
-    let mut d = tcp_header(
-        cport,
-        sport,
-        c_isn.wrapping_add(1),
-        cookie.wrapping_add(1),
-        ACK | TcpInfo::PSH,
-    );
+    let mut d = c_hdr(1, 1, ACK | TcpInfo::PSH);
     d.window_size = 500;
     let data = to_server(d, &o, b"GET / HTTP/1.0\r\n\r\n");
     let (r, f) = judge(&mut st, &data, T0 + 3, inb);
@@ -2167,22 +2185,8 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
 
     // 5. Server data: its sequence numbers and TSval move into the client's view, its window
     //    into our scale.
-    let so = if co.ts {
-        vec![
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::Timestamp(0x9000_0010, 0x1002),
-        ]
-    } else {
-        vec![]
-    };
-    let mut d = tcp_header(
-        sport,
-        cport,
-        s_isn.wrapping_add(1),
-        c_isn.wrapping_add(19),
-        ACK,
-    );
+    let so = ts_opts(0x9000_0010, 0x1002);
+    let mut d = s_hdr(1, 19, ACK);
     d.window_size = 300;
     let data = to_client(d, &so, &[0xab; 300]);
     let (r, f) = judge(&mut st, &data, T0 + 4, outb);
@@ -2202,29 +2206,9 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
     }
 
     // 6. Close: client FIN, server FIN+ACK, client's last ACK → the entry is gone.
-    let fin = to_server(
-        tcp_header(
-            cport,
-            sport,
-            c_isn.wrapping_add(19),
-            cookie.wrapping_add(301),
-            ACK | FIN,
-        ),
-        &cts(0x1003),
-        &[],
-    );
+    let fin = to_server(c_hdr(19, 301, ACK | FIN), &cts(0x1003), &[]);
     assert_eq!(judge(&mut st, &fin, T0 + 5, inb).0, StageResult::Continue);
-    let sfin = to_client(
-        tcp_header(
-            sport,
-            cport,
-            s_isn.wrapping_add(301),
-            c_isn.wrapping_add(20),
-            ACK | FIN,
-        ),
-        &so,
-        &[],
-    );
+    let sfin = to_client(s_hdr(301, 20, ACK | FIN), &so, &[]);
     let (r, f) = judge(&mut st, &sfin, T0 + 6, outb);
     assert_eq!(r, StageResult::Continue);
     assert_eq!(
@@ -2232,17 +2216,7 @@ fn proxied_exchange(v6: bool, shape: &Shape, co: ClientOpts) {
         cookie.wrapping_add(301)
     );
     assert_eq!(st.status(T0).counters.proxy_active, 1);
-    let last = to_server(
-        tcp_header(
-            cport,
-            sport,
-            c_isn.wrapping_add(20),
-            cookie.wrapping_add(302),
-            ACK,
-        ),
-        &cts(0x1004),
-        &[],
-    );
+    let last = to_server(c_hdr(20, 302, ACK), &cts(0x1004), &[]);
     let (r, f) = judge(&mut st, &last, T0 + 7, inb);
     assert_eq!(r, StageResult::Continue);
     assert_eq!(
@@ -2288,36 +2262,20 @@ fn proxy_exchange_every_option_combination_v4_v6_vlan() {
 
 /// SYN and cookie ACK for one client port, through to the emitted SYN.
 fn proxy_open(st: &mut SynCookieStage, port: u16, tsc: u64) -> (u32, u32) {
-    let syn = segment(
-        &Shape::default(),
-        false,
-        server(false),
+    let syn = c2s(
         tcp_header(port, 443, 5000, 0, SYN),
         &[TcpOptionElement::MaximumSegmentSize(1460)],
         &[],
     );
     let (_, synack) = judge(st, &syn, tsc, Direction::Inbound);
     let cookie = parse_checked(&synack).tcp.sequence_number;
-    let ack = segment(
-        &Shape::default(),
-        false,
-        server(false),
+    let ack = c2s(
         tcp_header(port, 443, 5001, cookie.wrapping_add(1), ACK),
         &[],
         &[],
     );
     let (r, _) = judge(st, &ack, tsc, Direction::Inbound);
-    (
-        cookie,
-        if matches!(
-            r,
-            StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
-        ) {
-            1
-        } else {
-            0
-        },
-    )
+    (cookie, u32::from(r == AUTHENTICATED))
 }
 
 #[test]
@@ -2336,7 +2294,7 @@ fn proxy_spoofed_flood_creates_no_state() {
             &[],
         );
         let (r, _) = judge(&mut st, &syn, T0, Direction::Inbound);
-        assert!(matches!(r, StageResult::Done(Verdict::Reply { .. })));
+        assert_reply(&r);
         // Blind ACKs with guessed cookies.
         let ack = seg_between(
             &Shape::default(),
@@ -2355,10 +2313,7 @@ fn proxy_spoofed_flood_creates_no_state() {
             &[],
         );
         let (r, _) = judge(&mut st, &ack, T0, Direction::Inbound);
-        assert_eq!(
-            r,
-            StageResult::Done(Verdict::Drop(DropReason::CookieInvalid))
-        );
+        assert_eq!(r, REJECTED);
         assert!(st.take_emitted().is_none());
     }
     let c = st.status(T0).counters;
@@ -2367,16 +2322,7 @@ fn proxy_spoofed_flood_creates_no_state() {
         (0, 0, 2000)
     );
     // An unrelated server packet is not touched (no entry).
-    let stray = seg_between(
-        &Shape::default(),
-        server(false),
-        client(false),
-        SERVER_MAC,
-        CLIENT_MAC,
-        tcp_header(443, 40000, 1, 2, SYN | ACK),
-        &[],
-        &[],
-    );
+    let stray = s2c(tcp_header(443, 40000, 1, 2, SYN | ACK), &[], &[]);
     assert_eq!(
         judge(&mut st, &stray, T0, Direction::Outbound).0,
         StageResult::Continue
@@ -2395,14 +2341,7 @@ fn proxy_table_full_falls_back_to_auth_then_reset() {
     let c = st.status(T0).counters;
     assert_eq!((c.proxy_active, c.proxy_capacity), (16, 16));
     // Full: the next SYN is answered auth-style (ack = cookie, not ISN + 1).
-    let syn = segment(
-        &Shape::default(),
-        false,
-        server(false),
-        tcp_header(31000, 443, 5000, 0, SYN),
-        &[],
-        &[],
-    );
+    let syn = c2s(tcp_header(31000, 443, 5000, 0, SYN), &[], &[]);
     let (_, synack) = judge(&mut st, &syn, T0, Direction::Inbound);
     let p = parse_checked(&synack);
     assert_eq!(p.tcp.acknowledgment_number, p.tcp.sequence_number);
@@ -2412,29 +2351,19 @@ fn proxy_table_full_falls_back_to_auth_then_reset() {
         c.mode = Mode::Proxy;
         c.proxy_capacity = 16;
     });
-    let syn = segment(
-        &Shape::default(),
-        false,
-        server(false),
-        tcp_header(32000, 443, 5000, 0, SYN),
-        &[],
-        &[],
-    );
+    let syn = c2s(tcp_header(32000, 443, 5000, 0, SYN), &[], &[]);
     let (_, synack) = judge(&mut st2, &syn, T0, Direction::Inbound);
     let cookie = parse_checked(&synack).tcp.sequence_number;
     for port in 0..16 {
         proxy_open(&mut st2, 30000 + port, T0);
     }
-    let ack = segment(
-        &Shape::default(),
-        false,
-        server(false),
+    let ack = c2s(
         tcp_header(32000, 443, 5001, cookie.wrapping_add(1), ACK),
         &[],
         &[],
     );
     let (r, rst) = judge(&mut st2, &ack, T0, Direction::Inbound);
-    assert!(matches!(r, StageResult::Done(Verdict::Reply { .. })));
+    assert_reply(&r);
     assert!(parse_checked(&rst).tcp.rst);
     let c = st2.status(T0).counters;
     assert_eq!((c.proxy_full_reset, c.proxy_active), (1, 16));
@@ -2447,33 +2376,18 @@ fn proxy_entries_go_on_rst_and_idle_and_syn_is_resent() {
     let (cookie, _) = proxy_open(&mut st, 30000, T0);
     let _ = st.take_emitted();
     // The client's zero-window probe before the server answered: dropped, SYN sent again.
-    let probe = segment(
-        &Shape::default(),
-        false,
-        server(false),
+    let probe = c2s(
         tcp_header(30000, 443, 5000, cookie.wrapping_add(1), ACK),
         &[],
         &[],
     );
     let (r, _) = judge(&mut st, &probe, T0 + 1, Direction::Inbound);
-    assert_eq!(
-        r,
-        StageResult::Done(Verdict::Drop(DropReason::AuthHandshake))
-    );
+    assert_eq!(r, AUTHENTICATED);
     let (syn, _) = emitted(&mut st);
     assert!(parse_checked(&syn).tcp.syn);
     assert_eq!(st.status(T0).counters.proxy_syn_resent, 1);
     // The server refuses: the client gets a RST it accepts; the entry goes.
-    let refuse = seg_between(
-        &Shape::default(),
-        server(false),
-        client(false),
-        SERVER_MAC,
-        CLIENT_MAC,
-        tcp_header(443, 30000, 0, 5001, RST | ACK),
-        &[],
-        &[],
-    );
+    let refuse = s2c(tcp_header(443, 30000, 0, 5001, RST | ACK), &[], &[]);
     let (r, f) = judge(&mut st, &refuse, T0 + 2, Direction::Outbound);
     assert_eq!(r, StageResult::Done(Verdict::Forward));
     let p = parse_checked(&f[..f.len()]);
@@ -2484,19 +2398,9 @@ fn proxy_entries_go_on_rst_and_idle_and_syn_is_resent() {
     // A new SYN on the ports of a live entry replaces it: answered with a cookie, no state.
     proxy_open(&mut st, 30002, T0);
     assert_eq!(st.status(T0).counters.proxy_active, 1);
-    let again = segment(
-        &Shape::default(),
-        false,
-        server(false),
-        tcp_header(30002, 443, 9000, 0, SYN),
-        &[],
-        &[],
-    );
+    let again = c2s(tcp_header(30002, 443, 9000, 0, SYN), &[], &[]);
     let (r, _) = judge(&mut st, &again, T0 + 3, Direction::Inbound);
-    assert!(
-        matches!(r, StageResult::Done(Verdict::Reply { .. })),
-        "{r:?}"
-    );
+    assert_reply(&r);
     assert_eq!(st.status(T0).counters.proxy_active, 0);
 
     // Idle: an entry nobody talks on is reclaimed after proxy_idle_s by the sweep.
@@ -2504,14 +2408,7 @@ fn proxy_entries_go_on_rst_and_idle_and_syn_is_resent() {
     assert_eq!(st.status(T0).counters.proxy_active, 1);
     let idle = T0 + 301 * HZ;
     let cap = st.status(T0).counters.proxy_capacity;
-    let other = segment(
-        &Shape::default(),
-        false,
-        server(false),
-        tcp_header(1, 443, 1, 1, ACK),
-        &[],
-        &[],
-    );
+    let other = c2s(tcp_header(1, 443, 1, 1, ACK), &[], &[]);
     for _ in 0..cap {
         judge(&mut st, &other, idle, Direction::Inbound);
     }
@@ -2536,21 +2433,9 @@ fn proxy_mode_parses_from_toml() {
 fn proxy_established() -> SynCookieStage {
     let mut st = proxy_stage();
     proxy_open(&mut st, 30000, T0);
-    let sa = seg_between(
-        &Shape::default(),
-        server(false),
-        client(false),
-        SERVER_MAC,
-        CLIENT_MAC,
-        tcp_header(443, 30000, 77, 5001, SYN | ACK),
-        &[],
-        &[],
-    );
+    let sa = s2c(tcp_header(443, 30000, 77, 5001, SYN | ACK), &[], &[]);
     let (r, _) = judge(&mut st, &sa, T0, Direction::Outbound);
-    assert!(
-        matches!(r, StageResult::Done(Verdict::Reply { .. })),
-        "{r:?}"
-    );
+    assert_reply(&r);
     assert_eq!(st.status(T0).counters.proxy_established, 1);
     st
 }
@@ -2634,30 +2519,13 @@ fn proxy_cost_per_packet() {
             1e3 / ns.max(1e-9)
         );
     };
-    let nop_ts = |v: u32, e: u32| {
-        vec![
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::Timestamp(v, e),
-        ]
-    };
     let payload = [0x55u8; 1000];
-    let cdata = seg_between(
-        &Shape::default(),
-        client(false),
-        server(false),
-        CLIENT_MAC,
-        SERVER_MAC,
+    let cdata = c2s(
         tcp_header(30000, 443, 5001, 100, ACK),
         &nop_ts(1, 2),
         &payload,
     );
-    let sdata = seg_between(
-        &Shape::default(),
-        server(false),
-        client(false),
-        SERVER_MAC,
-        CLIENT_MAC,
+    let sdata = s2c(
         tcp_header(443, 30000, 100, 5001, ACK),
         &nop_ts(3, 4),
         &payload,
