@@ -327,7 +327,8 @@ pub struct Counters {
     pub cookie_invalid: u64,
     /// Packets dropped as [`DropReason::Unauthenticated`].
     pub unauthenticated: u64,
-    /// Packets to protected prefixes from allowlisted sources.
+    /// Packets to protected prefixes the allowlist let through: TCP, and the protocols
+    /// `non_tcp` drops (a protocol it passes is never looked up).
     pub allowlist_hits: u64,
     /// Live allowlist entries pushed out by a newly authenticated source.
     pub allowlist_evictions: u64,
@@ -335,7 +336,8 @@ pub struct Counters {
     pub rotations: u64,
     /// Connections protected hosts opened to the outside, newly recorded.
     pub outbound_tracked: u64,
-    /// Inbound packets passed as return traffic of such a connection.
+    /// Inbound packets passed as return traffic of such a connection (TCP, and the protocols
+    /// `non_tcp` drops).
     pub outbound_return: u64,
     /// Proxy mode: cookie ACKs that opened a connection to the server (an entry).
     pub proxy_opened: u64,
@@ -822,6 +824,18 @@ impl SynCookieStage {
             return StageResult::Continue;
         }
         self.scheduled_rotation(now);
+        // A protocol this policy passes unauthenticated passes whoever sends it: no lookup
+        // (UDP reflection toward a protected prefix costs the stage a few instructions, not
+        // an allowlist hash per packet).
+        let non_tcp = match ip.proto {
+            ip_protocol::TCP => None,
+            ip_protocol::UDP => Some(self.non_tcp.udp),
+            ip_protocol::ICMP | ip_protocol::ICMPV6 => Some(self.non_tcp.icmp),
+            _ => Some(self.non_tcp.other),
+        };
+        if non_tcp == Some(NonTcpAction::Pass) {
+            return StageResult::Continue;
+        }
         if self.proxy.is_some() {
             if let Some(r) = self.proxy_from_client(frame, hdr.l3_off, ip, now) {
                 return r;
@@ -835,15 +849,10 @@ impl SynCookieStage {
             self.counters.outbound_return += 1;
             return StageResult::Continue;
         }
-        let action = match ip.proto {
-            ip_protocol::TCP => return self.unauthenticated_tcp(frame, hdr.l3_off, ip, now),
-            ip_protocol::UDP => self.non_tcp.udp,
-            ip_protocol::ICMP | ip_protocol::ICMPV6 => self.non_tcp.icmp,
-            _ => self.non_tcp.other,
-        };
-        match action {
-            NonTcpAction::Pass => StageResult::Continue,
-            NonTcpAction::Drop => self.drop(DropReason::Unauthenticated),
+        match non_tcp {
+            None => self.unauthenticated_tcp(frame, hdr.l3_off, ip, now),
+            Some(NonTcpAction::Pass) => StageResult::Continue,
+            Some(NonTcpAction::Drop) => self.drop(DropReason::Unauthenticated),
         }
     }
 

@@ -1086,6 +1086,9 @@ fn non_tcp_policy() {
             assert_eq!(run(&mut st, &mut u, T0), StageResult::Continue);
             assert_eq!(run(&mut st, &mut i, T0), StageResult::Continue);
             assert_eq!(st.process(&mut g, &gh, &at(T0)), StageResult::Continue);
+            // Only the protocol the policy drops needed the allowlist; the two it passes were
+            // not looked up at all.
+            assert_eq!(st.counters().allowlist_hits, 1);
         }
     }
 }
