@@ -1,17 +1,20 @@
 //! Parsed rules → the immutable structure the per-packet matcher walks.
 //!
-//! Two indexes keep the per-packet cost independent of the rule count:
+//! Three indexes keep the per-packet cost independent of the rule count:
 //!
 //! * Content rules: one "fast pattern" per rule (the content marked `fast_pattern`, else the
-//!   longest non-negated content, first one on ties) goes into a single Aho-Corasick automaton.
-//!   One scan of the payload yields every rule whose fast pattern occurs; only those are verified.
-//!   The automaton is ASCII case-insensitive for all patterns: one scan per packet instead of
-//!   two (exact + nocase automatons), and a case-sensitive rule that the folded scan lets through
-//!   is rejected by the exact verification. Identical folded patterns share one automaton entry.
-//! * Header-only rules (no content, or only negated contents): bucketed by protocol, and for
-//!   tcp/udp rules with a `->` direction and a small set of destination ports (≤ 64 ports in
-//!   total), by destination port. A packet checks its protocol's wildcard list, the list for its
-//!   destination port, and the `ip` list.
+//!   content at least 4 bytes long that the fewest rules share, then the longest) goes into the
+//!   prefilter group of every class the rule can match in (transport, recognised application
+//!   protocol, destination port; see `prefilter`). A packet scans only its groups, each with
+//!   one Vectorscan database (memchr's memmem for ≤ 3 case-sensitive patterns), and as far into
+//!   the payload as the group's patterns can lie; only the rules whose pattern occurs are
+//!   verified, each once per packet.
+//! * Address-list rules without content (ET's ciarmy, compromised, drop, tor ...): indexed by
+//!   the source or destination address they name (`addrset`).
+//! * Other header-only rules (no content, or only negated contents): bucketed by protocol, and
+//!   for tcp/udp rules with a `->` direction and a small set of destination ports (≤ 64 ports
+//!   in total), by destination port. A packet checks its protocol's wildcard list, the list for
+//!   its destination port, and the `ip` list.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
