@@ -189,13 +189,12 @@ pub(crate) struct Prefilter {
 
 impl Prefilter {
     pub fn build(entries: Vec<Entry>) -> Result<Prefilter, String> {
-        // (class, port) → pattern → rules
+        // (class, port) → pattern → its rules, and the payload offset every one of their
+        // matches ends by if all have one (the widest; one unbounded rule makes it unbounded).
         type Key = (Class, Option<u16>);
         type Pat = (Vec<u8>, bool);
-        let mut by_key: HashMap<Key, HashMap<Pat, Vec<u32>>> = HashMap::new();
-        // Per (group, pattern): the offset every one of its rules' matches ends by, if all
-        // have one (the widest); one unbounded rule makes the pattern unbounded.
-        let mut bounds: HashMap<(Key, Pat), Option<usize>> = HashMap::new();
+        type Uses = (Vec<u32>, Option<usize>);
+        let mut by_key: HashMap<Key, HashMap<Pat, Uses>> = HashMap::new();
         let rules = entries.len();
         for e in entries {
             let keys: Vec<Key> = e
@@ -207,20 +206,16 @@ impl Prefilter {
                 })
                 .collect();
             for key in keys {
-                let pat = (e.pattern.clone(), e.nocase);
-                by_key
+                let (rules, bound) = by_key
                     .entry(key)
                     .or_default()
-                    .entry(pat.clone())
-                    .or_default()
-                    .push(e.rule);
-                bounds
-                    .entry((key, pat))
-                    .and_modify(|b| *b = b.zip(e.bound).map(|(x, y)| x.max(y)))
-                    .or_insert(e.bound);
+                    .entry((e.pattern.clone(), e.nocase))
+                    .or_insert((Vec::new(), e.bound));
+                rules.push(e.rule);
+                *bound = bound.zip(e.bound).map(|(x, y)| x.max(y));
             }
         }
-        type Patterns = Vec<(Pat, Vec<u32>)>;
+        type Patterns = Vec<(Pat, Uses)>;
         let mut keys: Vec<(Key, Patterns)> = by_key
             .into_iter()
             .map(|(k, m)| {
@@ -276,15 +271,14 @@ impl Prefilter {
             let mut starts = Vec::with_capacity(pats.len() + 1);
             let mut list = Vec::new();
             starts.push(0);
-            for (_, rs) in &pats {
+            for (_, (rs, _)) in &pats {
                 list.extend_from_slice(rs);
                 starts.push(u32::try_from(list.len()).map_err(|e| e.to_string())?);
             }
             let base = u32::try_from(pf.patterns).map_err(|e| e.to_string())?;
-            let scan_end = pats.iter().try_fold(0usize, |end, (p, _)| {
-                let b = bounds.get(&(key, p.clone())).copied().flatten()?;
-                Some(end.max(b))
-            });
+            let scan_end = pats
+                .iter()
+                .try_fold(0usize, |end, (_, (_, b))| Some(end.max((*b)?)));
             pf.patterns += pats.len();
             pf.groups.push(Group {
                 scanner,
