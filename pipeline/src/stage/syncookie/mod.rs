@@ -739,11 +739,9 @@ impl SynCookieStage {
             Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) != TcpInfo::SYN => {
                 (t.sport, t.dport, ip_protocol::TCP)
             }
-            // UDP from unauthenticated sources is stopped only under `non_tcp.udp = "drop"`;
-            // otherwise it passes anyway and the lookup would be wasted.
-            Transport::Udp { sport, dport } if self.non_tcp.udp == NonTcpAction::Drop => {
-                (sport, dport, ip_protocol::UDP)
-            }
+            // Only reached under `non_tcp.udp = "drop"`: `process` passes a protocol its policy
+            // passes before any lookup.
+            Transport::Udp { sport, dport } => (sport, dport, ip_protocol::UDP),
             _ => return false,
         };
         self.outbound.check(
