@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use perf::gen::{mix, Attack, Side};
+use pipeline::stage::signature::VarValue;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -455,18 +456,17 @@ fn hot_reload_of_et_open_under_traffic_loses_nothing() {
     };
     et.sort();
     assert!(et.len() > 40, "ET Open has 55 rule files: {et:?}");
-    // Suricata's default address and port variables, which ET Open's headers use.
-    let vars = "[pipeline.signature.vars]\n\
-        HOME_NET = [\"192.168.0.0/16\", \"10.0.0.0/8\", \"172.16.0.0/12\"]\n\
-        EXTERNAL_NET = \"!$HOME_NET\"\n\
-        HTTP_SERVERS = \"$HOME_NET\"\nSMTP_SERVERS = \"$HOME_NET\"\nSQL_SERVERS = \"$HOME_NET\"\n\
-        DNS_SERVERS = \"$HOME_NET\"\nTELNET_SERVERS = \"$HOME_NET\"\nAIM_SERVERS = \"$HOME_NET\"\n\
-        DC_SERVERS = \"$HOME_NET\"\nDNP3_SERVER = \"$HOME_NET\"\nDNP3_CLIENT = \"$HOME_NET\"\n\
-        MODBUS_CLIENT = \"$HOME_NET\"\nMODBUS_SERVER = \"$HOME_NET\"\nENIP_CLIENT = \"$HOME_NET\"\n\
-        ENIP_SERVER = \"$HOME_NET\"\nHTTP_PORTS = \"80\"\nSHELLCODE_PORTS = \"!80\"\n\
-        ORACLE_PORTS = \"1521\"\nSSH_PORTS = \"22\"\nDNP3_PORTS = \"20000\"\nMODBUS_PORTS = \"502\"\n\
-        FILE_DATA_PORTS = \"[$HTTP_PORTS,110,143]\"\nFTP_PORTS = \"21\"\n";
-    reload_under_traffic("ctl-reload-et", &et, vars, 2);
+    // Suricata's default address and port variables, which ET Open's headers use, as the
+    // project defines them for loading ET Open.
+    let mut vars = String::from("[pipeline.signature.vars]\n");
+    for (k, v) in pipeline::stage::signature::suricata_default_vars() {
+        let v = match v {
+            VarValue::One(s) => format!("{s:?}"),
+            VarValue::Many(l) => format!("{l:?}"),
+        };
+        vars.push_str(&format!("{k} = {v}\n"));
+    }
+    reload_under_traffic("ctl-reload-et", &et, &vars, 2);
 }
 
 /// Starts two workers on endless UDP traffic, half "AAAA", half "BBBB" payloads, with the rule
