@@ -233,7 +233,7 @@ impl Policy {
     /// A worker's own pipeline: shared tables by reference, per-core state (allowlist, rate
     /// tables, counters, offender sketch with its own hash key) fresh.
     pub fn worker(&self) -> Pipeline {
-        Pipeline {
+        let mut p = Pipeline {
             non_ip: self.non_ip,
             outbound: self.outbound,
             acl: self.acl.as_ref().map(|t| AclStage::new(Arc::clone(t))),
@@ -260,7 +260,10 @@ impl Policy {
             offenders: (self.offenders_capacity > 0)
                 .then(|| Offenders::new(self.offenders_capacity)),
             sampler: Sampler::new(self.offenders_sample),
-        }
+            run: [0; 2],
+        };
+        p.refresh_run();
+        p
     }
 
     /// The SYN cookies' wall-clock mapping (a fleet's shared key), for the control plane to
@@ -295,6 +298,22 @@ pub struct Pipeline {
     pub(crate) rules_generation: u64,
     offenders: Option<Offenders>,
     sampler: Sampler,
+    /// Which stages run, per [`Direction`] (index `dir as usize`), as [`Run`] bits: a stage's
+    /// bit is set iff it exists and judges that direction. Derived from the fields above by
+    /// [`Pipeline::refresh_run`] whenever a stage comes or goes, so `process` tests one bit per
+    /// stage instead of re-deriving presence and direction for each packet.
+    run: [u8; 2],
+}
+
+/// Bits of [`Pipeline::run`].
+struct Run;
+
+impl Run {
+    const ACL: u8 = 1;
+    const FLOWSPEC: u8 = 2;
+    const SYNCOOKIE: u8 = 4;
+    const RATELIMIT: u8 = 8;
+    const SIGNATURE: u8 = 16;
 }
 
 /// Picks the dropped packets the offender sketch records: each independently with probability
@@ -357,6 +376,8 @@ impl Pipeline {
             rules_generation: 0,
             offenders: None,
             sampler: Sampler::new(1),
+            // No stage: nothing to run in either direction.
+            run: [0; 2],
         }
     }
 
@@ -516,43 +537,64 @@ impl Pipeline {
                 }
             }
         }
-        let inbound = meta.dir == Direction::Inbound;
-        if let Some(acl) = self.acl.as_mut().filter(|_| inbound || self.outbound.acl) {
-            if let StageResult::Done(v) = acl.process(hdr, meta) {
-                return self.finish(v, hdr);
+        let run = self.run[meta.dir as usize];
+        if run & Run::ACL != 0 {
+            if let Some(acl) = &mut self.acl {
+                if let StageResult::Done(v) = acl.process(hdr, meta) {
+                    return self.finish(v, hdr);
+                }
             }
         }
-        // FlowSpec rules come from the operator's detection system: inbound traffic only.
-        if let Some(fs) = self.flowspec.as_mut().filter(|_| inbound) {
-            if let StageResult::Done(v) = fs.process(hdr, meta) {
-                return self.finish(v, hdr);
+        if run & Run::FLOWSPEC != 0 {
+            if let Some(fs) = &mut self.flowspec {
+                if let StageResult::Done(v) = fs.process(hdr, meta) {
+                    return self.finish(v, hdr);
+                }
             }
         }
-        if let Some(sc) = &mut self.syncookie {
-            // The cookie stage gets the whole buffer: its replies may grow the frame.
-            if let StageResult::Done(v) = sc.process(buf, hdr, meta) {
-                return self.finish(v, hdr);
+        if run & Run::SYNCOOKIE != 0 {
+            if let Some(sc) = &mut self.syncookie {
+                // The cookie stage gets the whole buffer: its replies may grow the frame.
+                if let StageResult::Done(v) = sc.process(buf, hdr, meta) {
+                    return self.finish(v, hdr);
+                }
             }
         }
-        if let Some(rl) = self
-            .ratelimit
-            .as_mut()
-            .filter(|_| inbound || self.outbound.ratelimit)
-        {
-            if let StageResult::Done(v) = rl.process(hdr, meta) {
-                return self.finish(v, hdr);
+        if run & Run::RATELIMIT != 0 {
+            if let Some(rl) = &mut self.ratelimit {
+                if let StageResult::Done(v) = rl.process(hdr, meta) {
+                    return self.finish(v, hdr);
+                }
             }
         }
-        if let Some(sig) = self
-            .signature
-            .as_mut()
-            .filter(|_| inbound || self.outbound.signature)
-        {
-            if let StageResult::Done(v) = sig.process(&buf[..len], hdr, meta) {
-                return self.finish(v, hdr);
+        if run & Run::SIGNATURE != 0 {
+            if let Some(sig) = &mut self.signature {
+                if let StageResult::Done(v) = sig.process(&buf[..len], hdr, meta) {
+                    return self.finish(v, hdr);
+                }
             }
         }
         Verdict::Forward
+    }
+
+    /// Recomputes [`Pipeline::run`] from which stages exist and `[pipeline.outbound]`. Inbound
+    /// traffic meets every stage; outbound traffic meets the SYN-cookie stage (it records the
+    /// connections the inside opens) and those the operator turned on for it. FlowSpec rules
+    /// come from the operator's detection system: inbound only.
+    pub(crate) fn refresh_run(&mut self) {
+        let present = |on: bool, bit: u8| if on { bit } else { 0 };
+        let inbound = present(self.acl.is_some(), Run::ACL)
+            | present(self.flowspec.is_some(), Run::FLOWSPEC)
+            | present(self.syncookie.is_some(), Run::SYNCOOKIE)
+            | present(self.ratelimit.is_some(), Run::RATELIMIT)
+            | present(self.signature.is_some(), Run::SIGNATURE);
+        let o = self.outbound;
+        let outbound_allowed = Run::SYNCOOKIE
+            | present(o.acl, Run::ACL)
+            | present(o.ratelimit, Run::RATELIMIT)
+            | present(o.signature, Run::SIGNATURE);
+        self.run[Direction::Inbound as usize] = inbound;
+        self.run[Direction::Outbound as usize] = inbound & outbound_allowed;
     }
 
     /// A stage's final verdict on an IP packet; drops go to the offender sketch. Only stage

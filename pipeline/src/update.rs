@@ -43,6 +43,12 @@ impl Pipeline {
     /// Applies `u`, leaving in it what it replaced (see [`Update`]). Call between bursts: no
     /// packet is ever judged half by the old and half by the new policy.
     pub fn apply(&mut self, u: &mut Update) {
+        self.apply_inner(u);
+        // An update may add a stage (the first FlowSpec table, a first ACL) or swap one out.
+        self.refresh_run();
+    }
+
+    fn apply_inner(&mut self, u: &mut Update) {
         match u {
             Update::Acl(table) => self.install_acl(table),
             Update::Rules {
