@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod benchutil;
+pub mod callgrind;
 pub mod gen;
 pub mod pcap;
 pub mod pipebench;

@@ -84,6 +84,12 @@ struct Args {
     /// Write an SVG plot of Mpps per worker count (scrubd and testpmd, per policy) here.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Instead of timing, run each tool once per policy under valgrind's callgrind (1 worker,
+    /// `--seconds` of forwarding after start-up) and report the forwarding thread's
+    /// instructions per received packet, split into DPDK's libraries and the tool's own code:
+    /// a deterministic counterpart of the Mpps ratio (see `perf::callgrind`). Needs `valgrind`.
+    #[arg(long)]
+    instructions_via_callgrind: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -263,10 +269,24 @@ fn outside_vdev(pcap: &Path, queues: usize) -> String {
     v
 }
 
-/// Run testpmd for `secs`, return the mean port-0 Rx-pps over the samples after the first.
-fn testpmd(a: &Args, t: &Traffic, l: &Layout, mbufs: usize) -> Result<f64, String> {
+/// The testpmd command line of a run, under `valgrind` when `callgrind` names an output prefix.
+fn testpmd_command(
+    a: &Args,
+    t: &Traffic,
+    l: &Layout,
+    mbufs: usize,
+    callgrind: Option<&Path>,
+) -> Command {
     let n = l.workers.len();
-    let mut cmd = Command::new(&a.testpmd);
+    let mut cmd = match callgrind {
+        Some(prefix) => {
+            let mut c = Command::new("valgrind");
+            c.args(perf::callgrind::valgrind_args(prefix))
+                .arg(&a.testpmd);
+            c
+        }
+        None => Command::new(&a.testpmd),
+    };
     cmd.arg(format!("--lcores={}", l.lcores));
     cmd.args([
         "--no-pci",
@@ -293,6 +313,12 @@ fn testpmd(a: &Args, t: &Traffic, l: &Layout, mbufs: usize) -> Result<f64, Strin
         "--txd=1024".into(),
         format!("--total-num-mbufs={mbufs}"),
     ]);
+    cmd
+}
+
+/// Run testpmd for `secs`, return the mean port-0 Rx-pps over the samples after the first.
+fn testpmd(a: &Args, t: &Traffic, l: &Layout, mbufs: usize) -> Result<f64, String> {
+    let mut cmd = testpmd_command(a, t, l, mbufs, None);
     let secs = a.seconds;
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -393,6 +419,7 @@ fn scrubd(
     mbufs: usize,
     pipeline: &str,
     dir: &Path,
+    callgrind: Option<&Path>,
 ) -> Result<ScrubdRun, String> {
     let workers: Vec<usize> = l.workers.iter().map(|&w| w as usize).collect();
     let summary = dir.join("summary.json");
@@ -414,7 +441,16 @@ fn scrubd(
     let cfg_path = dir.join("bench.toml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&summary);
-    let out = Command::new(&a.scrubd)
+    let mut cmd = match callgrind {
+        Some(prefix) => {
+            let mut c = Command::new("valgrind");
+            c.args(perf::callgrind::valgrind_args(prefix))
+                .arg(&a.scrubd);
+            c
+        }
+        None => Command::new(&a.scrubd),
+    };
+    let out = cmd
         .arg("--config")
         .arg(&cfg_path)
         .output()
@@ -616,6 +652,188 @@ fn svg(report: &Report) -> String {
     s
 }
 
+/// One policy's instructions per packet on the forwarding thread (`--instructions-via-callgrind`).
+#[derive(Debug, Serialize)]
+struct IrRow {
+    policy: Policy,
+    traffic: String,
+    testpmd: IrSplit,
+    scrubd: IrSplit,
+    /// testpmd's instructions per packet over scrubd's: the instruction-count counterpart of
+    /// the Mpps ratio.
+    ratio: f64,
+    /// scrubd's verdicts over the run, as in the timed table.
+    scrubd_run: ScrubdRun,
+}
+
+/// Instructions per received packet of one tool's forwarding thread, by where they ran.
+#[derive(Debug, Serialize)]
+struct IrSplit {
+    packets: u64,
+    per_packet: f64,
+    /// In DPDK's libraries (`librte_*`: PMDs, mempool, ethdev).
+    dpdk: f64,
+    /// In the tool's own executable.
+    own: f64,
+    /// Elsewhere (libc, the dynamic loader's TLS lookups).
+    other: f64,
+}
+
+impl IrSplit {
+    fn new(cost: &perf::callgrind::ThreadCost, exe: &Path, packets: u64) -> IrSplit {
+        let name = exe.file_name().map(|n| n.to_string_lossy().into_owned());
+        let p = packets.max(1) as f64;
+        let dpdk = cost.sum_where(|o| o.contains("librte_")) as f64 / p;
+        let own = cost.sum_where(|o| {
+            Path::new(o)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                == name
+        }) as f64
+            / p;
+        let per_packet = cost.total as f64 / p;
+        IrSplit {
+            packets,
+            per_packet,
+            dpdk,
+            own,
+            other: (per_packet - dpdk - own).max(0.0),
+        }
+    }
+}
+
+/// The busiest thread of a run under callgrind: the forwarding lcore.
+fn busiest(prefix: &Path) -> Result<perf::callgrind::ThreadCost, String> {
+    perf::callgrind::threads(prefix)?
+        .into_iter()
+        .next()
+        .map(|(_, c)| c)
+        .ok_or_else(|| format!("no callgrind output at {}.*", prefix.display()))
+}
+
+/// testpmd under callgrind: forwards until `secs` one-second samples followed the first
+/// non-zero one, then stops on SIGINT; returns the packets its ports received.
+fn testpmd_callgrind(
+    a: &Args,
+    t: &Traffic,
+    l: &Layout,
+    mbufs: usize,
+    prefix: &Path,
+) -> Result<u64, String> {
+    let mut child = testpmd_command(a, t, l, mbufs, Some(prefix))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("valgrind {}: {e}", a.testpmd.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let pid = child.id().to_string();
+    let (mut live, mut stopping, mut last_rx) = (0u64, false, None);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Rx-pps:").and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        }) {
+            if v > 0.0 || live > 0 {
+                live += 1;
+            }
+        }
+        // The accumulated statistics printed at exit come last.
+        if let Some(v) = line.strip_prefix("RX-packets:").and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        }) {
+            last_rx = Some(v);
+        }
+        if !stopping && live > a.seconds {
+            stopping = true;
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+        }
+    }
+    let _ = child.wait();
+    last_rx
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "testpmd under valgrind printed no RX-packets total".to_string())
+}
+
+fn run_callgrind(a: &Args, cpus: &[usize], dir: &Path) -> Result<Vec<IrRow>, String> {
+    let mut rows = Vec::new();
+    for &policy in &a.policy {
+        let t = traffic(a, policy, dir)?;
+        let pipeline = pipeline_section(a, policy)?;
+        let l = layout(1, cpus);
+        let mbufs = mbufs_for(t.frames, 1);
+        println!(
+            "policy {}: {} ({} frames), each tool under callgrind for {} s of forwarding",
+            policy.name(),
+            t.what,
+            t.frames,
+            a.seconds
+        );
+        let tp_prefix = dir.join(format!("cg.testpmd.{}", policy.name()));
+        let tp_rx = testpmd_callgrind(a, &t, &l, mbufs, &tp_prefix)
+            .map_err(|e| format!("testpmd ({}): {e}", policy.name()))?;
+        let sd_prefix = dir.join(format!("cg.scrubd.{}", policy.name()));
+        let s = scrubd(a, &t, &l, mbufs, &pipeline, dir, Some(&sd_prefix))
+            .map_err(|e| format!("scrubd ({}): {e}", policy.name()))?;
+        let testpmd = IrSplit::new(&busiest(&tp_prefix)?, &a.testpmd, tp_rx);
+        let scrubd = IrSplit::new(&busiest(&sd_prefix)?, &a.scrubd, s.rx);
+        rows.push(IrRow {
+            policy,
+            traffic: t.what,
+            ratio: if scrubd.per_packet > 0.0 {
+                testpmd.per_packet / scrubd.per_packet
+            } else {
+                0.0
+            },
+            testpmd,
+            scrubd,
+            scrubd_run: s,
+        });
+    }
+    Ok(rows)
+}
+
+fn ir_table(rows: &[IrRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<15} {:>12} {:>12} {:>7}   {:>9} {:>9} {:>9}   {:>9} {:>9}",
+        "policy",
+        "testpmd Ir",
+        "scrubd Ir",
+        "ratio",
+        "sd dpdk",
+        "sd own",
+        "sd other",
+        "tp dpdk",
+        "tp own"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<15} {:>12.1} {:>12.1} {:>6.2}x   {:>9.1} {:>9.1} {:>9.1}   {:>9.1} {:>9.1}",
+            r.policy.name(),
+            r.testpmd.per_packet,
+            r.scrubd.per_packet,
+            r.ratio,
+            r.scrubd.dpdk,
+            r.scrubd.own,
+            r.scrubd.other,
+            r.testpmd.dpdk,
+            r.testpmd.own
+        );
+    }
+    s.push_str(
+        "Ir: instructions per received packet on the forwarding thread (callgrind); ratio: \
+         testpmd Ir / scrubd Ir\nsd/tp dpdk: in librte_* (PMDs, mempool, ethdev); own: in the \
+         tool's executable; other: libc, ld.so\n",
+    );
+    s
+}
+
 fn run(a: &Args) -> Result<Report, String> {
     if a.workers.is_empty() || a.workers.contains(&0) {
         return Err("--workers: give worker counts of at least 1".into());
@@ -671,7 +889,7 @@ fn run_in(a: &Args, cpus: &[usize], dir: &Path) -> Result<Report, String> {
             for k in 0..a.repeat.max(1) {
                 let t_pps = testpmd(a, &t, &l, mbufs)
                     .map_err(|e| format!("testpmd ({}, {n} workers): {e}", policy.name()))?;
-                let s = scrubd(a, &t, &l, mbufs, &pipeline, dir)
+                let s = scrubd(a, &t, &l, mbufs, &pipeline, dir, None)
                     .map_err(|e| format!("scrubd ({}, {n} workers): {e}", policy.name()))?;
                 println!(
                     "  run {}/{}: {n} worker(s): testpmd {:.3} Mpps, scrubd {:.3} Mpps \
@@ -780,6 +998,9 @@ fn table(report: &Report) -> String {
 
 fn main() -> std::process::ExitCode {
     let a = Args::parse();
+    if a.instructions_via_callgrind {
+        return main_callgrind(&a);
+    }
     let report = match run(&a) {
         Ok(r) => r,
         Err(e) => {
@@ -803,6 +1024,37 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(p) = &a.svg {
         if let Err(e) = std::fs::write(p, svg(&report)) {
+            eprintln!("scrubd-bench: {}: {e}", p.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn main_callgrind(a: &Args) -> std::process::ExitCode {
+    let dir = std::env::temp_dir().join(format!("scrubd-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("scrubd-bench: {}: {e}", dir.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    let m = machine();
+    println!(
+        "machine: {} ({} CPUs), kernel {}",
+        m.cpu_model, m.nproc, m.kernel
+    );
+    let rows = run_callgrind(a, &allowed_cpus(), &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scrubd-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    print!("{}", ir_table(&rows));
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
+        if let Err(e) = std::fs::write(p, text + "\n") {
             eprintln!("scrubd-bench: {}: {e}", p.display());
             return std::process::ExitCode::FAILURE;
         }
