@@ -329,6 +329,7 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
                 tsc: t0,
             };
             let c = &mut counters[usize::from(link.rx_index)];
+            c.rx_packets += n as u64;
             let (mut nf, mut nr, mut nd) = (0usize, 0usize, 0usize);
             let (mut nef, mut ner) = (0usize, 0usize);
             for &m in &rx[..n] {
@@ -338,7 +339,6 @@ fn worker_loop(mut plan: WorkerPlan, control: &Control, idx: usize) -> WorkerRep
                 // nothing else aliases it while we hold the mbuf.
                 let buf = unsafe { std::slice::from_raw_parts_mut(f.data, f.len + f.room) };
                 let (len, pkt_len) = (f.len, f.pkt_len);
-                c.rx_packets += 1;
                 c.rx_bytes += u64::from(pkt_len);
                 let v = plan.pipeline.process(buf, len, &meta);
                 if let Some((frame, out)) = plan.pipeline.take_emitted() {

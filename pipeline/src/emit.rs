@@ -54,7 +54,9 @@ impl Emit {
         self.pending = true;
     }
 
-    /// The queued frame, once: the caller sends it (or counts why not).
+    /// The queued frame, once: the caller sends it (or counts why not). Inlined: the data path
+    /// asks after every packet, and nearly always the answer is a flag test saying no.
+    #[inline]
     pub fn take(&mut self) -> Option<(&[u8], EmitOut)> {
         if !self.pending {
             return None;

@@ -87,7 +87,10 @@ fn parse_ipv4_simple(frame: &[u8]) -> Result<Headers, Malformed> {
     }
     let proto = h[L3 + 9];
     let seg_len = total - ipv4::MIN_HEADER_LEN;
-    let (transport, l4_hdr, payload_len) = match proto {
+    // Each arm returns its whole `Headers`, so the transport fields go straight into the
+    // result instead of through a temporary copied in afterwards (parse row of
+    // `scrubd-pipeline-bench`: TCP 187 -> 179 Ir/pkt, UDP 173 -> 152).
+    match proto {
         ip_protocol::TCP => {
             let hl = usize::from(h[L4 + 12] >> 4) * 4;
             if hl < tcp::MIN_HEADER_LEN || hl > seg_len {
@@ -113,7 +116,13 @@ fn parse_ipv4_simple(frame: &[u8]) -> Result<Headers, Malformed> {
                 window: u16::from_be_bytes([h[L4 + 14], h[L4 + 15]]),
                 options,
             };
-            (Transport::Tcp(info), hl, seg_len - hl)
+            Ok(simple_headers(
+                h,
+                total,
+                Transport::Tcp(info),
+                hl,
+                seg_len - hl,
+            ))
         }
         ip_protocol::UDP => {
             let ulen = usize::from(u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]));
@@ -124,12 +133,32 @@ fn parse_ipv4_simple(frame: &[u8]) -> Result<Headers, Malformed> {
                 sport: u16::from_be_bytes([h[L4], h[L4 + 1]]),
                 dport: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
             };
-            (t, udp::HEADER_LEN, ulen - udp::HEADER_LEN)
+            Ok(simple_headers(
+                h,
+                total,
+                t,
+                udp::HEADER_LEN,
+                ulen - udp::HEADER_LEN,
+            ))
         }
-        _ => return parse_general(frame),
-    };
+        _ => parse_general(frame),
+    }
+}
+
+/// The [`Headers`] of an untagged IPv4 frame without options or fragmentation whose fixed
+/// headers are `h`, as [`parse_ipv4_simple`] checked them.
+#[inline(always)]
+fn simple_headers(
+    h: &[u8; SIMPLE_LEN],
+    total: usize,
+    transport: Transport,
+    l4_hdr: usize,
+    payload_len: usize,
+) -> Headers {
+    const L3: usize = ethernet::HEADER_LEN;
+    const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
     let addr = |o: usize| Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]);
-    Ok(Headers {
+    Headers {
         vlans: [0; 2],
         vlan_count: 0,
         ethertype: ethernet::ETHERTYPE_IPV4,
@@ -138,7 +167,7 @@ fn parse_ipv4_simple(frame: &[u8]) -> Result<Headers, Malformed> {
             version: IpVersion::V4,
             src: IpAddr::V4(addr(L3 + 12)),
             dst: IpAddr::V4(addr(L3 + 16)),
-            proto,
+            proto: h[L3 + 9],
             ttl: h[L3 + 8],
             frag: Frag::None,
             ip_len: total as u16,
@@ -147,7 +176,7 @@ fn parse_ipv4_simple(frame: &[u8]) -> Result<Headers, Malformed> {
             payload_off: (L4 + l4_hdr) as u16,
             payload_len: payload_len as u16,
         }),
-    })
+    }
 }
 
 /// The general walk of [`parse`]: any VLAN stack, IPv4 with options and fragments, IPv6, ARP.
