@@ -18,7 +18,11 @@ pub struct Headers {
     pub net: Net,
 }
 
+/// `repr(u8)`: an explicit tag byte instead of a niche in the IP headers' own enums, so telling
+/// IP from ARP from a parse error (the `Result` around [`Headers`] uses the same byte) is one
+/// compare on every packet rather than a range decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Net {
     /// ARP: forwarded untouched, never scrubbed.
     Arp,
