@@ -75,7 +75,7 @@ use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
 
 mod table;
-use table::{Meter, SourceTable, Touched};
+use table::{Meter, SourceTable};
 
 /// Traffic classes, with the stable index carried by [`DropReason::RateLimited`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -592,29 +592,28 @@ impl RateLimitStage {
     /// Finds or inserts the key's bucket in the shared table and takes one packet from it.
     #[inline(always)]
     fn source_admit(&mut self, src: IpAddr, ci: usize, p: Params, now: u64) -> bool {
+        let generation = u64::from(self.generation.get(ci).copied().unwrap_or(0) & 0x7);
+        let extra = (ci as u64) << 1 | generation << 4;
         // The masked source, as `Prefix::masked(src, source_prefix_*)` gives it, from the
         // precomputed masks.
-        let (addr, v6) = match src {
-            IpAddr::V4(a) => (u128::from(u32::from(a) & self.src_mask_v4), 0u64),
-            IpAddr::V6(a) => (u128::from(a) & self.src_mask_v6, 1u64),
+        let (set, tag) = match src {
+            IpAddr::V4(a) => self
+                .table
+                .locate_v4(u32::from(a) & self.src_mask_v4, ci, extra),
+            IpAddr::V6(a) => self
+                .table
+                .locate_v6(u128::from(a) & self.src_mask_v6, ci, extra | 1),
         };
-        let generation = u64::from(self.generation.get(ci).copied().unwrap_or(0) & 0x7);
-        let extra = v6 | (ci as u64) << 1 | generation << 4;
-        let (set, tag) = self.table.locate(addr, ci, extra);
         let params = &self.params;
         let meter_of = |c: usize| params.get(c).copied().flatten().map(|q| q.meter);
-        let mut touched = Touched::default();
-        let ok = self
-            .table
-            .admit(set, tag, p.meter, now, meter_of, &mut touched);
+        let c = &mut self.counters;
         // Only an insertion evicts; a hit (the common case) touches no counter.
-        if touched.inserted {
-            let c = &mut self.counters;
-            c.table_inserts += 1;
-            c.table_evictions += u64::from(touched.evicted);
-            c.table_evictions_active += u64::from(touched.evicted_active);
-        }
-        ok
+        self.table
+            .admit(set, tag, p.meter, now, meter_of, |touched| {
+                c.table_inserts += 1;
+                c.table_evictions += u64::from(touched.evicted);
+                c.table_evictions_active += u64::from(touched.evicted_active);
+            })
     }
 
     /// Changes (or with `None` removes) a class's limit live: validates, then applies. Workers
