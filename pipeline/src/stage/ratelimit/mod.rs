@@ -68,14 +68,14 @@ use std::sync::Arc;
 use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
-use crate::headers::{Frag, Headers, TcpInfo, Transport};
+use crate::headers::{Frag, Headers, IpHeaders, TcpInfo, Transport};
 use crate::prefix::{Prefix, PrefixError};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
 
 mod table;
-use table::{Meter, SourceTable};
+use table::{Meter, SourceTable, V4Key};
 
 /// Traffic classes, with the stable index carried by [`DropReason::RateLimited`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -458,23 +458,27 @@ impl RateLimiter {
     }
 
     fn stage_over(&self, table: Arc<SourceTable>) -> RateLimitStage {
-        let mut reflection = vec![0u64; 1024].into_boxed_slice();
+        let mut reflection = Box::new([0u64; 1024]);
         for &p in &self.config.reflection_ports {
-            if let Some(w) = reflection.get_mut(usize::from(p >> 6)) {
-                *w |= 1 << (p & 63);
-            }
+            reflection[usize::from(p >> 6)] |= 1 << (p & 63);
         }
+        let mut plans = [ClassPlan::default(); PER_SOURCE];
+        for (ci, (plan, p)) in plans.iter_mut().zip(self.params).enumerate() {
+            *plan = ClassPlan::new(ci, p, 0);
+        }
+        // Same mask as `Prefix::masked` (a /0 masks everything away); the length was checked
+        // against 32 in `RateLimiter::new`.
+        let mask_v4 = u32::MAX
+            .checked_shl(32u32.saturating_sub(u32::from(self.config.source_prefix_v4)))
+            .unwrap_or(0);
         RateLimitStage {
             config: self.config.clone(),
             tsc_hz: self.tsc_hz,
-            params: self.params,
-            generation: [0; PER_SOURCE],
+            plans,
             reflection,
-            // Same masks as `Prefix::masked` (a /0 masks everything away); the lengths were
-            // checked against 32 and 128 in `RateLimiter::new`.
-            src_mask_v4: u32::MAX
-                .checked_shl(32u32.saturating_sub(u32::from(self.config.source_prefix_v4)))
-                .unwrap_or(0),
+            // Applied to the address's octets read as a native-endian word, so the key needs
+            // no byte swap: the table only needs the key to be the same for the same prefix.
+            src_mask_v4: u32::from_ne_bytes(mask_v4.to_be_bytes()),
             src_mask_v6: u128::MAX
                 .checked_shl(128u32.saturating_sub(u32::from(self.config.source_prefix_v6)))
                 .unwrap_or(0),
@@ -506,15 +510,46 @@ pub struct RateLimitCounters {
     pub table_evictions_active: u64,
 }
 
+/// What a per-source class does to a packet, computed when the class is set, so that a
+/// packet costs one array read after its class is known.
+#[derive(Clone, Copy, Debug, Default)]
+struct ClassPlan {
+    /// None: the class has no per-source limit.
+    meter: Option<Meter>,
+    /// The key bits besides the address (see [`table::SourceTable::locate_v6`]): the class in
+    /// bits 1..=3 and its generation in bits 4..=6. The generation is bumped when the class
+    /// changes mode, so old-mode state is treated as a new key.
+    extra: u64,
+    /// The same, in the form an IPv4 key takes it.
+    v4: V4Key,
+}
+
+impl ClassPlan {
+    fn new(ci: usize, params: Option<Params>, generation: u64) -> ClassPlan {
+        let extra = (ci as u64 & 0x7) << 1 | (generation & 0x7) << 4;
+        ClassPlan {
+            meter: params.map(|p| p.meter),
+            extra,
+            v4: V4Key::new(ci, extra),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        (self.extra >> 4) & 0x7
+    }
+}
+
 /// One worker's rate-limit stage. Not shared: each worker owns its table.
 pub struct RateLimitStage {
     config: RateLimitConfig,
     tsc_hz: u64,
-    params: [Option<Params>; PER_SOURCE],
-    /// Bumped when a class changes mode, so old-mode state is treated as a new key.
-    generation: [u8; PER_SOURCE],
-    reflection: Box<[u64]>,
+    /// Indexed by class index (the per-source classes only).
+    plans: [ClassPlan; PER_SOURCE],
+    /// One bit per UDP source port: a reflection port. A fixed-size array, so that indexing
+    /// it by `port >> 6` needs no bounds check.
+    reflection: Box<[u64; 1024]>,
     /// `source_prefix_v4`/`_v6` as masks, computed once: the key of every packet is masked.
+    /// The IPv4 one applies to the octets read as a native-endian word.
     src_mask_v4: u32,
     src_mask_v6: u128,
     /// Shared by every worker of the policy (see [`table`]).
@@ -529,47 +564,94 @@ impl RateLimitStage {
     /// The class of an IP packet (None for non-IP).
     pub fn classify(&self, hdr: &Headers) -> Option<LimitClass> {
         let ip = hdr.ip()?;
-        if ip.frag == Frag::Later {
-            return Some(LimitClass::IpFragment);
-        }
-        Some(match ip.transport {
-            Transport::Udp { sport, .. } if self.is_reflection_port(sport) => {
-                LimitClass::UdpReflection
-            }
-            Transport::Icmp { .. } | Transport::Icmpv6 { .. } => LimitClass::Icmp,
-            Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN => {
-                LimitClass::TcpSyn
-            }
-            Transport::None => LimitClass::IpFragment,
-            _ => LimitClass::Other,
-        })
+        LimitClass::from_index(self.class_index(ip) as u8)
     }
 
+    /// The per-source class index of an IP packet (see the table in the module docs). TCP is
+    /// tested first (clean traffic), then UDP (floods): two compares instead of a jump table.
+    #[inline(always)]
+    fn class_index(&self, ip: &IpHeaders) -> usize {
+        const OTHER: usize = LimitClass::Other as usize;
+        let ci = if let Transport::Tcp(t) = ip.transport {
+            if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
+                LimitClass::TcpSyn as usize
+            } else {
+                OTHER
+            }
+        } else if let Transport::Udp { sport, .. } = ip.transport {
+            if self.is_reflection_port(sport) {
+                LimitClass::UdpReflection as usize
+            } else {
+                OTHER
+            }
+        } else {
+            match ip.transport {
+                Transport::Icmp { .. } | Transport::Icmpv6 { .. } => LimitClass::Icmp as usize,
+                Transport::None => LimitClass::IpFragment as usize,
+                _ => OTHER,
+            }
+        };
+        // A non-first fragment has no transport header (the parser leaves `None`); whatever
+        // the headers say, it is a fragment.
+        if ip.frag == Frag::Later {
+            LimitClass::IpFragment as usize
+        } else {
+            ci
+        }
+    }
+
+    #[inline(always)]
     fn is_reflection_port(&self, port: u16) -> bool {
-        self.reflection
-            .get(usize::from(port >> 6))
-            .is_some_and(|w| w & (1 << (port & 63)) != 0)
+        self.reflection[usize::from(port >> 6)] & (1 << (port & 63)) != 0
     }
 
     #[inline]
     pub fn process(&mut self, hdr: &Headers, meta: &Meta) -> StageResult {
-        let (Some(ip), Some(class)) = (hdr.ip(), self.classify(hdr)) else {
+        let Some(ip) = hdr.ip() else {
             self.counters.not_ip += 1;
             return StageResult::Continue;
         };
-        let ci = usize::from(class.index());
-        let limited = self.params.get(ci).copied().flatten();
-        if let Some(p) = limited {
-            if !self.source_admit(ip.src, ci, p, meta.tsc) {
+        let ci = self.class_index(ip);
+        let Some(plan) = self.plans.get(ci) else {
+            return StageResult::Continue;
+        };
+        let limited = plan.meter.is_some();
+        if let Some(meter) = &plan.meter {
+            // The masked source, the same bits `Prefix::masked(src, source_prefix_*)` keeps,
+            // from the precomputed masks.
+            let (set, tag) = match ip.src {
+                IpAddr::V4(a) => {
+                    let a = u32::from_ne_bytes(a.octets()) & self.src_mask_v4;
+                    self.table.locate_v4(a, plan.v4)
+                }
+                IpAddr::V6(a) => {
+                    let a = u128::from(a) & self.src_mask_v6;
+                    self.table.locate_v6(a, ci, plan.extra | 1)
+                }
+            };
+            let plans = &self.plans;
+            let meter_of = move |c: usize| plans.get(c).and_then(|q| q.meter);
+            let c = &mut self.counters;
+            // Only an insertion evicts; a hit (the common case) touches no counter.
+            let on_insert = move |touched: table::Touched| {
+                let c: &mut RateLimitCounters = c;
+                c.table_inserts += 1;
+                c.table_evictions += u64::from(touched.evicted);
+                c.table_evictions_active += u64::from(touched.evicted_active);
+            };
+            if !self
+                .table
+                .admit(set, tag, meter, meta.tsc, meter_of, on_insert)
+            {
                 if let Some(d) = self.counters.dropped.get_mut(ci) {
                     *d += 1;
                 }
+                let class = LimitClass::from_index(ci as u8).unwrap_or(LimitClass::Other);
                 return StageResult::Done(Verdict::Drop(DropReason::RateLimited(class)));
             }
         }
         if let Some(b) = self.aggregate.bucket_for(ip.dst) {
-            let held = self.held.get_mut(b).map(|h| &mut *h);
-            if !self.aggregate.admit(b, held, meta.tsc) {
+            if !self.aggregate_admit(b, meta.tsc) {
                 let ai = usize::from(LimitClass::Aggregate.index());
                 if let Some(d) = self.counters.dropped.get_mut(ai) {
                     *d += 1;
@@ -579,7 +661,7 @@ impl RateLimitStage {
                 )));
             }
         }
-        if limited.is_some() {
+        if limited {
             if let Some(c) = self.counters.passed.get_mut(ci) {
                 *c += 1;
             }
@@ -589,31 +671,18 @@ impl RateLimitStage {
         StageResult::Continue
     }
 
-    /// Finds or inserts the key's bucket in the shared table and takes one packet from it.
+    /// One packet against aggregate budget `b`: from the tokens this worker holds if any (the
+    /// common case: no shared cache line), else from the shared budget.
     #[inline(always)]
-    fn source_admit(&mut self, src: IpAddr, ci: usize, p: Params, now: u64) -> bool {
-        let generation = u64::from(self.generation.get(ci).copied().unwrap_or(0) & 0x7);
-        let extra = (ci as u64) << 1 | generation << 4;
-        // The masked source, as `Prefix::masked(src, source_prefix_*)` gives it, from the
-        // precomputed masks.
-        let (set, tag) = match src {
-            IpAddr::V4(a) => self
-                .table
-                .locate_v4(u32::from(a) & self.src_mask_v4, ci, extra),
-            IpAddr::V6(a) => self
-                .table
-                .locate_v6(u128::from(a) & self.src_mask_v6, ci, extra | 1),
+    fn aggregate_admit(&mut self, b: usize, now: u64) -> bool {
+        let Some(held) = self.held.get_mut(b) else {
+            return true;
         };
-        let params = &self.params;
-        let meter_of = |c: usize| params.get(c).copied().flatten().map(|q| q.meter);
-        let c = &mut self.counters;
-        // Only an insertion evicts; a hit (the common case) touches no counter.
-        self.table
-            .admit(set, tag, p.meter, now, meter_of, |touched| {
-                c.table_inserts += 1;
-                c.table_evictions += u64::from(touched.evicted);
-                c.table_evictions_active += u64::from(touched.evicted_active);
-            })
+        if *held > 0 {
+            *held -= 1;
+            return true;
+        }
+        self.aggregate.admit_shared(b, held, now)
     }
 
     /// Changes (or with `None` removes) a class's limit live: validates, then applies. Workers
@@ -638,11 +707,12 @@ impl RateLimitStage {
         };
         let old_mode = slot.map(|l| l.mode);
         *slot = change.limit;
-        if let (Some(p), Some(g)) = (self.params.get_mut(ci), self.generation.get_mut(ci)) {
+        if let Some(plan) = self.plans.get_mut(ci) {
+            let mut generation = plan.generation();
             if old_mode != change.limit.map(|l| l.mode) {
-                *g = g.wrapping_add(1) & 0x7;
+                generation = generation.wrapping_add(1) & 0x7;
             }
-            *p = change.params;
+            *plan = ClassPlan::new(ci, change.params, generation);
         }
     }
 
@@ -687,7 +757,8 @@ pub struct AggregateLimiter {
     v4: PrefixMap<(u32, u8), usize>,
     v6: PrefixMap<(u128, u8), usize>,
     /// With at most [`FEW_AGGREGATES`] entries, (network, mask, budget) longest prefix first:
-    /// a scan of a few masked compares costs a fraction of a trie walk.
+    /// a scan of a few masked compares costs a fraction of a trie walk. IPv4 network and mask
+    /// are kept as the address octets read as a native-endian word, as the packet's are.
     few_v4: Box<[(u32, u32, usize)]>,
     few_v6: Box<[(u128, u128, usize)]>,
     few: bool,
@@ -777,7 +848,9 @@ impl AggregateLimiter {
             match p.addr() {
                 IpAddr::V4(a) => {
                     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                    few_v4.push((u32::from(a) & mask, mask, i));
+                    // As the octets read natively (see `bucket_for`): no byte swap per packet.
+                    let ne = |x: u32| u32::from_ne_bytes(x.to_be_bytes());
+                    few_v4.push((ne(u32::from(a) & mask), ne(mask), i));
                 }
                 IpAddr::V6(a) => {
                     let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
@@ -805,7 +878,7 @@ impl AggregateLimiter {
         if self.few {
             return match dst {
                 IpAddr::V4(a) => {
-                    let a = u32::from(a);
+                    let a = u32::from_ne_bytes(a.octets());
                     self.few_v4
                         .iter()
                         .find(|(n, m, _)| a & m == *n)
@@ -826,16 +899,14 @@ impl AggregateLimiter {
         }
     }
 
-    /// Admits one packet against budget `b`, using and refilling the worker's `held` tokens.
-    #[inline]
-    fn admit(&self, b: usize, held: Option<&mut u64>, now: u64) -> bool {
-        let (Some(bucket), Some(held)) = (self.buckets.get(b), held) else {
+    /// Admits one packet against budget `b` when the worker holds no token of it: refills the
+    /// shared budget, claims a batch into `held` and takes one. Out of line: it runs once per
+    /// batch (up to 32 packets).
+    #[inline(never)]
+    fn admit_shared(&self, b: usize, held: &mut u64, now: u64) -> bool {
+        let Some(bucket) = self.buckets.get(b) else {
             return true;
         };
-        if *held > 0 {
-            *held -= 1;
-            return true;
-        }
         bucket.refill(now);
         let got = bucket.claim();
         if got == 0 {

@@ -197,6 +197,27 @@ pub fn tag_class(tag: u64) -> usize {
 /// Tag bit 4: the key is an IPv6 prefix (its tag is a hash, not the key itself).
 const TAG_V6: u64 = 0x10;
 
+/// The part of an IPv4 key that depends only on its class (class and generation), computed
+/// when the class is set rather than per packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4Key {
+    /// The class and generation bits above the 32 address bits.
+    hi: u64,
+    /// The tag's low bits: the class in bits 1..=3, bit 0 set, family bit 4 clear.
+    tag_lo: u64,
+}
+
+impl V4Key {
+    /// `extra`: the class and generation bits as [`SourceTable::locate_v6`] takes them (its
+    /// family bit 0 is ignored: this is IPv4).
+    pub fn new(class: usize, extra: u64) -> V4Key {
+        V4Key {
+            hi: (extra & 0x7e) << 32,
+            tag_lo: ((class as u64 & 0x7) << 1) | 1,
+        }
+    }
+}
+
 impl SourceTable {
     /// At least `capacity` slots, in whole sets. The seeds key the hash: random in production.
     pub fn new(capacity: usize, k0: u64, k1: u64, k2: u64) -> SourceTable {
@@ -230,16 +251,14 @@ impl SourceTable {
         ((u128::from(h) * self.sets.len() as u128) >> 64) as usize
     }
 
-    /// Set index and tag of an IPv4 key: `addr` already masked to the source prefix, `extra`
-    /// the class and generation bits (see [`SourceTable::locate_v6`]; bit 0, the family, is 0
-    /// here). The tag is the key itself (see the module documentation); only the set index is
-    /// hashed, with one keyed folded multiply.
+    /// Set index and tag of an IPv4 key: `addr` already masked to the source prefix, `key`
+    /// the class's part. The tag is the key itself (see the module documentation); only the
+    /// set index is hashed, with one keyed folded multiply.
     #[inline]
-    pub fn locate_v4(&self, addr: u32, class: usize, extra: u64) -> (usize, u64) {
-        let x = u64::from(addr) | (extra & 0x7e) << 32;
+    pub fn locate_v4(&self, addr: u32, key: V4Key) -> (usize, u64) {
+        let x = u64::from(addr) | key.hi;
         let h = mum(x ^ self.k0, x.rotate_left(32) ^ self.k1c);
-        let tag = (x << 5) | ((class as u64 & 0x7) << 1) | 1;
-        (self.set_of(h), tag)
+        (self.set_of(h), (x << 5) | key.tag_lo)
     }
 
     /// Set index and tag of an IPv6 key. `extra` carries the family (bit 0), class (bits
@@ -264,7 +283,7 @@ impl SourceTable {
         &self,
         set: usize,
         tag: u64,
-        meter: Meter,
+        meter: &Meter,
         now: u64,
         meter_of: impl Fn(usize) -> Option<Meter>,
         on_insert: impl FnOnce(Touched),
@@ -277,7 +296,7 @@ impl SourceTable {
                 return Self::take(s, meter, now);
             }
         }
-        Self::insert(ways, tag, meter, now, meter_of, on_insert)
+        Self::insert(ways, tag, *meter, now, meter_of, on_insert)
     }
 
     /// The miss path of [`SourceTable::admit`], kept out of line: a key is inserted once and
@@ -299,7 +318,7 @@ impl SourceTable {
             for (i, s) in ways.0.iter().enumerate() {
                 let t = s.tag.load(Relaxed);
                 if t == tag {
-                    return Self::take(s, meter, now);
+                    return Self::take(s, &meter, now);
                 }
                 let st = s.state.load(Relaxed);
                 let rank = if t == 0 {
@@ -341,13 +360,13 @@ impl SourceTable {
             {
                 return first != fresh;
             }
-            return Self::take(s, meter, now);
+            return Self::take(s, &meter, now);
         }
         true
     }
 
     #[inline]
-    fn take(s: &Slot, meter: Meter, now: u64) -> bool {
+    fn take(s: &Slot, meter: &Meter, now: u64) -> bool {
         let mut cur = s.state.load(Relaxed);
         loop {
             let Some(next) = meter.take(cur, now) else {
@@ -438,7 +457,7 @@ mod tests {
     fn hammer(threads: usize, rate: u64, burst: u64, span_ms: u64, per_thread: u64) -> (u64, u64) {
         let table = Arc::new(SourceTable::new(64, 1, 2, 3));
         let m = gcra(rate, burst);
-        let (set, tag) = table.locate_v4(0x0a00_0001, 0, 0);
+        let (set, tag) = table.locate_v4(0x0a00_0001, V4Key::new(0, 0));
         let ticks = span_ms * HZ / 1000;
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -447,7 +466,7 @@ mod tests {
                     let mut passed = 0u64;
                     for i in 0..per_thread {
                         let now = 1_000_000 + i * ticks / per_thread + t as u64;
-                        if table.admit(set, tag, m, now, |_| Some(m), |_| ()) {
+                        if table.admit(set, tag, &m, now, |_| Some(m), |_| ()) {
                             passed += 1;
                         }
                     }
@@ -498,7 +517,7 @@ mod tests {
             for class in 0..5usize {
                 for generation in 0..8u64 {
                     let extra = (class as u64) << 1 | generation << 4;
-                    let (set, tag) = t.locate_v4(addr, class, extra);
+                    let (set, tag) = t.locate_v4(addr, V4Key::new(class, extra));
                     assert!(set < t.sets.len());
                     assert_eq!((tag & 1, tag & TAG_V6), (1, 0));
                     assert_eq!(tag_class(tag), class);
@@ -525,8 +544,7 @@ mod tests {
                 for a in 0..65_536u32 {
                     let (set, _) = t.locate_v4(
                         0x0a00_0000u32.wrapping_add(a * stride),
-                        class,
-                        (class as u64) << 1,
+                        V4Key::new(class, (class as u64) << 1),
                     );
                     load[set] += 1;
                 }
@@ -546,14 +564,14 @@ mod tests {
         let mut keys = Vec::new();
         let mut a = 0u32;
         while keys.len() < WAYS + 2 {
-            let (set, tag) = t.locate_v4(a, 0, 0);
+            let (set, tag) = t.locate_v4(a, V4Key::new(0, 0));
             assert_eq!(set, 0, "one set");
             keys.push(tag);
             a += 1;
         }
         let admit = |tag, now| {
             let mut tc = None;
-            let ok = t.admit(0, tag, m, now, |_| Some(m), |x| tc = Some(x));
+            let ok = t.admit(0, tag, &m, now, |_| Some(m), |x| tc = Some(x));
             (ok, tc)
         };
         for (i, &tag) in keys.iter().take(WAYS).enumerate() {
