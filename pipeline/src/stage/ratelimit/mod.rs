@@ -462,7 +462,7 @@ impl RateLimiter {
         for &p in &self.config.reflection_ports {
             reflection[usize::from(p >> 6)] |= 1 << (p & 63);
         }
-        let mut plans = [ClassPlan::default(); PER_SOURCE];
+        let mut plans = [ClassPlan::default(); 8];
         for (ci, (plan, p)) in plans.iter_mut().zip(self.params).enumerate() {
             *plan = ClassPlan::new(ci, p, 0);
         }
@@ -513,6 +513,7 @@ pub struct RateLimitCounters {
 /// What a per-source class does to a packet, computed when the class is set, so that a
 /// packet costs one array read after its class is known.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
 struct ClassPlan {
     /// None: the class has no per-source limit.
     meter: Option<Meter>,
@@ -543,8 +544,9 @@ impl ClassPlan {
 pub struct RateLimitStage {
     config: RateLimitConfig,
     tsc_hz: u64,
-    /// Indexed by class index (the per-source classes only).
-    plans: [ClassPlan; PER_SOURCE],
+    /// Indexed by class index (the per-source classes; the rest stay unlimited), a power of
+    /// two long so that `ci & 7` needs no bounds check, each one cache line.
+    plans: [ClassPlan; 8],
     /// One bit per UDP source port: a reflection port. A fixed-size array, so that indexing
     /// it by `port >> 6` needs no bounds check.
     reflection: Box<[u64; 1024]>,
@@ -572,24 +574,22 @@ impl RateLimitStage {
     #[inline(always)]
     fn class_index(&self, ip: &IpHeaders) -> usize {
         const OTHER: usize = LimitClass::Other as usize;
-        let ci = if let Transport::Tcp(t) = ip.transport {
-            if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
-                LimitClass::TcpSyn as usize
-            } else {
-                OTHER
+        let ci = match ip.transport {
+            Transport::Tcp(t) => {
+                if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
+                    LimitClass::TcpSyn as usize
+                } else {
+                    OTHER
+                }
             }
-        } else if let Transport::Udp { sport, .. } = ip.transport {
-            if self.is_reflection_port(sport) {
-                LimitClass::UdpReflection as usize
-            } else {
-                OTHER
+            Transport::Udp { sport, .. } => {
+                if self.is_reflection_port(sport) {
+                    LimitClass::UdpReflection as usize
+                } else {
+                    OTHER
+                }
             }
-        } else {
-            match ip.transport {
-                Transport::Icmp { .. } | Transport::Icmpv6 { .. } => LimitClass::Icmp as usize,
-                Transport::None => LimitClass::IpFragment as usize,
-                _ => OTHER,
-            }
+            ref rest => Self::rare_class_index(rest),
         };
         // A non-first fragment has no transport header (the parser leaves `None`); whatever
         // the headers say, it is a fragment.
@@ -597,6 +597,17 @@ impl RateLimitStage {
             LimitClass::IpFragment as usize
         } else {
             ci
+        }
+    }
+
+    /// The class of the transports other than TCP and UDP, out of line: a jump table here
+    /// would cost every TCP and UDP packet its dispatch.
+    #[inline(never)]
+    fn rare_class_index(t: &Transport) -> usize {
+        match t {
+            Transport::Icmp { .. } | Transport::Icmpv6 { .. } => LimitClass::Icmp as usize,
+            Transport::None => LimitClass::IpFragment as usize,
+            _ => LimitClass::Other as usize,
         }
     }
 
@@ -612,9 +623,7 @@ impl RateLimitStage {
             return StageResult::Continue;
         };
         let ci = self.class_index(ip);
-        let Some(plan) = self.plans.get(ci) else {
-            return StageResult::Continue;
-        };
+        let plan = &self.plans[ci & 7];
         let limited = plan.meter.is_some();
         if let Some(meter) = &plan.meter {
             // The masked source, the same bits `Prefix::masked(src, source_prefix_*)` keeps,
@@ -650,8 +659,9 @@ impl RateLimitStage {
                 return StageResult::Done(Verdict::Drop(DropReason::RateLimited(class)));
             }
         }
-        if let Some(b) = self.aggregate.bucket_for(ip.dst) {
-            if !self.aggregate_admit(b, meta.tsc) {
+        let b = self.aggregate.budget_index(&ip.dst);
+        if let Some(held) = self.held.get_mut(b) {
+            if !Self::aggregate_admit(&self.aggregate, b, held, meta.tsc) {
                 let ai = usize::from(LimitClass::Aggregate.index());
                 if let Some(d) = self.counters.dropped.get_mut(ai) {
                     *d += 1;
@@ -674,15 +684,12 @@ impl RateLimitStage {
     /// One packet against aggregate budget `b`: from the tokens this worker holds if any (the
     /// common case: no shared cache line), else from the shared budget.
     #[inline(always)]
-    fn aggregate_admit(&mut self, b: usize, now: u64) -> bool {
-        let Some(held) = self.held.get_mut(b) else {
-            return true;
-        };
+    fn aggregate_admit(aggregate: &AggregateLimiter, b: usize, held: &mut u64, now: u64) -> bool {
         if *held > 0 {
             *held -= 1;
             return true;
         }
-        self.aggregate.admit_shared(b, held, now)
+        aggregate.admit_shared(b, held, now)
     }
 
     /// Changes (or with `None` removes) a class's limit live: validates, then applies. Workers
@@ -761,7 +768,8 @@ pub struct AggregateLimiter {
     /// are kept as the address octets read as a native-endian word, as the packet's are.
     few_v4: Box<[(u32, u32, usize)]>,
     few_v6: Box<[(u128, u128, usize)]>,
-    few: bool,
+    /// Which of the lookups `bucket_for` uses, chosen by what is configured.
+    lookup: AggLookup,
     buckets: Box<[AggBucket]>,
     entries: Vec<(Prefix, AggregateConfig)>,
 }
@@ -777,6 +785,25 @@ struct AggBucket {
 
 /// Up to this many aggregate entries are matched by a linear scan instead of the trie.
 const FEW_AGGREGATES: usize = 16;
+
+/// Up to this many IPv4 aggregates (and few in all, none included) are matched by compares
+/// unrolled over a fixed array held in the limiter itself: no slice to load, no loop.
+const INLINE_V4: usize = 2;
+
+/// An inline entry that matches no address: `a & 0 == 0 != 1`.
+const NO_MATCH_V4: (u32, u32, usize) = (1, 0, usize::MAX);
+
+/// How [`AggregateLimiter::bucket_for`] finds a destination's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AggLookup {
+    /// At most [`INLINE_V4`] IPv4 entries, in this array (longest prefix first, padded with
+    /// [`NO_MATCH_V4`]), and IPv6 ones (if any) in the `few_v6` scan.
+    Inline([(u32, u32, usize); INLINE_V4]),
+    /// The `few_v4`/`few_v6` scans.
+    Few,
+    /// The tries.
+    Trie,
+}
 
 /// `last` before the first packet: the first claimer starts the clock without crediting refill.
 const UNSTARTED: u64 = u64::MAX;
@@ -861,7 +888,17 @@ impl AggregateLimiter {
         Ok(AggregateLimiter {
             v4,
             v6,
-            few: entries.len() <= FEW_AGGREGATES,
+            lookup: if entries.len() <= FEW_AGGREGATES && few_v4.len() <= INLINE_V4 {
+                let mut inline = [NO_MATCH_V4; INLINE_V4];
+                for (slot, &e) in inline.iter_mut().zip(&few_v4) {
+                    *slot = e;
+                }
+                AggLookup::Inline(inline)
+            } else if entries.len() <= FEW_AGGREGATES {
+                AggLookup::Few
+            } else {
+                AggLookup::Trie
+            },
             few_v4: few_v4.into_boxed_slice(),
             few_v6: few_v6.into_boxed_slice(),
             buckets: buckets.into_boxed_slice(),
@@ -871,31 +908,58 @@ impl AggregateLimiter {
 
     /// The budget covering `dst` (longest configured prefix), if any.
     #[inline]
-    pub fn bucket_for(&self, dst: IpAddr) -> Option<usize> {
-        if self.buckets.is_empty() {
-            return None;
+    pub fn bucket_for(&self, dst: &IpAddr) -> Option<usize> {
+        let b = self.budget_index(dst);
+        (b != usize::MAX).then_some(b)
+    }
+
+    /// [`AggregateLimiter::bucket_for`] on the packet path: `usize::MAX` for none, so that
+    /// the caller's one bounds check on its held tokens also stands for "no budget". The
+    /// common shapes (none, or one or two protected IPv4 prefixes) take two compares;
+    /// anything else goes out of line.
+    #[inline(always)]
+    fn budget_index(&self, dst: &IpAddr) -> usize {
+        if let (AggLookup::Inline([e0, e1]), IpAddr::V4(a)) = (&self.lookup, dst) {
+            let a = u32::from_ne_bytes(a.octets());
+            if a & e0.1 == e0.0 {
+                e0.2
+            } else if a & e1.1 == e1.0 {
+                e1.2
+            } else {
+                usize::MAX
+            }
+        } else {
+            self.bucket_for_rest(dst).unwrap_or(usize::MAX)
         }
-        if self.few {
-            return match dst {
-                IpAddr::V4(a) => {
-                    let a = u32::from_ne_bytes(a.octets());
-                    self.few_v4
-                        .iter()
-                        .find(|(n, m, _)| a & m == *n)
-                        .map(|e| e.2)
-                }
-                IpAddr::V6(a) => {
-                    let a = u128::from(a);
-                    self.few_v6
-                        .iter()
-                        .find(|(n, m, _)| a & m == *n)
-                        .map(|e| e.2)
-                }
-            };
-        }
-        match dst {
-            IpAddr::V4(a) => self.v4.get_lpm(&(u32::from(a), 32)).map(|(_, &i)| i),
-            IpAddr::V6(a) => self.v6.get_lpm(&(u128::from(a), 128)).map(|(_, &i)| i),
+    }
+
+    #[inline(never)]
+    fn bucket_for_rest(&self, dst: &IpAddr) -> Option<usize> {
+        match (&self.lookup, dst) {
+            (AggLookup::Inline(e), IpAddr::V4(a)) => {
+                let a = u32::from_ne_bytes(a.octets());
+                e.iter().find(|(n, m, _)| a & m == *n).map(|e| e.2)
+            }
+            (AggLookup::Few, IpAddr::V4(a)) => {
+                let a = u32::from_ne_bytes(a.octets());
+                self.few_v4
+                    .iter()
+                    .find(|(n, m, _)| a & m == *n)
+                    .map(|e| e.2)
+            }
+            (AggLookup::Inline(_) | AggLookup::Few, IpAddr::V6(a)) => {
+                let a = u128::from(*a);
+                self.few_v6
+                    .iter()
+                    .find(|(n, m, _)| a & m == *n)
+                    .map(|e| e.2)
+            }
+            (AggLookup::Trie, IpAddr::V4(a)) => {
+                self.v4.get_lpm(&(u32::from(*a), 32)).map(|(_, &i)| i)
+            }
+            (AggLookup::Trie, IpAddr::V6(a)) => {
+                self.v6.get_lpm(&(u128::from(*a), 128)).map(|(_, &i)| i)
+            }
         }
     }
 
@@ -1569,6 +1633,44 @@ mod tests {
     }
 
     #[test]
+    fn aggregate_lookup_is_chosen_by_what_is_configured() {
+        let entry = |dst: &str| AggregateConfig {
+            dst: dst.into(),
+            rate: 10,
+            burst: 10,
+        };
+        let none = AggregateLimiter::new(&[], HZ).expect("valid");
+        assert_eq!(none.lookup, AggLookup::Inline([NO_MATCH_V4; INLINE_V4]));
+        assert_eq!(none.bucket_for(&ip("2001:db8::1")), None);
+        assert_eq!(none.bucket_for(&ip("10.0.0.1")), None);
+        // Two IPv4 entries, nested, listed shortest first, and one IPv6: the inline compares.
+        let list = [
+            entry("10.0.0.0/8"),
+            entry("2001:db8::/32"),
+            entry("10.10.0.0/16"),
+        ];
+        let agg = AggregateLimiter::new(&list, HZ).expect("valid");
+        assert!(matches!(agg.lookup, AggLookup::Inline(_)));
+        assert_eq!(agg.bucket_for(&ip("10.10.1.1")), Some(2), "longest prefix");
+        assert_eq!(agg.bucket_for(&ip("10.1.1.1")), Some(0));
+        assert_eq!(agg.bucket_for(&ip("11.0.0.0")), None);
+        assert_eq!(agg.bucket_for(&ip("0.0.0.0")), None);
+        assert_eq!(agg.bucket_for(&ip("2001:db8::1")), Some(1));
+        assert_eq!(agg.bucket_for(&ip("2001:db9::1")), None);
+        let three: Vec<_> = ["10.0.0.0/8", "10.10.0.0/16", "192.0.2.0/24"]
+            .into_iter()
+            .map(entry)
+            .collect();
+        let agg = AggregateLimiter::new(&three, HZ).expect("valid");
+        assert_eq!(agg.lookup, AggLookup::Few);
+        assert_eq!(agg.bucket_for(&ip("192.0.2.9")), Some(2));
+        let many: Vec<_> = (0..20).map(|i| entry(&format!("10.{i}.0.0/16"))).collect();
+        let agg = AggregateLimiter::new(&many, HZ).expect("valid");
+        assert_eq!(agg.lookup, AggLookup::Trie);
+        assert_eq!(agg.bucket_for(&ip("10.19.3.4")), Some(19));
+    }
+
+    #[test]
     fn aggregate_limits_destination_exactly_on_one_worker() {
         let text = "aggregate = [{ dst = \"10.10.10.0/24\", rate = 10, burst = 5 }, { dst = \"2001:db8::/32\", rate = 1, burst = 1 }]";
         let mut st = limiter(text, HZ).worker_stage();
@@ -1645,11 +1747,15 @@ mod tests {
             };
             for a in addrs.iter().copied().chain(nets.iter().map(|n| n.0)) {
                 let ip = IpAddr::V4(a.into());
-                agg.few = true;
-                let scan = agg.bucket_for(ip);
-                agg.few = false;
-                let trie = agg.bucket_for(ip);
+                let chosen = agg.bucket_for(&ip);
+                let built = agg.lookup;
+                agg.lookup = AggLookup::Few;
+                let scan = agg.bucket_for(&ip);
+                agg.lookup = AggLookup::Trie;
+                let trie = agg.bucket_for(&ip);
+                agg.lookup = built;
                 proptest::prop_assert_eq!(scan, trie, "{}", ip);
+                proptest::prop_assert_eq!(chosen, trie, "{} with {:?}", ip, built);
             }
         }
     }
