@@ -68,14 +68,14 @@ use std::sync::Arc;
 use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
-use crate::headers::{Frag, Headers, TcpInfo, Transport};
+use crate::headers::{Frag, Headers, IpHeaders, TcpInfo, Transport};
 use crate::prefix::{Prefix, PrefixError};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
 
 mod table;
-use table::{Meter, SourceTable, Touched};
+use table::{Meter, SourceTable, V4Key};
 
 /// Traffic classes, with the stable index carried by [`DropReason::RateLimited`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -458,23 +458,27 @@ impl RateLimiter {
     }
 
     fn stage_over(&self, table: Arc<SourceTable>) -> RateLimitStage {
-        let mut reflection = vec![0u64; 1024].into_boxed_slice();
+        let mut reflection = Box::new([0u64; 1024]);
         for &p in &self.config.reflection_ports {
-            if let Some(w) = reflection.get_mut(usize::from(p >> 6)) {
-                *w |= 1 << (p & 63);
-            }
+            reflection[usize::from(p >> 6)] |= 1 << (p & 63);
         }
+        let mut plans = [ClassPlan::default(); 8];
+        for (ci, (plan, p)) in plans.iter_mut().zip(self.params).enumerate() {
+            *plan = ClassPlan::new(ci, p, 0);
+        }
+        // Same mask as `Prefix::masked` (a /0 masks everything away); the length was checked
+        // against 32 in `RateLimiter::new`.
+        let mask_v4 = u32::MAX
+            .checked_shl(32u32.saturating_sub(u32::from(self.config.source_prefix_v4)))
+            .unwrap_or(0);
         RateLimitStage {
             config: self.config.clone(),
             tsc_hz: self.tsc_hz,
-            params: self.params,
-            generation: [0; PER_SOURCE],
+            plans,
             reflection,
-            // Same masks as `Prefix::masked` (a /0 masks everything away); the lengths were
-            // checked against 32 and 128 in `RateLimiter::new`.
-            src_mask_v4: u32::MAX
-                .checked_shl(32u32.saturating_sub(u32::from(self.config.source_prefix_v4)))
-                .unwrap_or(0),
+            // Applied to the address's octets read as a native-endian word, so the key needs
+            // no byte swap: the table only needs the key to be the same for the same prefix.
+            src_mask_v4: u32::from_ne_bytes(mask_v4.to_be_bytes()),
             src_mask_v6: u128::MAX
                 .checked_shl(128u32.saturating_sub(u32::from(self.config.source_prefix_v6)))
                 .unwrap_or(0),
@@ -506,15 +510,48 @@ pub struct RateLimitCounters {
     pub table_evictions_active: u64,
 }
 
+/// What a per-source class does to a packet, computed when the class is set, so that a
+/// packet costs one array read after its class is known.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
+struct ClassPlan {
+    /// None: the class has no per-source limit.
+    meter: Option<Meter>,
+    /// The key bits besides the address (see [`table::SourceTable::locate_v6`]): the class in
+    /// bits 1..=3 and its generation in bits 4..=6. The generation is bumped when the class
+    /// changes mode, so old-mode state is treated as a new key.
+    extra: u64,
+    /// The same, in the form an IPv4 key takes it.
+    v4: V4Key,
+}
+
+impl ClassPlan {
+    fn new(ci: usize, params: Option<Params>, generation: u64) -> ClassPlan {
+        let extra = (ci as u64 & 0x7) << 1 | (generation & 0x7) << 4;
+        ClassPlan {
+            meter: params.map(|p| p.meter),
+            extra,
+            v4: V4Key::new(ci, extra),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        (self.extra >> 4) & 0x7
+    }
+}
+
 /// One worker's rate-limit stage. Not shared: each worker owns its table.
 pub struct RateLimitStage {
     config: RateLimitConfig,
     tsc_hz: u64,
-    params: [Option<Params>; PER_SOURCE],
-    /// Bumped when a class changes mode, so old-mode state is treated as a new key.
-    generation: [u8; PER_SOURCE],
-    reflection: Box<[u64]>,
+    /// Indexed by class index (the per-source classes; the rest stay unlimited), a power of
+    /// two long so that `ci & 7` needs no bounds check, each one cache line.
+    plans: [ClassPlan; 8],
+    /// One bit per UDP source port: a reflection port. A fixed-size array, so that indexing
+    /// it by `port >> 6` needs no bounds check.
+    reflection: Box<[u64; 1024]>,
     /// `source_prefix_v4`/`_v6` as masks, computed once: the key of every packet is masked.
+    /// The IPv4 one applies to the octets read as a native-endian word.
     src_mask_v4: u32,
     src_mask_v6: u128,
     /// Shared by every worker of the policy (see [`table`]).
@@ -529,47 +566,104 @@ impl RateLimitStage {
     /// The class of an IP packet (None for non-IP).
     pub fn classify(&self, hdr: &Headers) -> Option<LimitClass> {
         let ip = hdr.ip()?;
-        if ip.frag == Frag::Later {
-            return Some(LimitClass::IpFragment);
-        }
-        Some(match ip.transport {
-            Transport::Udp { sport, .. } if self.is_reflection_port(sport) => {
-                LimitClass::UdpReflection
-            }
-            Transport::Icmp { .. } | Transport::Icmpv6 { .. } => LimitClass::Icmp,
-            Transport::Tcp(t) if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN => {
-                LimitClass::TcpSyn
-            }
-            Transport::None => LimitClass::IpFragment,
-            _ => LimitClass::Other,
-        })
+        LimitClass::from_index(self.class_index(ip) as u8)
     }
 
+    /// The per-source class index of an IP packet (see the table in the module docs). TCP is
+    /// tested first (clean traffic), then UDP (floods): two compares instead of a jump table.
+    #[inline(always)]
+    fn class_index(&self, ip: &IpHeaders) -> usize {
+        const OTHER: usize = LimitClass::Other as usize;
+        let ci = match ip.transport {
+            Transport::Tcp(t) => {
+                if t.flags & (TcpInfo::SYN | TcpInfo::ACK) == TcpInfo::SYN {
+                    LimitClass::TcpSyn as usize
+                } else {
+                    OTHER
+                }
+            }
+            Transport::Udp { sport, .. } => {
+                if self.is_reflection_port(sport) {
+                    LimitClass::UdpReflection as usize
+                } else {
+                    OTHER
+                }
+            }
+            // Clamped so the compiler knows every index is a per-source class: no bounds
+            // checks on the plans and counters indexed by it.
+            ref rest => Self::rare_class_index(rest).min(OTHER),
+        };
+        // A non-first fragment has no transport header (the parser leaves `None`); whatever
+        // the headers say, it is a fragment.
+        if ip.frag == Frag::Later {
+            LimitClass::IpFragment as usize
+        } else {
+            ci
+        }
+    }
+
+    /// The class of the transports other than TCP and UDP, out of line: a jump table here
+    /// would cost every TCP and UDP packet its dispatch.
+    #[inline(never)]
+    fn rare_class_index(t: &Transport) -> usize {
+        match t {
+            Transport::Icmp { .. } | Transport::Icmpv6 { .. } => LimitClass::Icmp as usize,
+            Transport::None => LimitClass::IpFragment as usize,
+            _ => LimitClass::Other as usize,
+        }
+    }
+
+    #[inline(always)]
     fn is_reflection_port(&self, port: u16) -> bool {
-        self.reflection
-            .get(usize::from(port >> 6))
-            .is_some_and(|w| w & (1 << (port & 63)) != 0)
+        self.reflection[usize::from(port >> 6)] & (1 << (port & 63)) != 0
     }
 
     #[inline]
     pub fn process(&mut self, hdr: &Headers, meta: &Meta) -> StageResult {
-        let (Some(ip), Some(class)) = (hdr.ip(), self.classify(hdr)) else {
+        let Some(ip) = hdr.ip() else {
             self.counters.not_ip += 1;
             return StageResult::Continue;
         };
-        let ci = usize::from(class.index());
-        let limited = self.params.get(ci).copied().flatten();
-        if let Some(p) = limited {
-            if !self.source_admit(ip.src, ci, p, meta.tsc) {
+        let ci = self.class_index(ip);
+        let plan = &self.plans[ci & 7];
+        let limited = plan.meter.is_some();
+        if let Some(meter) = &plan.meter {
+            // The masked source, the same bits `Prefix::masked(src, source_prefix_*)` keeps,
+            // from the precomputed masks.
+            let (set, tag) = match ip.src {
+                IpAddr::V4(a) => {
+                    let a = u32::from_ne_bytes(a.octets()) & self.src_mask_v4;
+                    self.table.locate_v4(a, plan.v4)
+                }
+                IpAddr::V6(a) => {
+                    let a = u128::from(a) & self.src_mask_v6;
+                    self.table.locate_v6(a, ci, plan.extra | 1)
+                }
+            };
+            let plans = &self.plans;
+            let meter_of = move |c: usize| plans.get(c).and_then(|q| q.meter);
+            let c = &mut self.counters;
+            // Only an insertion evicts; a hit (the common case) touches no counter.
+            let on_insert = move |touched: table::Touched| {
+                let c: &mut RateLimitCounters = c;
+                c.table_inserts += 1;
+                c.table_evictions += u64::from(touched.evicted);
+                c.table_evictions_active += u64::from(touched.evicted_active);
+            };
+            if !self
+                .table
+                .admit(set, tag, meter, meta.tsc, meter_of, on_insert)
+            {
                 if let Some(d) = self.counters.dropped.get_mut(ci) {
                     *d += 1;
                 }
+                let class = LimitClass::from_index(ci as u8).unwrap_or(LimitClass::Other);
                 return StageResult::Done(Verdict::Drop(DropReason::RateLimited(class)));
             }
         }
-        if let Some(b) = self.aggregate.bucket_for(ip.dst) {
-            let held = self.held.get_mut(b).map(|h| &mut *h);
-            if !self.aggregate.admit(b, held, meta.tsc) {
+        let b = self.aggregate.budget_index(&ip.dst);
+        if let Some(held) = self.held.get_mut(b) {
+            if !Self::aggregate_admit(&self.aggregate, b, held, meta.tsc) {
                 let ai = usize::from(LimitClass::Aggregate.index());
                 if let Some(d) = self.counters.dropped.get_mut(ai) {
                     *d += 1;
@@ -579,7 +673,7 @@ impl RateLimitStage {
                 )));
             }
         }
-        if limited.is_some() {
+        if limited {
             if let Some(c) = self.counters.passed.get_mut(ci) {
                 *c += 1;
             }
@@ -589,32 +683,15 @@ impl RateLimitStage {
         StageResult::Continue
     }
 
-    /// Finds or inserts the key's bucket in the shared table and takes one packet from it.
+    /// One packet against aggregate budget `b`: from the tokens this worker holds if any (the
+    /// common case: no shared cache line), else from the shared budget.
     #[inline(always)]
-    fn source_admit(&mut self, src: IpAddr, ci: usize, p: Params, now: u64) -> bool {
-        // The masked source, as `Prefix::masked(src, source_prefix_*)` gives it, from the
-        // precomputed masks.
-        let (addr, v6) = match src {
-            IpAddr::V4(a) => (u128::from(u32::from(a) & self.src_mask_v4), 0u64),
-            IpAddr::V6(a) => (u128::from(a) & self.src_mask_v6, 1u64),
-        };
-        let generation = u64::from(self.generation.get(ci).copied().unwrap_or(0) & 0x7);
-        let extra = v6 | (ci as u64) << 1 | generation << 4;
-        let (set, tag) = self.table.locate(addr, ci, extra);
-        let params = &self.params;
-        let meter_of = |c: usize| params.get(c).copied().flatten().map(|q| q.meter);
-        let mut touched = Touched::default();
-        let ok = self
-            .table
-            .admit(set, tag, p.meter, now, meter_of, &mut touched);
-        // Only an insertion evicts; a hit (the common case) touches no counter.
-        if touched.inserted {
-            let c = &mut self.counters;
-            c.table_inserts += 1;
-            c.table_evictions += u64::from(touched.evicted);
-            c.table_evictions_active += u64::from(touched.evicted_active);
+    fn aggregate_admit(aggregate: &AggregateLimiter, b: usize, held: &mut u64, now: u64) -> bool {
+        if *held > 0 {
+            *held -= 1;
+            return true;
         }
-        ok
+        aggregate.admit_shared(b, held, now)
     }
 
     /// Changes (or with `None` removes) a class's limit live: validates, then applies. Workers
@@ -639,11 +716,12 @@ impl RateLimitStage {
         };
         let old_mode = slot.map(|l| l.mode);
         *slot = change.limit;
-        if let (Some(p), Some(g)) = (self.params.get_mut(ci), self.generation.get_mut(ci)) {
+        if let Some(plan) = self.plans.get_mut(ci) {
+            let mut generation = plan.generation();
             if old_mode != change.limit.map(|l| l.mode) {
-                *g = g.wrapping_add(1) & 0x7;
+                generation = generation.wrapping_add(1) & 0x7;
             }
-            *p = change.params;
+            *plan = ClassPlan::new(ci, change.params, generation);
         }
     }
 
@@ -688,10 +766,12 @@ pub struct AggregateLimiter {
     v4: PrefixMap<(u32, u8), usize>,
     v6: PrefixMap<(u128, u8), usize>,
     /// With at most [`FEW_AGGREGATES`] entries, (network, mask, budget) longest prefix first:
-    /// a scan of a few masked compares costs a fraction of a trie walk.
+    /// a scan of a few masked compares costs a fraction of a trie walk. IPv4 network and mask
+    /// are kept as the address octets read as a native-endian word, as the packet's are.
     few_v4: Box<[(u32, u32, usize)]>,
     few_v6: Box<[(u128, u128, usize)]>,
-    few: bool,
+    /// Which of the lookups `bucket_for` uses, chosen by what is configured.
+    lookup: AggLookup,
     buckets: Box<[AggBucket]>,
     entries: Vec<(Prefix, AggregateConfig)>,
 }
@@ -707,6 +787,25 @@ struct AggBucket {
 
 /// Up to this many aggregate entries are matched by a linear scan instead of the trie.
 const FEW_AGGREGATES: usize = 16;
+
+/// Up to this many IPv4 aggregates (and few in all, none included) are matched by compares
+/// unrolled over a fixed array held in the limiter itself: no slice to load, no loop.
+const INLINE_V4: usize = 2;
+
+/// An inline entry that matches no address: `a & 0 == 0 != 1`.
+const NO_MATCH_V4: (u32, u32, usize) = (1, 0, usize::MAX);
+
+/// How [`AggregateLimiter::bucket_for`] finds a destination's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AggLookup {
+    /// At most [`INLINE_V4`] IPv4 entries, in this array (longest prefix first, padded with
+    /// [`NO_MATCH_V4`]), and IPv6 ones (if any) in the `few_v6` scan.
+    Inline([(u32, u32, usize); INLINE_V4]),
+    /// The `few_v4`/`few_v6` scans.
+    Few,
+    /// The tries.
+    Trie,
+}
 
 /// `last` before the first packet: the first claimer starts the clock without crediting refill.
 const UNSTARTED: u64 = u64::MAX;
@@ -778,7 +877,9 @@ impl AggregateLimiter {
             match p.addr() {
                 IpAddr::V4(a) => {
                     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                    few_v4.push((u32::from(a) & mask, mask, i));
+                    // As the octets read natively (see `bucket_for`): no byte swap per packet.
+                    let ne = |x: u32| u32::from_ne_bytes(x.to_be_bytes());
+                    few_v4.push((ne(u32::from(a) & mask), ne(mask), i));
                 }
                 IpAddr::V6(a) => {
                     let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
@@ -789,7 +890,17 @@ impl AggregateLimiter {
         Ok(AggregateLimiter {
             v4,
             v6,
-            few: entries.len() <= FEW_AGGREGATES,
+            lookup: if entries.len() <= FEW_AGGREGATES && few_v4.len() <= INLINE_V4 {
+                let mut inline = [NO_MATCH_V4; INLINE_V4];
+                for (slot, &e) in inline.iter_mut().zip(&few_v4) {
+                    *slot = e;
+                }
+                AggLookup::Inline(inline)
+            } else if entries.len() <= FEW_AGGREGATES {
+                AggLookup::Few
+            } else {
+                AggLookup::Trie
+            },
             few_v4: few_v4.into_boxed_slice(),
             few_v6: few_v6.into_boxed_slice(),
             buckets: buckets.into_boxed_slice(),
@@ -799,44 +910,69 @@ impl AggregateLimiter {
 
     /// The budget covering `dst` (longest configured prefix), if any.
     #[inline]
-    pub fn bucket_for(&self, dst: IpAddr) -> Option<usize> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        if self.few {
-            return match dst {
-                IpAddr::V4(a) => {
-                    let a = u32::from(a);
-                    self.few_v4
-                        .iter()
-                        .find(|(n, m, _)| a & m == *n)
-                        .map(|e| e.2)
-                }
-                IpAddr::V6(a) => {
-                    let a = u128::from(a);
-                    self.few_v6
-                        .iter()
-                        .find(|(n, m, _)| a & m == *n)
-                        .map(|e| e.2)
-                }
-            };
-        }
-        match dst {
-            IpAddr::V4(a) => self.v4.get_lpm(&(u32::from(a), 32)).map(|(_, &i)| i),
-            IpAddr::V6(a) => self.v6.get_lpm(&(u128::from(a), 128)).map(|(_, &i)| i),
+    pub fn bucket_for(&self, dst: &IpAddr) -> Option<usize> {
+        let b = self.budget_index(dst);
+        (b != usize::MAX).then_some(b)
+    }
+
+    /// [`AggregateLimiter::bucket_for`] on the packet path: `usize::MAX` for none, so that
+    /// the caller's one bounds check on its held tokens also stands for "no budget". The
+    /// common shapes (none, or one or two protected IPv4 prefixes) take two compares;
+    /// anything else goes out of line.
+    #[inline(always)]
+    fn budget_index(&self, dst: &IpAddr) -> usize {
+        if let (AggLookup::Inline([e0, e1]), IpAddr::V4(a)) = (&self.lookup, dst) {
+            let a = u32::from_ne_bytes(a.octets());
+            if a & e0.1 == e0.0 {
+                e0.2
+            } else if a & e1.1 == e1.0 {
+                e1.2
+            } else {
+                usize::MAX
+            }
+        } else {
+            self.bucket_for_rest(dst).unwrap_or(usize::MAX)
         }
     }
 
-    /// Admits one packet against budget `b`, using and refilling the worker's `held` tokens.
-    #[inline]
-    fn admit(&self, b: usize, held: Option<&mut u64>, now: u64) -> bool {
-        let (Some(bucket), Some(held)) = (self.buckets.get(b), held) else {
+    #[inline(never)]
+    fn bucket_for_rest(&self, dst: &IpAddr) -> Option<usize> {
+        match (&self.lookup, dst) {
+            (AggLookup::Inline(e), IpAddr::V4(a)) => {
+                let a = u32::from_ne_bytes(a.octets());
+                e.iter().find(|(n, m, _)| a & m == *n).map(|e| e.2)
+            }
+            (AggLookup::Few, IpAddr::V4(a)) => {
+                let a = u32::from_ne_bytes(a.octets());
+                self.few_v4
+                    .iter()
+                    .find(|(n, m, _)| a & m == *n)
+                    .map(|e| e.2)
+            }
+            (AggLookup::Inline(_) | AggLookup::Few, IpAddr::V6(a)) => {
+                let a = u128::from(*a);
+                self.few_v6
+                    .iter()
+                    .find(|(n, m, _)| a & m == *n)
+                    .map(|e| e.2)
+            }
+            (AggLookup::Trie, IpAddr::V4(a)) => {
+                self.v4.get_lpm(&(u32::from(*a), 32)).map(|(_, &i)| i)
+            }
+            (AggLookup::Trie, IpAddr::V6(a)) => {
+                self.v6.get_lpm(&(u128::from(*a), 128)).map(|(_, &i)| i)
+            }
+        }
+    }
+
+    /// Admits one packet against budget `b` when the worker holds no token of it: refills the
+    /// shared budget, claims a batch into `held` and takes one. Out of line: it runs once per
+    /// batch (up to 32 packets).
+    #[inline(never)]
+    fn admit_shared(&self, b: usize, held: &mut u64, now: u64) -> bool {
+        let Some(bucket) = self.buckets.get(b) else {
             return true;
         };
-        if *held > 0 {
-            *held -= 1;
-            return true;
-        }
         bucket.refill(now);
         let got = bucket.claim();
         if got == 0 {
@@ -1499,6 +1635,44 @@ mod tests {
     }
 
     #[test]
+    fn aggregate_lookup_is_chosen_by_what_is_configured() {
+        let entry = |dst: &str| AggregateConfig {
+            dst: dst.into(),
+            rate: 10,
+            burst: 10,
+        };
+        let none = AggregateLimiter::new(&[], HZ).expect("valid");
+        assert_eq!(none.lookup, AggLookup::Inline([NO_MATCH_V4; INLINE_V4]));
+        assert_eq!(none.bucket_for(&ip("2001:db8::1")), None);
+        assert_eq!(none.bucket_for(&ip("10.0.0.1")), None);
+        // Two IPv4 entries, nested, listed shortest first, and one IPv6: the inline compares.
+        let list = [
+            entry("10.0.0.0/8"),
+            entry("2001:db8::/32"),
+            entry("10.10.0.0/16"),
+        ];
+        let agg = AggregateLimiter::new(&list, HZ).expect("valid");
+        assert!(matches!(agg.lookup, AggLookup::Inline(_)));
+        assert_eq!(agg.bucket_for(&ip("10.10.1.1")), Some(2), "longest prefix");
+        assert_eq!(agg.bucket_for(&ip("10.1.1.1")), Some(0));
+        assert_eq!(agg.bucket_for(&ip("11.0.0.0")), None);
+        assert_eq!(agg.bucket_for(&ip("0.0.0.0")), None);
+        assert_eq!(agg.bucket_for(&ip("2001:db8::1")), Some(1));
+        assert_eq!(agg.bucket_for(&ip("2001:db9::1")), None);
+        let three: Vec<_> = ["10.0.0.0/8", "10.10.0.0/16", "192.0.2.0/24"]
+            .into_iter()
+            .map(entry)
+            .collect();
+        let agg = AggregateLimiter::new(&three, HZ).expect("valid");
+        assert_eq!(agg.lookup, AggLookup::Few);
+        assert_eq!(agg.bucket_for(&ip("192.0.2.9")), Some(2));
+        let many: Vec<_> = (0..20).map(|i| entry(&format!("10.{i}.0.0/16"))).collect();
+        let agg = AggregateLimiter::new(&many, HZ).expect("valid");
+        assert_eq!(agg.lookup, AggLookup::Trie);
+        assert_eq!(agg.bucket_for(&ip("10.19.3.4")), Some(19));
+    }
+
+    #[test]
     fn aggregate_limits_destination_exactly_on_one_worker() {
         let text = "aggregate = [{ dst = \"10.10.10.0/24\", rate = 10, burst = 5 }, { dst = \"2001:db8::/32\", rate = 1, burst = 1 }]";
         let mut st = limiter(text, HZ).worker_stage();
@@ -1575,11 +1749,15 @@ mod tests {
             };
             for a in addrs.iter().copied().chain(nets.iter().map(|n| n.0)) {
                 let ip = IpAddr::V4(a.into());
-                agg.few = true;
-                let scan = agg.bucket_for(ip);
-                agg.few = false;
-                let trie = agg.bucket_for(ip);
+                let chosen = agg.bucket_for(&ip);
+                let built = agg.lookup;
+                agg.lookup = AggLookup::Few;
+                let scan = agg.bucket_for(&ip);
+                agg.lookup = AggLookup::Trie;
+                let trie = agg.bucket_for(&ip);
+                agg.lookup = built;
                 proptest::prop_assert_eq!(scan, trie, "{}", ip);
+                proptest::prop_assert_eq!(chosen, trie, "{} with {:?}", ip, built);
             }
         }
     }

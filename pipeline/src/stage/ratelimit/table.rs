@@ -8,10 +8,22 @@
 //!
 //! # Layout
 //! Set-associative, [`WAYS`] slots per set, one set per 128 bytes (two cache lines). A slot is
-//! two `AtomicU64`s: a tag and the bucket state. The tag is a 64-bit keyed hash of (masked
-//! address, family, class, class generation) with the class also kept in its low bits, so the
-//! eviction scan knows each slot's mode. Two keys would alias only if set and tag both
-//! collide: a 2^-64 chance per pair with a seed nobody outside knows.
+//! two `AtomicU64`s: a tag and the bucket state. The tag identifies the key (masked address,
+//! family, class, class generation) and keeps the class in its bits 1..=3, so the eviction
+//! scan knows each slot's mode; bit 4 is the family.
+//! - IPv4: the key is 39 bits, so the tag *is* the key (address in bits 5..=36, family,
+//!   class and generation below and above it): two IPv4 keys never alias.
+//! - IPv6: the tag is a 59-bit keyed hash of the key. Two keys would alias only if set and
+//!   tag both collide: a 2^-59 chance per pair with a seed nobody outside knows.
+//!
+//! The set index is a keyed hash of the key, with secret seeds drawn at start. Why it resists
+//! an attacker who wants many keys in one set (HashDoS): the index is taken from one folded
+//! 64×64→128-bit multiply of the key mixed with a secret in *each* factor, `mum(x ⊕ k0,
+//! rotl(x, 32) ⊕ k1)`, as in wyhash/foldhash; which key lands in which set depends on the
+//! seeds through a non-linear function (a carry-propagating product, not a linear map whose
+//! collisions repeat by difference), and no packet ever reveals an index or a hash. That is the
+//! same secret-dependent step the IPv6 path (and this table's first version) starts with; the
+//! further unkeyed multiplies the IPv6 path adds only spread bits for its tag.
 //!
 //! # Bucket state in one word
 //! - `token_bucket` is kept as GCRA (the "virtual scheduling" form of a token bucket): the
@@ -141,7 +153,8 @@ fn window_word(w: u64, count: u64) -> u64 {
 
 #[derive(Default)]
 struct Slot {
-    /// 0 = empty; otherwise a keyed hash with bit 0 set and the class in bits 1..=3.
+    /// 0 = empty; otherwise the key (IPv4) or its keyed hash (IPv6, bit 4 set), with bit 0
+    /// set and the class in bits 1..=3.
     tag: AtomicU64,
     state: AtomicU64,
 }
@@ -150,10 +163,10 @@ struct Slot {
 #[repr(align(128))]
 struct Set([Slot; WAYS]);
 
-/// What one admission did to the table, for the calling worker's counters.
+/// What an insertion did to the table, for the calling worker's counters. A hit (the common
+/// case) reports nothing, so the hit path writes no counter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Touched {
-    pub inserted: bool,
     pub evicted: bool,
     /// The evicted key's bucket was not full (its state mattered).
     pub evicted_active: bool,
@@ -163,7 +176,9 @@ pub struct Touched {
 pub struct SourceTable {
     sets: Box<[Set]>,
     k0: u64,
-    k1: u64,
+    /// The second seed with a constant folded in (so no seed, even a test's small one, makes
+    /// the second factor's high half zero).
+    k1c: u64,
     k2: u64,
 }
 
@@ -179,6 +194,30 @@ pub fn tag_class(tag: u64) -> usize {
     ((tag >> 1) & 0x7) as usize
 }
 
+/// Tag bit 4: the key is an IPv6 prefix (its tag is a hash, not the key itself).
+const TAG_V6: u64 = 0x10;
+
+/// The part of an IPv4 key that depends only on its class (class and generation), computed
+/// when the class is set rather than per packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4Key {
+    /// The class and generation bits above the 32 address bits.
+    hi: u64,
+    /// The tag's low bits: the class in bits 1..=3, bit 0 set, family bit 4 clear.
+    tag_lo: u64,
+}
+
+impl V4Key {
+    /// `extra`: the class and generation bits as [`SourceTable::locate_v6`] takes them (its
+    /// family bit 0 is ignored: this is IPv4).
+    pub fn new(class: usize, extra: u64) -> V4Key {
+        V4Key {
+            hi: (extra & 0x7e) << 32,
+            tag_lo: ((class as u64 & 0x7) << 1) | 1,
+        }
+    }
+}
+
 impl SourceTable {
     /// At least `capacity` slots, in whole sets. The seeds key the hash: random in production.
     pub fn new(capacity: usize, k0: u64, k1: u64, k2: u64) -> SourceTable {
@@ -188,7 +227,7 @@ impl SourceTable {
         SourceTable {
             sets: (0..n).map(|_| Set::default()).collect(),
             k0,
-            k1,
+            k1c: k1 ^ 0x243f_6a88_85a3_08d3,
             k2,
         }
     }
@@ -206,36 +245,48 @@ impl SourceTable {
             .count()
     }
 
-    /// Set index and tag of a key. `extra` carries the family, class and generation bits.
+    /// Lemire's multiply-shift maps a 64-bit hash onto any number of sets without a modulo.
     #[inline]
-    pub fn locate(&self, addr: u128, class: usize, extra: u64) -> (usize, u64) {
+    fn set_of(&self, h: u64) -> usize {
+        ((u128::from(h) * self.sets.len() as u128) >> 64) as usize
+    }
+
+    /// Set index and tag of an IPv4 key: `addr` already masked to the source prefix, `key`
+    /// the class's part. The tag is the key itself (see the module documentation); only the
+    /// set index is hashed, with one keyed folded multiply.
+    #[inline]
+    pub fn locate_v4(&self, addr: u32, key: V4Key) -> (usize, u64) {
+        let x = u64::from(addr) | key.hi;
+        let h = mum(x ^ self.k0, x.rotate_left(32) ^ self.k1c);
+        (self.set_of(h), (x << 5) | key.tag_lo)
+    }
+
+    /// Set index and tag of an IPv6 key. `extra` carries the family (bit 0), class (bits
+    /// 1..=3) and generation (bits 4..=6) bits.
+    #[inline]
+    pub fn locate_v6(&self, addr: u128, class: usize, extra: u64) -> (usize, u64) {
         // Keyed folded multiplies. Both factors of the first vary with the address (the low
-        // half is also rotated into the second, since an IPv4 key's high half is always zero),
-        // so no seed collapses every key onto one set.
+        // half is also rotated into the second), so no seed collapses every key onto one set.
         let (lo, hi) = (addr as u64, (addr >> 64) as u64);
-        let x = mum(
-            lo ^ self.k0,
-            hi ^ lo.rotate_left(32) ^ self.k1 ^ 0x243f_6a88_85a3_08d3,
-        );
+        let x = mum(lo ^ self.k0, hi ^ lo.rotate_left(32) ^ self.k1c);
         let h = mum(x ^ extra, 0x9e37_79b9_7f4a_7c15);
         let t = mum(x ^ self.k2 ^ extra.rotate_left(17), 0xd6e8_feb8_6659_fd93);
-        // Lemire's multiply-shift maps the hash onto any number of sets without a modulo.
-        let set = ((u128::from(h) * self.sets.len() as u128) >> 64) as usize;
-        let tag = (t & !0xf) | ((class as u64 & 0x7) << 1) | 1;
-        (set, tag)
+        let tag = (t & !0x1f) | TAG_V6 | ((class as u64 & 0x7) << 1) | 1;
+        (self.set_of(h), tag)
     }
 
     /// Admits one packet of the key (`set`, `tag`) metered by `meter` at TSC `now`. `meter_of`
-    /// gives the meter of another slot's class for the eviction rank (None = no limit any more).
+    /// gives the meter of another slot's class for the eviction rank (None = no limit any more);
+    /// `on_insert` is called once if the key had to be inserted.
     #[inline]
     pub fn admit(
         &self,
         set: usize,
         tag: u64,
-        meter: Meter,
+        meter: &Meter,
         now: u64,
         meter_of: impl Fn(usize) -> Option<Meter>,
-        touched: &mut Touched,
+        on_insert: impl FnOnce(Touched),
     ) -> bool {
         let Some(ways) = self.sets.get(set) else {
             return true;
@@ -245,7 +296,7 @@ impl SourceTable {
                 return Self::take(s, meter, now);
             }
         }
-        Self::insert(ways, tag, meter, now, meter_of, touched)
+        Self::insert(ways, tag, *meter, now, meter_of, on_insert)
     }
 
     /// The miss path of [`SourceTable::admit`], kept out of line: a key is inserted once and
@@ -258,7 +309,7 @@ impl SourceTable {
         meter: Meter,
         now: u64,
         meter_of: impl Fn(usize) -> Option<Meter>,
-        touched: &mut Touched,
+        on_insert: impl FnOnce(Touched),
     ) -> bool {
         // Miss: pick a victim and claim it. A lost race re-runs the scan (the winner may have
         // inserted this very key); after WAYS attempts the packet is judged as a fresh key.
@@ -267,7 +318,7 @@ impl SourceTable {
             for (i, s) in ways.0.iter().enumerate() {
                 let t = s.tag.load(Relaxed);
                 if t == tag {
-                    return Self::take(s, meter, now);
+                    return Self::take(s, &meter, now);
                 }
                 let st = s.state.load(Relaxed);
                 let rank = if t == 0 {
@@ -295,9 +346,10 @@ impl SourceTable {
             {
                 continue;
             }
-            touched.inserted = true;
-            touched.evicted = rank != 0;
-            touched.evicted_active = rank == 2;
+            on_insert(Touched {
+                evicted: rank != 0,
+                evicted_active: rank == 2,
+            });
             // Start the bucket full and take this packet from it. If another worker already
             // found the new tag and moved the state, judge against what it left.
             let fresh = meter.fresh(now);
@@ -308,13 +360,13 @@ impl SourceTable {
             {
                 return first != fresh;
             }
-            return Self::take(s, meter, now);
+            return Self::take(s, &meter, now);
         }
         true
     }
 
     #[inline]
-    fn take(s: &Slot, meter: Meter, now: u64) -> bool {
+    fn take(s: &Slot, meter: &Meter, now: u64) -> bool {
         let mut cur = s.state.load(Relaxed);
         loop {
             let Some(next) = meter.take(cur, now) else {
@@ -405,7 +457,7 @@ mod tests {
     fn hammer(threads: usize, rate: u64, burst: u64, span_ms: u64, per_thread: u64) -> (u64, u64) {
         let table = Arc::new(SourceTable::new(64, 1, 2, 3));
         let m = gcra(rate, burst);
-        let (set, tag) = table.locate(0x0a00_0001, 0, 0);
+        let (set, tag) = table.locate_v4(0x0a00_0001, V4Key::new(0, 0));
         let ticks = span_ms * HZ / 1000;
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -414,8 +466,7 @@ mod tests {
                     let mut passed = 0u64;
                     for i in 0..per_thread {
                         let now = 1_000_000 + i * ticks / per_thread + t as u64;
-                        let mut touched = Touched::default();
-                        if table.admit(set, tag, m, now, |_| Some(m), &mut touched) {
+                        if table.admit(set, tag, &m, now, |_| Some(m), |_| ()) {
                             passed += 1;
                         }
                     }
@@ -459,39 +510,102 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_tags_are_the_key_and_never_meet_ipv6_tags() {
+        let t = SourceTable::new(1 << 16, 11, 22, 33);
+        let mut seen = std::collections::HashSet::new();
+        for addr in [0u32, 1, 0x0a00_0001, 0x8000_0000, u32::MAX] {
+            for class in 0..5usize {
+                for generation in 0..8u64 {
+                    let extra = (class as u64) << 1 | generation << 4;
+                    let (set, tag) = t.locate_v4(addr, V4Key::new(class, extra));
+                    assert!(set < t.sets.len());
+                    assert_eq!((tag & 1, tag & TAG_V6), (1, 0));
+                    assert_eq!(tag_class(tag), class);
+                    assert_eq!((tag >> 5) as u32, addr, "the address is in the tag");
+                    assert!(seen.insert(tag), "distinct keys, distinct tags");
+                    let (set6, tag6) = t.locate_v6(u128::from(addr), class, extra | 1);
+                    assert!(set6 < t.sets.len());
+                    assert_eq!((tag6 & 1, tag6 & TAG_V6), (1, TAG_V6));
+                    assert_eq!(tag_class(tag6), class);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_keys_spread_over_the_sets() {
+        // 8192 sets, 65,536 keys (a mean of 8 per set) laid out as a scanner would pick them:
+        // consecutive addresses, one per /24, and one class apart. A degenerate index would
+        // pile them up; a keyed hash leaves the fullest set near the Poisson tail (about 20).
+        for seed in [1u64, 0xdead_beef_0bad_f00d] {
+            let t = SourceTable::new(1 << 16, seed, seed.rotate_left(9) ^ 5, 3);
+            for (stride, class) in [(1u32, 0usize), (256, 0), (1, 4)] {
+                let mut load = vec![0u32; t.sets.len()];
+                for a in 0..65_536u32 {
+                    let (set, _) = t.locate_v4(
+                        0x0a00_0000u32.wrapping_add(a * stride),
+                        V4Key::new(class, (class as u64) << 1),
+                    );
+                    load[set] += 1;
+                }
+                let max = load.iter().copied().max().unwrap_or(0);
+                assert!(
+                    max <= 32,
+                    "seed {seed:#x} stride {stride}: a set holds {max} keys"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn victims_are_empty_then_full_then_closest_to_full() {
         let t = SourceTable::new(WAYS, 9, 8, 7);
         let m = gcra(1, 1); // one token per second
         let mut keys = Vec::new();
-        let mut a = 0u128;
+        let mut a = 0u32;
         while keys.len() < WAYS + 2 {
-            let (set, tag) = t.locate(a, 0, 0);
+            let (set, tag) = t.locate_v4(a, V4Key::new(0, 0));
             assert_eq!(set, 0, "one set");
             keys.push(tag);
             a += 1;
         }
+        let admit = |tag, now| {
+            let mut tc = None;
+            let ok = t.admit(0, tag, &m, now, |_| Some(m), |x| tc = Some(x));
+            (ok, tc)
+        };
         for (i, &tag) in keys.iter().take(WAYS).enumerate() {
-            let mut tc = Touched::default();
-            assert!(t.admit(0, tag, m, 1 + i as u64, |_| Some(m), &mut tc));
-            assert!(tc.inserted && !tc.evicted);
+            let (ok, tc) = admit(tag, 1 + i as u64);
+            assert!(ok);
+            assert_eq!(tc, Some(Touched::default()), "inserted, nothing evicted");
         }
+        // A hit reports no insertion (and a drained key is dropped).
+        assert_eq!(admit(keys[7], 9), (false, None));
         // All drained; key 0 (drained first) is the closest to full and goes.
-        let mut tc = Touched::default();
-        assert!(t.admit(0, keys[WAYS], m, 100, |_| Some(m), &mut tc));
-        assert!(tc.evicted && tc.evicted_active);
-        let mut tc = Touched::default();
-        assert!(
-            t.admit(0, keys[0], m, 101, |_| Some(m), &mut tc),
-            "key 0 starts full again"
-        );
-        assert!(
-            tc.evicted_active,
+        let (ok, tc) = admit(keys[WAYS], 100);
+        assert!(ok);
+        let active = Touched {
+            evicted: true,
+            evicted_active: true,
+        };
+        assert_eq!(tc, Some(active));
+        let (ok, tc) = admit(keys[0], 101);
+        assert!(ok, "key 0 starts full again");
+        assert_eq!(
+            tc,
+            Some(active),
             "and pushed out key 1, the next closest to full"
         );
-        // After a second everyone is full again: eviction loses nothing.
-        let mut tc = Touched::default();
-        assert!(t.admit(0, keys[WAYS + 1], m, 10 * HZ, |_| Some(m), &mut tc));
-        assert!(tc.evicted && !tc.evicted_active);
+        // After a while everyone is full again: eviction loses nothing.
+        let (ok, tc) = admit(keys[WAYS + 1], 10 * HZ);
+        assert!(ok);
+        assert_eq!(
+            tc,
+            Some(Touched {
+                evicted: true,
+                evicted_active: false
+            })
+        );
         assert_eq!(t.len(), WAYS);
     }
 }
