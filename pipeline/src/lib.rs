@@ -170,6 +170,7 @@ pub mod lpm;
 pub mod offenders;
 pub mod pipeline;
 pub mod prefix;
+pub mod prf;
 pub mod shared_set;
 pub mod siphash;
 pub mod stage;
