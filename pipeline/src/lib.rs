@@ -170,7 +170,6 @@ pub mod lpm;
 pub mod offenders;
 pub mod pipeline;
 pub mod prefix;
-pub mod prf;
 pub mod shared_set;
 pub mod siphash;
 pub mod stage;

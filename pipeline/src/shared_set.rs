@@ -7,24 +7,17 @@
 //! it on its next lookup (the store is visible to other cores within nanoseconds; there is no
 //! batching or broadcast delay).
 //!
-//! Layout: set-associative. A keyed 128-bit hash of the key's bytes (AES-128 under a secret
-//! key, [`AesPrf`]) gives the key's bucket (its low 64 bits) and its tag (its high 64 bits). A
-//! bucket is one 64-byte cache line (four slots of tag + deadline), so a lookup touches one
-//! line. The table is allocated once (and written once, so its pages are resident before any
-//! worker reads it) and never grows. The hash is keyed so that nobody outside can aim keys at
-//! one bucket.
+//! Layout: set-associative. A keyed 64-bit SipHash-1-3 of the key's bytes is the key's tag, and
+//! its low bits pick one bucket of [`WAYS`] slots. A bucket is one
+//! 64-byte cache line (four slots of tag + deadline), so a lookup touches one line. The table
+//! is allocated once (and written once, so its pages are resident before any worker reads
+//! it) and never grows. The hash is keyed so that nobody outside can aim keys at one bucket.
 //!
-//! Why AES rather than a hash-table hash: the tag alone decides membership (below), so the hash
-//! must be one an attacker can neither invert nor steer without the key, for the bucket index
-//! (HashDoS: flooding one bucket) and for the tag (passing as an allowlisted source); a keyed
-//! PRF gives both, and with AES-NI one block (every IPv4 key) costs less than the
-//! SipHash-1-3 it replaced.
-//!
-//! Tags instead of whole keys: a slot holds a 64-bit keyed hash, not the address or flow
-//! itself, so a slot is two atomics. Two different keys with the same tag would alias; the tag
-//! is 64 bits of PRF output apart from the bucket index, so a lookup of a key that is absent
-//! matches by accident with a chance below 4·2^-64, which an attacker cannot raise without the
-//! secret key.
+//! Tags instead of whole keys: a slot holds the 64-bit keyed hash, not the address or flow
+//! itself, so a slot is two atomics. Two different keys with the same hash would alias; within
+//! one bucket the bits above the bucket index decide, at least 42 of them even at the largest
+//! capacity (2^22 slots), so a lookup of a key that is absent matches by accident with a chance
+//! below 4·2^-42, which an attacker cannot raise without the secret key.
 //!
 //! Concurrency (all atomics `Relaxed`: this is a cache of facts that are each true on their
 //! own, and no other memory is published through it):
@@ -44,7 +37,7 @@
 //!
 //! Time is the TSC, which DPDK requires to be invariant and synchronised across cores.
 
-use crate::prf::AesPrf;
+use crate::siphash::SipKey;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Slots per bucket: four 16-byte slots fill one cache line.
@@ -88,7 +81,7 @@ pub enum Inserted {
 pub struct SharedSet {
     buckets: Box<[Bucket]>,
     mask: usize,
-    key: AesPrf,
+    key: SipKey,
     ttl: u64,
     /// A hit rewrites the deadline only when it has fallen at least this far below `now + ttl`.
     refresh_slack: u64,
@@ -107,7 +100,7 @@ impl SharedSet {
         SharedSet {
             buckets,
             mask: n - 1,
-            key: AesPrf::new(&hash_key),
+            key: SipKey::new(&hash_key),
             ttl,
             refresh_slack: ttl / 16,
             occupied: AtomicUsize::new(0),
@@ -134,10 +127,10 @@ impl SharedSet {
     /// fixed layout, family byte included).
     #[inline]
     pub fn hash<const N: usize>(&self, key: &[u8; N]) -> Hashed {
-        let h = self.key.hash(key);
+        let h = self.key.hash13(key);
         Hashed {
-            bucket: (h as u64 as usize) & self.mask,
-            tag: ((h >> 64) as u64).max(1),
+            bucket: (h as usize) & self.mask,
+            tag: h.max(1),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::shared_set::{Hashed, SharedSet};
 use std::net::IpAddr;
 
 /// A family byte and the address's own bytes (4 or 16): the family byte keeps an IPv4 address
-/// from aliasing an IPv6 one, and short IPv4 keys keep the hash to one AES block.
+/// from aliasing an IPv6 one, and short IPv4 keys keep the hash to one SipHash block.
 fn v4_key(a: std::net::Ipv4Addr) -> [u8; 5] {
     let o = a.octets();
     [4, o[0], o[1], o[2], o[3]]
