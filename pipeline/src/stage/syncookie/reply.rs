@@ -41,6 +41,7 @@ enum Ends {
 /// without the option rather than not at all: the client then assumes the default MSS, which
 /// is harmless because no data ever flows on this handshake. `None` when even a bare reply
 /// does not fit or the headers contradict themselves; nothing has been written in that case.
+#[inline]
 pub fn rewrite(
     frame: &mut [u8],
     l3_off: u16,
@@ -69,6 +70,20 @@ pub fn rewrite(
             return Some(len);
         }
     }
+    rewrite_any(frame, l3, ip, tcp, hop_limit, seg)
+}
+
+/// [`rewrite`] for every other case (IPv6, or no room for the MSS option), out of line so the
+/// common path inlined into the stage stays small.
+#[inline(never)]
+fn rewrite_any(
+    frame: &mut [u8],
+    l3: usize,
+    ip: &IpHeaders,
+    tcp: &TcpInfo,
+    hop_limit: u8,
+    seg: &Segment,
+) -> Option<u16> {
     let ends = match (ip.version, ip.src, ip.dst) {
         (IpVersion::V4, IpAddr::V4(client), IpAddr::V4(server)) => Ends::V4 {
             from: server.octets(),
