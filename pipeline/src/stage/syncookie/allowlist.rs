@@ -131,11 +131,17 @@ impl Outbound {
         }
     }
 
+    /// Whether no protected host has opened a connection yet: callers skip building a key.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.set.occupied() == 0
+    }
+
     /// Whether the connection is known at `now`; a hit extends its deadline. Costs nothing
     /// (no hash) while no protected host has opened a connection.
     #[inline]
     pub fn check(&self, c: &ConnKey, now: u64) -> bool {
-        self.set.occupied() != 0 && self.set.contains(self.hash(c), now)
+        !self.is_empty() && self.set.contains(self.hash(c), now)
     }
 
     /// Records (or refreshes) a connection. A refresh of an entry written less than 1/16 of

@@ -57,14 +57,10 @@ const TIME_MASK: u32 = (1 << TIME_BITS) - 1;
 /// Index into [`MSS_TABLE`] of the largest entry not above `mss`. A SYN without the option gets
 /// the smallest entry, 536, the value RFC 9293 makes every IPv4 host accept.
 pub fn mss_index(mss: Option<u16>) -> u8 {
+    // The table is sorted and its first entry is the floor: count the entries above it that
+    // `mss` reaches (branch-free, no loop).
     let m = mss.unwrap_or(0);
-    let mut idx = 0u8;
-    for (i, &v) in MSS_TABLE.iter().enumerate() {
-        if v <= m {
-            idx = i as u8;
-        }
-    }
-    idx
+    u8::from(m >= MSS_TABLE[1]) + u8::from(m >= MSS_TABLE[2]) + u8::from(m >= MSS_TABLE[3])
 }
 
 /// The connection a cookie is bound to, always oriented from the client (the SYN's sender):

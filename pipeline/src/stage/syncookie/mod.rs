@@ -385,7 +385,7 @@ pub struct Status {
 
 /// One core's SYN-cookie stage.
 pub struct SynCookieStage {
-    protected: Vec<Prefix>,
+    protected: Protected,
     mode: Mode,
     mss: u16,
     ttl: u8,
@@ -396,6 +396,13 @@ pub struct SynCookieStage {
     /// The rotation period slot (TSC / period) of the last scheduled rotation; set by the first
     /// packet, since construction has no clock.
     rotation_slot: Option<u64>,
+    /// The epoch from which [`SynCookieStage::scheduled_rotation`] has something to decide (the
+    /// start of the slot after `rotation_slot`; 0 before the first packet, `u64::MAX` with no
+    /// schedule): one comparison per packet instead of a division.
+    rotation_due: u64,
+    /// The cookie time counter's current period, [start, end) in epoch ticks, and its value:
+    /// recomputed (one division) only when the epoch leaves it.
+    counter_span: (u64, u64, u64),
     /// In lockstep (a fleet's shared key): the wall clock's offset from the TSC, added to the
     /// TSC for the cookie counter and the rotation slot, and the generation is the rotation
     /// slot itself rather than a count of rotations since start. `None`: TSC time, as always.
@@ -448,9 +455,58 @@ impl Shared {
     }
 }
 
+/// The protected prefixes as (network, mask) pairs per family, so the per-packet test is a mask
+/// and a compare on the address as a number, with no family match per prefix.
+struct Protected {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl Protected {
+    fn new(prefixes: &[Prefix]) -> Protected {
+        let mut p = Protected {
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        for x in prefixes {
+            let len = u32::from(x.prefix_len());
+            match x.addr() {
+                IpAddr::V4(a) => {
+                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    p.v4.push((u32::from(a), mask));
+                }
+                IpAddr::V6(a) => {
+                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                    p.v6.push((u128::from(a), mask));
+                }
+            }
+        }
+        p
+    }
+
+    #[inline]
+    fn contains(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4.iter().any(|&(net, mask)| a & mask == net)
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6.iter().any(|&(net, mask)| a & mask == net)
+            }
+        }
+    }
+}
+
 /// Sources we never send a SYN-ACK to: replying to them would be reflecting at a broadcast or
 /// multicast group, at ourselves, or at nobody.
 fn unanswerable(src: IpAddr, dst: IpAddr) -> bool {
+    if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
+        // The same tests on the address as a number (what the parsed packet has).
+        let s = u32::from(s);
+        return s == u32::from(d) || s == 0 || s >> 28 == 0xe || s >> 24 == 127 || s == u32::MAX;
+    }
     src == dst
         || src.is_unspecified()
         || src.is_multicast()
@@ -581,7 +637,7 @@ impl SynCookieStage {
     ) -> Result<Self, ConfigError> {
         let (ticks_per_counter, rotate_ticks) = Self::validate(cfg, tsc_hz)?;
         Ok(SynCookieStage {
-            protected: cfg.protected.clone(),
+            protected: Protected::new(&cfg.protected),
             mode: cfg.mode,
             mss: cfg.mss,
             ttl: cfg.ttl,
@@ -590,6 +646,8 @@ impl SynCookieStage {
             ticks_per_counter,
             rotate_ticks,
             rotation_slot: None,
+            rotation_due: if rotate_ticks.is_some() { 0 } else { u64::MAX },
+            counter_span: (1, 0, 0),
             clock: None,
             jar: CookieJar::new(secret),
             allowlist: Arc::clone(&shared.allowlist),
@@ -629,6 +687,8 @@ impl SynCookieStage {
             let slot = start / period;
             self.jar.set_generation(slot);
             self.rotation_slot = Some(slot);
+            // The next packet re-derives the due time from this slot.
+            self.rotation_due = 0;
         }
         self
     }
@@ -695,8 +755,23 @@ impl SynCookieStage {
         self.counters.rotations += 1;
     }
 
+    #[inline]
     fn is_protected(&self, addr: IpAddr) -> bool {
-        self.protected.iter().any(|p| p.contains(addr))
+        self.protected.contains(addr)
+    }
+
+    /// The cookie time counter at `epoch`: the cached one while the epoch stays in its period
+    /// (either way: the clock offset may be corrected backwards), else one division.
+    #[inline]
+    fn counter(&mut self, epoch: u64) -> u64 {
+        let (start, end, counter) = self.counter_span;
+        if epoch >= start && epoch < end {
+            return counter;
+        }
+        let counter = epoch / self.ticks_per_counter;
+        let start = counter * self.ticks_per_counter;
+        self.counter_span = (start, start.saturating_add(self.ticks_per_counter), counter);
+        counter
     }
 
     /// Outbound: a protected host opening a connection. Records it so the answers pass.
@@ -731,8 +806,9 @@ impl SynCookieStage {
 
     /// Inbound, unauthenticated source: whether this packet answers a connection a protected
     /// host opened. A pure SYN never does (no lookup, so SYN floods do not pay for it).
+    #[inline]
     fn is_outbound_return(&self, ip: &IpHeaders, now: u64) -> bool {
-        if ip.frag == Frag::Later {
+        if ip.frag == Frag::Later || self.outbound.is_empty() {
             return false;
         }
         let (sport, dport, proto) = match ip.transport {
@@ -756,8 +832,12 @@ impl SynCookieStage {
         )
     }
 
-    fn scheduled_rotation(&mut self, now: u64) {
+    /// Called when the epoch reaches `rotation_due`, that is when the slot may have moved on.
+    #[cold]
+    #[inline(never)]
+    fn scheduled_rotation(&mut self, epoch: u64) {
         let Some(period) = self.rotate_ticks else {
+            self.rotation_due = u64::MAX;
             return;
         };
         // Rotations fall on whole multiples of the period of the TSC, which every core shares,
@@ -765,7 +845,7 @@ impl SynCookieStage {
         // packet after it) and a cookie one worker issues validates on any other. In lockstep
         // the clock is the wall clock (the TSC plus the start-up offset), and the generation is
         // the slot itself, so every box of the fleet agrees on it.
-        let slot = self.epoch(now) / period;
+        let slot = epoch / period;
         match self.rotation_slot {
             None => self.rotation_slot = Some(slot),
             Some(last) if slot > last && self.clock.is_some() => {
@@ -781,6 +861,8 @@ impl SynCookieStage {
             }
             Some(_) => {}
         }
+        let last = self.rotation_slot.unwrap_or(slot);
+        self.rotation_due = last.saturating_add(1).saturating_mul(period);
     }
 
     fn drop(&mut self, reason: DropReason) -> StageResult {
@@ -821,7 +903,10 @@ impl SynCookieStage {
         if !self.is_protected(ip.dst) {
             return StageResult::Continue;
         }
-        self.scheduled_rotation(now);
+        let epoch = self.epoch(now);
+        if epoch >= self.rotation_due {
+            self.scheduled_rotation(epoch);
+        }
         // A protocol this policy passes unauthenticated passes whoever sends it: no lookup
         // (UDP reflection toward a protected prefix costs the stage a few instructions, not
         // an allowlist hash per packet).
@@ -848,7 +933,7 @@ impl SynCookieStage {
             return StageResult::Continue;
         }
         match non_tcp {
-            None => self.unauthenticated_tcp(frame, hdr.l3_off, ip, now),
+            None => self.unauthenticated_tcp(frame, hdr.l3_off, ip, now, epoch),
             Some(NonTcpAction::Pass) => StageResult::Continue,
             Some(NonTcpAction::Drop) => self.drop(DropReason::Unauthenticated),
         }
@@ -860,11 +945,12 @@ impl SynCookieStage {
         l3_off: u16,
         ip: &IpHeaders,
         now: u64,
+        epoch: u64,
     ) -> StageResult {
         // A fragmented SYN or handshake segment is never legitimate; without the TCP header
         // (later fragments) there is nothing to authenticate either.
         let tcp = match (ip.frag, &ip.transport) {
-            (Frag::None, Transport::Tcp(t)) => *t,
+            (Frag::None, Transport::Tcp(t)) => t,
             _ => return self.drop(DropReason::Unauthenticated),
         };
         let flow = Flow {
@@ -873,7 +959,7 @@ impl SynCookieStage {
             client_port: tcp.sport,
             server_port: tcp.dport,
         };
-        let counter = self.epoch(now) / self.ticks_per_counter;
+        let counter = self.counter(epoch);
         let f = tcp.flags;
         let has = |bit: u8| f & bit != 0;
 
@@ -887,7 +973,7 @@ impl SynCookieStage {
             return StageResult::Done(Verdict::Drop(DropReason::AuthHandshake));
         }
         if has(TcpInfo::SYN) && !has(TcpInfo::ACK) && !has(TcpInfo::FIN) {
-            return self.answer_syn(frame, l3_off, ip, &tcp, &flow, counter);
+            return self.answer_syn(frame, l3_off, ip, tcp, &flow, counter);
         }
         if has(TcpInfo::ACK) && !has(TcpInfo::SYN) {
             // The final ACK of a completed handshake acknowledges our ISN + 1.
@@ -895,7 +981,7 @@ impl SynCookieStage {
                 return self.drop(DropReason::CookieInvalid);
             };
             if self.mode == Mode::Proxy {
-                if let Some(r) = self.proxy_open(frame, l3_off, ip, &tcp, valid, now) {
+                if let Some(r) = self.proxy_open(frame, l3_off, ip, tcp, valid, now) {
                     return r;
                 }
                 // No room in the table: the classic answer below, and the source is
@@ -911,7 +997,7 @@ impl SynCookieStage {
                 window: 0,
                 mss: None,
             };
-            let Some(len) = reply::rewrite(frame, l3_off, ip, &tcp, self.ttl, &seg) else {
+            let Some(len) = reply::rewrite(frame, l3_off, ip, tcp, self.ttl, &seg) else {
                 return StageResult::Done(Verdict::Drop(DropReason::Malformed(
                     Malformed::TcpTruncated,
                 )));

@@ -866,6 +866,46 @@ fn rotation_keeps_one_generation_valid() {
     assert_eq!(s.counters.rotations, 2);
 }
 
+proptest! {
+    /// The cached cookie counter is always the division it replaces, whichever way the epoch
+    /// moves (a fleet's clock offset can be corrected backwards) and across period edges.
+    #[test]
+    fn cached_counter_is_the_division(steps in proptest::collection::vec(-3 * PERIOD as i64..3 * PERIOD as i64, 1..64),
+                                      start in 0u64..1 << 40) {
+        let mut st = stage();
+        let mut e = start;
+        for d in steps {
+            e = e.saturating_add_signed(d);
+            prop_assert_eq!(st.counter(e), e / PERIOD);
+        }
+        prop_assert_eq!(st.counter(u64::MAX), u64::MAX / PERIOD);
+        prop_assert_eq!(st.counter(0), 0);
+    }
+
+    /// The rotation due time only replaces the per-packet division: the generation after any
+    /// sequence of packet times, forwards or backwards, is the one the division gives (one
+    /// rotation per later slot seen, none for going back).
+    #[test]
+    fn rotation_due_time_rotates_like_the_division(steps in proptest::collection::vec(-2 * PERIOD as i64..3 * PERIOD as i64, 1..32)) {
+        let mut st = stage_with(|c| c.rotate_every_s = 64);
+        let (mut t, mut last, mut rotations) = (T0, None::<u64>, 0u64);
+        for d in steps {
+            t = t.saturating_add_signed(d);
+            run(&mut st, &mut syn(false, 1), t);
+            let slot = t / PERIOD;
+            match last {
+                None => last = Some(slot),
+                Some(l) if slot > l => {
+                    rotations += 1;
+                    last = Some(slot);
+                }
+                Some(_) => {}
+            }
+            prop_assert_eq!(st.counters().rotations, rotations);
+        }
+    }
+}
+
 #[test]
 fn scheduled_rotation_happens_on_the_packet_path() {
     let mut st = stage_with(|c| c.rotate_every_s = 64);
