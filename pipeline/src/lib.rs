@@ -165,6 +165,7 @@
 
 pub mod counters;
 pub mod emit;
+pub mod foldhash;
 pub mod headers;
 pub mod lpm;
 pub mod offenders;

@@ -56,6 +56,7 @@
 //! from full, so it is the last to go; a source that pauses long enough to refill is only owed
 //! what a token bucket would have refilled anyway.
 
+use crate::foldhash::{mum, K1_CONSTANT};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Ways per set.
@@ -182,12 +183,6 @@ pub struct SourceTable {
     k2: u64,
 }
 
-#[inline]
-fn mum(a: u64, b: u64) -> u64 {
-    let p = u128::from(a).wrapping_mul(u128::from(b));
-    (p as u64) ^ ((p >> 64) as u64)
-}
-
 /// The class stored in a tag's bits 1..=3.
 #[inline]
 pub fn tag_class(tag: u64) -> usize {
@@ -227,7 +222,7 @@ impl SourceTable {
         SourceTable {
             sets: (0..n).map(|_| Set::default()).collect(),
             k0,
-            k1c: k1 ^ 0x243f_6a88_85a3_08d3,
+            k1c: k1 ^ K1_CONSTANT,
             k2,
         }
     }

@@ -12,8 +12,9 @@ pub use crate::shared_set::Inserted;
 use crate::shared_set::{Hashed, SharedSet};
 use std::net::IpAddr;
 
-/// A family byte and the address's own bytes (4 or 16): the family byte keeps an IPv4 address
-/// from aliasing an IPv6 one, and short IPv4 keys keep the hash to one SipHash block.
+/// A family byte and the address's own bytes (4 or 16), as they go into [`Outbound`]'s
+/// 5-tuple keys: the family byte keeps an IPv4 address from aliasing an IPv6 one. (An IPv4
+/// source in the allowlist is its own tag, see [`SharedSet::hash_v4`].)
 fn v4_key(a: std::net::Ipv4Addr) -> [u8; 5] {
     let o = a.octets();
     [4, o[0], o[1], o[2], o[3]]
@@ -49,7 +50,7 @@ impl Allowlist {
 
     fn hash(&self, addr: IpAddr) -> Hashed {
         match addr {
-            IpAddr::V4(a) => self.set.hash(&v4_key(a)),
+            IpAddr::V4(a) => self.set.hash_v4(u32::from(a)),
             IpAddr::V6(a) => self.set.hash(&v6_key(a)),
         }
     }
