@@ -23,6 +23,19 @@ pub fn valgrind_args(prefix: &Path) -> Vec<String> {
     ]
 }
 
+/// `program` as a command, run under callgrind into `prefix` (see [`valgrind_args`]) when a
+/// prefix is given.
+pub fn command(program: &Path, prefix: Option<&Path>) -> std::process::Command {
+    match prefix {
+        Some(p) => {
+            let mut c = std::process::Command::new("valgrind");
+            c.args(valgrind_args(p)).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
 /// Instructions of one thread, by the object (executable or shared library) they ran in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ThreadCost {

@@ -278,15 +278,7 @@ fn testpmd_command(
     callgrind: Option<&Path>,
 ) -> Command {
     let n = l.workers.len();
-    let mut cmd = match callgrind {
-        Some(prefix) => {
-            let mut c = Command::new("valgrind");
-            c.args(perf::callgrind::valgrind_args(prefix))
-                .arg(&a.testpmd);
-            c
-        }
-        None => Command::new(&a.testpmd),
-    };
+    let mut cmd = perf::callgrind::command(&a.testpmd, callgrind);
     cmd.arg(format!("--lcores={}", l.lcores));
     cmd.args([
         "--no-pci",
@@ -441,15 +433,7 @@ fn scrubd(
     let cfg_path = dir.join("bench.toml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&summary);
-    let mut cmd = match callgrind {
-        Some(prefix) => {
-            let mut c = Command::new("valgrind");
-            c.args(perf::callgrind::valgrind_args(prefix))
-                .arg(&a.scrubd);
-            c
-        }
-        None => Command::new(&a.scrubd),
-    };
+    let mut cmd = perf::callgrind::command(&a.scrubd, callgrind);
     let out = cmd
         .arg("--config")
         .arg(&cfg_path)

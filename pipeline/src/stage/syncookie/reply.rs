@@ -118,13 +118,7 @@ fn rewrite_any(
     // and reserved bits) is zero, and so are the option bytes when no MSS is carried.
     let mut th = [0u8; tcp::MIN_HEADER_LEN + tcp::option::MSS_LEN];
     let mut t = tcp::Packet::new_unchecked(&mut th);
-    t.set_src_port(tcp.dport);
-    t.set_dst_port(tcp.sport);
-    t.set_seq(seg.seq);
-    t.set_ack(seg.ack);
-    t.set_header_len(tcp_len);
-    t.set_flags(seg.flags);
-    t.set_window(seg.window);
+    fill_tcp(&mut t, tcp, seg, tcp_len);
     if let Some(m) = mss {
         t.set_option_mss(m);
     }
@@ -201,13 +195,7 @@ fn rewrite_v4(
     p.set_src_addr(server);
     p.set_dst_addr(client);
     let mut t = tcp::Packet::new_unchecked(&mut *th);
-    t.set_src_port(tcp.dport);
-    t.set_dst_port(tcp.sport);
-    t.set_seq(seg.seq);
-    t.set_ack(seg.ack);
-    t.set_header_len(TCP_LEN);
-    t.set_flags(seg.flags);
-    t.set_window(seg.window);
+    fill_tcp(&mut t, tcp, seg, TCP_LEN);
     t.set_option_mss(mss);
 
     let addrs = halves(u32::from_be_bytes(client)) + halves(u32::from_be_bytes(server));
@@ -300,6 +288,24 @@ fn put<const N: usize>(frame: &mut [u8], at: usize, header: &[u8; N]) -> Option<
     let dst: &mut [u8; N] = frame.get_mut(at..)?.first_chunk_mut()?;
     *dst = *header;
     Some(())
+}
+
+/// The reply's fixed TCP header fields, on both rewrite paths: ports swapped back toward the
+/// client, then the segment's own numbers.
+#[inline(always)]
+fn fill_tcp<T: AsRef<[u8]> + AsMut<[u8]>>(
+    t: &mut tcp::Packet<T>,
+    tcp: &TcpInfo,
+    seg: &Segment,
+    header_len: usize,
+) {
+    t.set_src_port(tcp.dport);
+    t.set_dst_port(tcp.sport);
+    t.set_seq(seg.seq);
+    t.set_ack(seg.ack);
+    t.set_header_len(header_len);
+    t.set_flags(seg.flags);
+    t.set_window(seg.window);
 }
 
 #[cfg(test)]
