@@ -46,7 +46,8 @@ pub(crate) fn mask_v4(len: u8) -> u32 {
         .unwrap_or(0)
 }
 
-fn mask_v6(len: u8) -> u128 {
+/// The netmask of a `len`-bit IPv6 prefix (lengths past 128 give all ones).
+pub(crate) fn mask_v6(len: u8) -> u128 {
     u128::MAX
         .checked_shl(128u32.saturating_sub(u32::from(len)))
         .unwrap_or(0)

@@ -69,7 +69,7 @@ use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
 use crate::headers::{Frag, Headers, IpHeaders, TcpInfo, Transport};
-use crate::prefix::{Prefix, PrefixError};
+use crate::prefix::{mask_v4, mask_v6, Prefix, PrefixError};
 use crate::stage::StageResult;
 use crate::verdict::{DropReason, Verdict};
 use crate::Meta;
@@ -466,11 +466,8 @@ impl RateLimiter {
         for (ci, (plan, p)) in plans.iter_mut().zip(self.params).enumerate() {
             *plan = ClassPlan::new(ci, p, 0);
         }
-        // Same mask as `Prefix::masked` (a /0 masks everything away); the length was checked
-        // against 32 in `RateLimiter::new`.
-        let mask_v4 = u32::MAX
-            .checked_shl(32u32.saturating_sub(u32::from(self.config.source_prefix_v4)))
-            .unwrap_or(0);
+        // Same masks as `Prefix::masked`; the lengths were checked in `RateLimiter::new`.
+        let mask_v4 = mask_v4(self.config.source_prefix_v4);
         RateLimitStage {
             config: self.config.clone(),
             tsc_hz: self.tsc_hz,
@@ -479,9 +476,7 @@ impl RateLimiter {
             // Applied to the address's octets read as a native-endian word, so the key needs
             // no byte swap: the table only needs the key to be the same for the same prefix.
             src_mask_v4: u32::from_ne_bytes(mask_v4.to_be_bytes()),
-            src_mask_v6: u128::MAX
-                .checked_shl(128u32.saturating_sub(u32::from(self.config.source_prefix_v6)))
-                .unwrap_or(0),
+            src_mask_v6: mask_v6(self.config.source_prefix_v6),
             table,
             aggregate: self.aggregate.clone(),
             held: vec![0; self.aggregate.buckets.len()].into_boxed_slice(),
@@ -873,16 +868,15 @@ impl AggregateLimiter {
         let mut few_v4 = Vec::new();
         let mut few_v6 = Vec::new();
         for (p, i) in by_len {
-            let len = u32::from(p.prefix_len());
             match p.addr() {
                 IpAddr::V4(a) => {
-                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    let mask = mask_v4(p.prefix_len());
                     // As the octets read natively (see `bucket_for`): no byte swap per packet.
                     let ne = |x: u32| u32::from_ne_bytes(x.to_be_bytes());
                     few_v4.push((ne(u32::from(a) & mask), ne(mask), i));
                 }
                 IpAddr::V6(a) => {
-                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                    let mask = mask_v6(p.prefix_len());
                     few_v6.push((u128::from(a) & mask, mask, i));
                 }
             }

@@ -72,7 +72,7 @@ use self::allowlist::Inserted;
 pub use self::allowlist::{Allowlist, ConnKey, Outbound};
 use self::reply::Segment;
 use super::StageResult;
-use crate::prefix::Prefix;
+use crate::prefix::{mask_v4, mask_v6, Prefix};
 use crate::wire::ip_protocol;
 use crate::{
     Direction, DropReason, Frag, Headers, IpHeaders, Malformed, Meta, TcpInfo, Transport, Verdict,
@@ -469,16 +469,9 @@ impl Protected {
             v6: Vec::new(),
         };
         for x in prefixes {
-            let len = u32::from(x.prefix_len());
             match x.addr() {
-                IpAddr::V4(a) => {
-                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                    p.v4.push((u32::from(a), mask));
-                }
-                IpAddr::V6(a) => {
-                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                    p.v6.push((u128::from(a), mask));
-                }
+                IpAddr::V4(a) => p.v4.push((u32::from(a), mask_v4(x.prefix_len()))),
+                IpAddr::V6(a) => p.v6.push((u128::from(a), mask_v6(x.prefix_len()))),
             }
         }
         p
