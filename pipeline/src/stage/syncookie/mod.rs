@@ -495,16 +495,18 @@ impl Protected {
 /// Sources we never send a SYN-ACK to: replying to them would be reflecting at a broadcast or
 /// multicast group, at ourselves, or at nobody.
 fn unanswerable(src: IpAddr, dst: IpAddr) -> bool {
-    if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
-        // The same tests on the address as a number (what the parsed packet has).
-        let s = u32::from(s);
-        return s == u32::from(d) || s == 0 || s >> 28 == 0xe || s >> 24 == 127 || s == u32::MAX;
+    if src == dst {
+        return true;
     }
-    src == dst
-        || src.is_unspecified()
-        || src.is_multicast()
-        || src.is_loopback()
-        || matches!(src, IpAddr::V4(a) if a.is_broadcast())
+    match src {
+        // On the address as a number: unspecified, multicast (224/4), loopback (127/8),
+        // limited broadcast — `Ipv4Addr`'s predicates, without the octet shuffling.
+        IpAddr::V4(s) => {
+            let s = u32::from(s);
+            s == 0 || s >> 28 == 0xe || s >> 24 == 127 || s == u32::MAX
+        }
+        IpAddr::V6(s) => s.is_unspecified() || s.is_multicast() || s.is_loopback(),
+    }
 }
 
 /// Whether `ack` would be accepted by a client in SYN-SENT that sent ISN `isn` and `data` bytes

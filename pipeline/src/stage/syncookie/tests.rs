@@ -2611,3 +2611,19 @@ fn proxy_cost_per_packet() {
     let mut auth = stage();
     time("auth: SYN answered", &mut auth, &syn, Direction::Inbound);
 }
+
+proptest! {
+    /// `unanswerable`'s numeric IPv4 tests are `Ipv4Addr`'s own predicates.
+    #[test]
+    fn unanswerable_v4_is_the_std_predicates(s in any::<u32>(), d in any::<u32>(), same in any::<bool>()) {
+        let d = if same { s } else { d };
+        let (a, b) = (Ipv4Addr::from(s), Ipv4Addr::from(d));
+        let expected = a == b || a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.is_broadcast();
+        prop_assert_eq!(unanswerable(IpAddr::V4(a), IpAddr::V4(b)), expected);
+        for special in [0u32, 0x7f00_0001, 0xe000_0001, 0xefff_ffff, u32::MAX, 0xc000_0201] {
+            let a = Ipv4Addr::from(special);
+            let expected = a == b || a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.is_broadcast();
+            prop_assert_eq!(unanswerable(IpAddr::V4(a), IpAddr::V4(b)), expected);
+        }
+    }
+}
