@@ -19,4 +19,28 @@ pub fn mum(a: u64, b: u64) -> u64 {
 
 /// Folded into the second secret so that no secret, even a test's small one, makes the second
 /// factor's high half zero.
-pub const K1_CONSTANT: u64 = 0x243f_6a88_85a3_08d3;
+const K1_CONSTANT: u64 = 0x243f_6a88_85a3_08d3;
+
+/// The two secrets of a table's placement, and the placement itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    k0: u64,
+    k1c: u64,
+}
+
+impl Placement {
+    /// `k0`, `k1`: secret, drawn at start.
+    pub fn new(k0: u64, k1: u64) -> Placement {
+        Placement {
+            k0,
+            k1c: k1 ^ K1_CONSTANT,
+        }
+    }
+
+    /// The place of a two-word key: `mum(lo ⊕ k0, hi ⊕ rotl(lo, 32) ⊕ k1)`. Both factors vary
+    /// with `lo`, so no secret collapses every key onto one place. A one-word key is `(x, 0)`.
+    #[inline(always)]
+    pub fn of(&self, lo: u64, hi: u64) -> u64 {
+        mum(lo ^ self.k0, hi ^ lo.rotate_left(32) ^ self.k1c)
+    }
+}

@@ -43,7 +43,7 @@
 //!
 //! Time is the TSC, which DPDK requires to be invariant and synchronised across cores.
 
-use crate::foldhash::{mum, K1_CONSTANT};
+use crate::foldhash::Placement;
 use crate::siphash::SipKey;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -93,9 +93,8 @@ pub struct SharedSet {
     buckets: Box<[Bucket]>,
     mask: usize,
     key: SipKey,
-    /// Secrets of [`SharedSet::hash_v4`]'s bucket index, derived from the same hash key.
-    k0: u64,
-    k1c: u64,
+    /// [`SharedSet::hash_v4`]'s bucket index, its secrets derived from the same hash key.
+    place: Placement,
     ttl: u64,
     /// A hit rewrites the deadline only when it has fallen at least this far below `now + ttl`.
     refresh_slack: u64,
@@ -115,8 +114,7 @@ impl SharedSet {
         SharedSet {
             buckets,
             mask: n - 1,
-            k0: key.hash13(b"shared-set k0"),
-            k1c: key.hash13(b"shared-set k1") ^ K1_CONSTANT,
+            place: Placement::new(key.hash13(b"shared-set k0"), key.hash13(b"shared-set k1")),
             key,
             ttl,
             refresh_slack: ttl / 16,
@@ -157,7 +155,7 @@ impl SharedSet {
     pub fn hash_v4(&self, addr: u32) -> Hashed {
         let x = u64::from(addr);
         Hashed {
-            bucket: (mum(x ^ self.k0, x.rotate_left(32) ^ self.k1c) as usize) & self.mask,
+            bucket: (self.place.of(x, 0) as usize) & self.mask,
             tag: DIRECT_TAG | x,
         }
     }

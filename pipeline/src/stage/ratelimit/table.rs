@@ -56,7 +56,7 @@
 //! from full, so it is the last to go; a source that pauses long enough to refill is only owed
 //! what a token bucket would have refilled anyway.
 
-use crate::foldhash::{mum, K1_CONSTANT};
+use crate::foldhash::{mum, Placement};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Ways per set.
@@ -176,10 +176,8 @@ pub struct Touched {
 /// See the module documentation.
 pub struct SourceTable {
     sets: Box<[Set]>,
-    k0: u64,
-    /// The second seed with a constant folded in (so no seed, even a test's small one, makes
-    /// the second factor's high half zero).
-    k1c: u64,
+    /// Keys the set index (see the module documentation).
+    place: Placement,
     k2: u64,
 }
 
@@ -221,8 +219,7 @@ impl SourceTable {
         // before any worker looks up a key: no page fault on the packet path.
         SourceTable {
             sets: (0..n).map(|_| Set::default()).collect(),
-            k0,
-            k1c: k1 ^ K1_CONSTANT,
+            place: Placement::new(k0, k1),
             k2,
         }
     }
@@ -252,7 +249,7 @@ impl SourceTable {
     #[inline]
     pub fn locate_v4(&self, addr: u32, key: V4Key) -> (usize, u64) {
         let x = u64::from(addr) | key.hi;
-        let h = mum(x ^ self.k0, x.rotate_left(32) ^ self.k1c);
+        let h = self.place.of(x, 0);
         (self.set_of(h), (x << 5) | key.tag_lo)
     }
 
@@ -263,7 +260,7 @@ impl SourceTable {
         // Keyed folded multiplies. Both factors of the first vary with the address (the low
         // half is also rotated into the second), so no seed collapses every key onto one set.
         let (lo, hi) = (addr as u64, (addr >> 64) as u64);
-        let x = mum(lo ^ self.k0, hi ^ lo.rotate_left(32) ^ self.k1c);
+        let x = self.place.of(lo, hi);
         let h = mum(x ^ extra, 0x9e37_79b9_7f4a_7c15);
         let t = mum(x ^ self.k2 ^ extra.rotate_left(17), 0xd6e8_feb8_6659_fd93);
         let tag = (t & !0x1f) | TAG_V6 | ((class as u64 & 0x7) << 1) | 1;
